@@ -1,0 +1,39 @@
+# Two commands a newcomer needs: `make demo` and `make test`. Everything installs into .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint unit integration kafka-up kafka-down bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/arrears demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy contracts services tests
+	$(BIN)/python -m contracts.generate --check
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not integration" -q
+
+integration: $(STAMP)
+	bash deploy/local/kafka.sh fetch
+	$(BIN)/pytest -m integration -q
+
+test: lint $(STAMP)
+	bash deploy/local/kafka.sh fetch
+	$(BIN)/pytest -q -ra
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,57 @@
+"""The one envelope of every event and command (CloudEvents 1.0 attribute names plus extensions)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]*$")]
+TenantId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+
+
+class Fragment(BaseModel):
+    """An immutable part of an event's data; unknown fields are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class EventData(Fragment):
+    """Base of every event's `data`. Subclasses name their CloudEvents `type` and their topic."""
+
+    TYPES: ClassVar[tuple[str, ...]]
+    TOPIC: ClassVar[str]
+    NEEDS_DEBTOR: ClassVar[bool] = True
+
+
+D = TypeVar("D", bound=EventData)
+
+
+class Envelope(BaseModel, Generic[D]):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    specversion: str = Field(default="1.0", pattern=r"^1\.0$")
+    id: Identifier = Field(description="Unique per tenant; posting the same id twice is a no-op")
+    source: str = Field(min_length=1, max_length=256, description="URI-reference of the producer")
+    type: str = Field(description="Schema name and major version, e.g. ar.invoice.issued.v1")
+    time: AwareDatetime = Field(description="When the occurrence happened, as the producer saw it")
+    subject: str | None = Field(default=None, max_length=256)
+    datacontenttype: str = Field(default="application/json", pattern=r"^application/json$")
+    tenantid: TenantId
+    debtorid: Identifier | None = None
+    causationid: str | None = Field(default=None, max_length=256)
+    correlationid: str | None = Field(default=None, max_length=256)
+    data: D
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenantid}:{self.debtorid}" if self.debtorid else self.tenantid
+
+
+AnyEnvelope = Envelope[Any]
+
+
+def envelope_time(value: datetime) -> datetime:
+    """Envelope times are kept to the millisecond, like Kafka timestamps."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)

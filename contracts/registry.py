@@ -1,0 +1,125 @@
+"""Every event type Arrears knows, and how an envelope is parsed from and encoded to bytes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from contracts import clock, journal, receivables
+from contracts.envelope import Envelope, EventData
+
+DATA_MODELS: tuple[type[EventData], ...] = (
+    journal.DebtorProfile,
+    journal.InvoiceIssued,
+    journal.InvoiceAdjusted,
+    journal.InvoiceCancelled,
+    journal.CreditNoteIssued,
+    journal.PaymentReceived,
+    journal.PaymentAllocated,
+    journal.PaymentReversed,
+    journal.WriteOffPosted,
+    receivables.ReceivableBalance,
+    clock.BusinessDayStarted,
+)
+
+MODEL_BY_TYPE: dict[str, type[EventData]] = {t: m for m in DATA_MODELS for t in m.TYPES}
+
+
+def envelope_of(model: type[EventData]) -> type[Envelope[Any]]:
+    return Envelope[model]  # type: ignore[valid-type]
+
+
+ENVELOPE_BY_TYPE: dict[str, type[Envelope[Any]]] = {t: envelope_of(m) for t, m in MODEL_BY_TYPE.items()}
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class ContractError(ValueError):
+    """A record or request that breaks its contract; `errors` name each wrong field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+
+
+def _dotted(loc: Iterable[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _field_errors(exc: ValidationError) -> list[FieldError]:
+    return [FieldError(_dotted(e["loc"]) or "(envelope)", e["msg"]) for e in exc.errors()]
+
+
+def parse_event(raw: Mapping[str, Any]) -> Envelope[Any]:
+    """Validate a decoded envelope against the schema its `type` names."""
+    event_type = raw.get("type")
+    envelope_model = ENVELOPE_BY_TYPE.get(event_type) if isinstance(event_type, str) else None
+    if envelope_model is None:
+        raise ContractError([FieldError("type", f"unknown event type {event_type!r}")])
+    try:
+        envelope = envelope_model.model_validate(raw)
+    except ValidationError as exc:
+        raise ContractError(_field_errors(exc)) from None
+    if envelope.data.NEEDS_DEBTOR and not envelope.debtorid:
+        raise ContractError([FieldError("debtorid", f"{event_type} needs a debtorid")])
+    if not envelope.data.NEEDS_DEBTOR and envelope.debtorid:
+        raise ContractError([FieldError("debtorid", f"{event_type} takes no debtorid")])
+    return envelope
+
+
+def decode_event(value: bytes) -> Envelope[Any]:
+    try:
+        raw = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ContractError([FieldError("(record)", f"not JSON: {exc}")]) from None
+    if not isinstance(raw, dict):
+        raise ContractError([FieldError("(record)", "an envelope must be a JSON object")])
+    return parse_event(raw)
+
+
+def encode_event(envelope: Envelope[Any]) -> bytes:
+    return orjson.dumps(envelope.model_dump(mode="json", exclude_none=True))
+
+
+def topic_of(envelope: Envelope[Any]) -> str:
+    topic: str = envelope.data.TOPIC
+    return topic
+
+
+def make_event(
+    event_type: str,
+    data: EventData,
+    *,
+    event_id: str,
+    tenant_id: str,
+    source: str,
+    time: dt.datetime,
+    debtor_id: str | None = None,
+    causation_id: str | None = None,
+    correlation_id: str | None = None,
+) -> Envelope[Any]:
+    if event_type not in data.TYPES:
+        raise ValueError(f"{type(data).__name__} does not carry {event_type}")
+    return envelope_of(type(data))(
+        id=event_id,
+        source=source,
+        type=event_type,
+        time=time,
+        tenantid=tenant_id,
+        debtorid=debtor_id,
+        causationid=causation_id,
+        correlationid=correlation_id,
+        data=data,
+    )

@@ -1,0 +1,218 @@
+"""The ledger's HTTP API: ERP events in, statements and aging out."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from contracts.envelope import Envelope
+from contracts.registry import ContractError, parse_event
+from services.ledger import store
+from services.ledger.aging import AgingPolicy, age
+from services.ledger.ingest import IngestResult, ingest
+from services.ledger.open_items_csv import open_items_from_csv
+from services.ledger.statement import statement
+from services.runtime.auth import Principal
+from services.runtime.http import ApiError, ReadSession, authenticator
+from services.runtime.settings import Settings
+
+Authenticated = Annotated[Principal, Depends(authenticator(store.runtime))]
+
+
+class AgingPolicyBody(BaseModel):
+    bounds: list[int] = Field(
+        min_length=1,
+        max_length=20,
+        description="Upper bounds of the past-due buckets in days",
+        examples=[[30, 60, 90]],
+    )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body is larger than {limit} bytes; split the batch")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > limit:
+            raise ApiError(413, f"the body is larger than {limit} bytes; split the batch")
+    return bytes(body)
+
+
+def _parse_batch(raw: Any, max_events: int) -> list[Envelope[Any]]:
+    if not isinstance(raw, list):
+        raise ApiError(422, [{"field": "(body)", "message": "expected a JSON array of event envelopes"}])
+    if len(raw) > max_events:
+        raise ApiError(413, f"{len(raw)} events in one request; at most {max_events}")
+    events: list[Envelope[Any]] = []
+    errors: list[dict[str, Any]] = []
+    for index, item in enumerate(raw):
+        try:
+            events.append(parse_event(item if isinstance(item, dict) else {}))
+        except ContractError as exc:
+            event_id = item.get("id") if isinstance(item, dict) else None
+            errors.extend(
+                {"event": index, "id": event_id, "field": e.field, "message": e.message} for e in exc.errors
+            )
+    if errors:
+        raise ApiError(422, errors)
+    return events
+
+
+def _check_tenant(events: Sequence[Envelope[Any]], principal: Principal) -> None:
+    for index, event in enumerate(events):
+        if event.tenantid != principal.tenant_id:
+            raise ApiError(
+                403, f"event {index} (id {event.id}) is for tenant {event.tenantid}; this key is not"
+            )
+
+
+def _summary(results: list[IngestResult]) -> dict[str, Any]:
+    counts = Counter(r.status for r in results)
+    return {
+        "accepted": counts["accepted"],
+        "duplicates": counts["duplicate"],
+        "conflicts": counts["conflict"],
+        "results": [{"id": r.id, "status": r.status} for r in results],
+    }
+
+
+async def _as_of(session: ReadSession, tenant_id: str, as_of: dt.date | None) -> dt.date:
+    if as_of:
+        return as_of
+    current = await store.business_date(session, tenant_id)
+    if current is None:
+        raise ApiError(409, "no business date yet: advance the clock (arrears clock advance) or pass as_of")
+    return current
+
+
+async def _policy(session: ReadSession, tenant_id: str) -> AgingPolicy:
+    bounds = await store.aging_policy_bounds(session, tenant_id)
+    return AgingPolicy(bounds) if bounds else AgingPolicy()
+
+
+def router(settings: Settings) -> APIRouter:
+    api = APIRouter(prefix="/v1", tags=["ledger"])
+
+    @api.post(
+        "/events",
+        status_code=202,
+        summary="Post a batch of ERP events (idempotent by event id)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "array", "items": {"type": "object"}}}},
+            }
+        },
+    )
+    async def post_events(request: Request, principal: Authenticated) -> dict[str, Any]:
+        body = await _read_body(request, settings.max_request_bytes)
+        try:
+            raw = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(422, [{"field": "(body)", "message": f"not JSON: {exc}"}]) from None
+        events = _parse_batch(raw, settings.max_events_per_request)
+        _check_tenant(events, principal)
+        now = dt.datetime.now(dt.UTC)
+        results = await ingest(
+            request.app.state.sessions, request.app.state.event_log, principal.tenant_id, events, now
+        )
+        return _summary(results)
+
+    @api.post("/imports/open-items", status_code=202, summary="Load an initial open-item list from CSV")
+    async def import_open_items(
+        request: Request, principal: Authenticated, session: ReadSession, as_of: dt.date | None = None
+    ) -> dict[str, Any]:
+        body = await _read_body(request, settings.max_request_bytes * 8)
+        now = dt.datetime.now(dt.UTC)
+        valued_at = as_of or await store.business_date(session, principal.tenant_id)
+        try:
+            events = open_items_from_csv(body.decode("utf-8-sig"), principal.tenant_id, valued_at, now)
+        except ContractError as exc:
+            raise ApiError(422, [{"field": e.field, "message": e.message} for e in exc.errors]) from None
+        except UnicodeDecodeError:
+            raise ApiError(422, [{"field": "(body)", "message": "the CSV must be UTF-8"}]) from None
+        results: list[IngestResult] = []
+        chunk = settings.max_events_per_request
+        for start in range(0, len(events), chunk):
+            batch = events[start : start + chunk]
+            results += await ingest(
+                request.app.state.sessions, request.app.state.event_log, principal.tenant_id, batch, now
+            )
+        summary = _summary(results)
+        del summary["results"]
+        return {"events": len(events), **summary}
+
+    @api.get("/business-date", summary="The tenant's current business date, as the clock set it")
+    async def business_date(principal: Authenticated, session: ReadSession) -> dict[str, Any]:
+        return {
+            "tenant_id": principal.tenant_id,
+            "business_date": await store.business_date(session, principal.tenant_id),
+        }
+
+    @api.get(
+        "/debtors/{debtor_id}/statement", summary="A debtor's open items, balances, aging and payment history"
+    )
+    async def debtor_statement(
+        debtor_id: str, principal: Authenticated, session: ReadSession, as_of: dt.date | None = None
+    ) -> Any:
+        state = await store.load_ledger(session, principal.tenant_id, debtor_id)
+        if state is None:
+            raise ApiError(404, f"no debtor {debtor_id}")
+        day = await _as_of(session, principal.tenant_id, as_of)
+        return statement(state, day, await _policy(session, principal.tenant_id)).to_json()
+
+    @api.get("/aging", summary="Portfolio aging per currency, as of a date, optionally as known at a moment")
+    async def portfolio_aging(
+        principal: Authenticated,
+        session: ReadSession,
+        as_of: Annotated[dt.date | None, Query(description="Business date; default: the current one")] = None,
+        known_at: Annotated[
+            dt.datetime | None,
+            Query(description="Only what Arrears had recorded by this moment (ISO 8601 with offset)"),
+        ] = None,
+    ) -> dict[str, Any]:
+        if known_at is not None and known_at.tzinfo is None:
+            raise ApiError(
+                422, [{"field": "known_at", "message": "give a time zone offset, e.g. 2026-06-30T23:59:59Z"}]
+            )
+        day = await _as_of(session, principal.tenant_id, as_of)
+        policy = await _policy(session, principal.tenant_id)
+        rows = await store.outstanding_by_due_date(session, principal.tenant_id, day, known_at)
+        currencies: dict[str, dict[str, Any]] = {}
+        for currency in sorted({c for c, _, _ in rows}):
+            buckets = age(((due, amount) for c, due, amount in rows if c == currency), day, policy)
+            currencies[currency] = {"total_minor": sum(buckets.values()), "buckets_minor": buckets}
+        return {
+            "tenant_id": principal.tenant_id,
+            "as_of": day,
+            "known_at": known_at,
+            "buckets": list(policy.labels),
+            "currencies": currencies,
+        }
+
+    @api.get("/aging-policy", summary="The tenant's aging buckets")
+    async def get_aging_policy(principal: Authenticated, session: ReadSession) -> dict[str, Any]:
+        policy = await _policy(session, principal.tenant_id)
+        return {"bounds": list(policy.bounds), "labels": list(policy.labels)}
+
+    @api.put("/aging-policy", summary="Set the tenant's aging buckets")
+    async def put_aging_policy(
+        request: Request, body: AgingPolicyBody, principal: Authenticated
+    ) -> dict[str, Any]:
+        try:
+            policy = AgingPolicy(tuple(body.bounds))
+        except ValueError as exc:
+            raise ApiError(422, [{"field": "bounds", "message": str(exc)}]) from None
+        async with request.app.state.sessions() as session, session.begin():
+            await store.set_aging_policy_bounds(session, principal.tenant_id, policy.bounds)
+        return {"bounds": list(policy.bounds), "labels": list(policy.labels)}
+
+    return api

@@ -1,0 +1,606 @@
+"""The receivables ledger of one debtor, as pure functions: no I/O, no clock, no randomness.
+
+`evolve(state, entry)` applies one journal or master-data event and returns the new state together
+with what changed: the balance movements (for bitemporal aging) and the balance facts to publish.
+Every balance change carries the business date it takes effect, derived only from the events:
+max(the event's business date, the cash's value date, the invoice's issue date), and a release of
+cash never takes effect before the application it undoes.
+
+Events may arrive out of business-date order (a payment valued last week after today's reversal).
+So that an invoice's outstanding as of every date stays within [0, its amount], the ledger keeps
+each invoice's timeline (its net movements by effective date) and dates a reduction no earlier than
+the first date from which the invoice has, as of that date and every later one, room for it;
+amount and due-date adjustments take effect no earlier than the invoice's previous adjustment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal, assert_never
+
+from contracts.journal import (
+    CreditNoteIssued,
+    DebtorProfile,
+    InvoiceAdjusted,
+    InvoiceCancelled,
+    InvoiceIssued,
+    JournalEntry,
+    PaymentAllocated,
+    PaymentReceived,
+    PaymentReversed,
+    WriteOffPosted,
+)
+
+InvoiceStatus = Literal["open", "settled", "written_off", "cancelled"]
+SourceKind = Literal["payment", "credit_note"]
+ChangeKind = Literal["opened", "changed", "settled", "reopened", "written_off", "cancelled"]
+
+Timeline = tuple[tuple[dt.date, int], ...]
+"""An invoice's net outstanding change per effective date, sorted by date, without zero entries."""
+
+
+@dataclass(frozen=True)
+class Invoice:
+    invoice_id: str
+    currency: str
+    issue_date: dt.date
+    due_date: dt.date
+    amount: int
+    applied: int = 0
+    written_off: int = 0
+    cancelled_on: dt.date | None = None
+    settled_on: dt.date | None = None
+    adjusted_on: dt.date | None = None
+    """Effective date of the latest adjustment of the amount or due date."""
+
+    @property
+    def outstanding(self) -> int:
+        return 0 if self.cancelled_on else self.amount - self.applied - self.written_off
+
+    @property
+    def status(self) -> InvoiceStatus:
+        if self.cancelled_on:
+            return "cancelled"
+        if self.outstanding > 0:
+            return "open"
+        return "written_off" if self.written_off > 0 else "settled"
+
+
+@dataclass(frozen=True)
+class Application:
+    """Part of a cash source applied to an invoice, from `effective_date` on."""
+
+    invoice_id: str
+    amount: int
+    effective_date: dt.date
+
+
+@dataclass(frozen=True)
+class CashSource:
+    """A payment or a credit note: money the debtor has, applied to invoices or held unapplied.
+
+    `directed` holds amounts earmarked for invoices not known yet; they are applied when the
+    invoice arrives and are never applied automatically elsewhere."""
+
+    source_id: str
+    kind: SourceKind
+    currency: str
+    amount: int
+    value_date: dt.date
+    seq: int
+    directed: Mapping[str, int] = field(default_factory=dict)
+    applications: tuple[Application, ...] = ()
+    reversed_on: dt.date | None = None
+
+    @property
+    def applied(self) -> int:
+        return sum(a.amount for a in self.applications)
+
+    @property
+    def unapplied(self) -> int:
+        return 0 if self.reversed_on else self.amount - self.applied
+
+    @property
+    def undirected(self) -> int:
+        """Unapplied cash free for automatic application (not earmarked for an unknown invoice)."""
+        return self.unapplied - sum(self.directed.values()) if not self.reversed_on else 0
+
+
+@dataclass(frozen=True)
+class WriteOff:
+    writeoff_id: str
+    invoice_id: str
+    amount: int
+    posting_date: dt.date
+
+
+@dataclass(frozen=True)
+class DebtorLedger:
+    tenant_id: str
+    debtor_id: str
+    profile: DebtorProfile | None = None
+    invoices: Mapping[str, Invoice] = field(default_factory=dict)
+    sources: Mapping[str, CashSource] = field(default_factory=dict)
+    write_offs: Mapping[str, WriteOff] = field(default_factory=dict)
+    next_seq: int = 0
+    timelines: Mapping[str, Timeline] = field(default_factory=dict)
+    """Per invoice id: the sum of its movements per effective date (what its movements add up to)."""
+
+
+@dataclass(frozen=True)
+class Movement:
+    """A signed change of one invoice's outstanding amount, effective from a business date."""
+
+    invoice_id: str
+    currency: str
+    due_date: dt.date
+    delta: int
+    effective_date: dt.date
+
+
+@dataclass(frozen=True)
+class BalanceChange:
+    """One invoice's balance after an event, for `ar.receivables.v1`; at most one per invoice and event."""
+
+    kind: ChangeKind
+    invoice: Invoice
+    change: int
+    effective_date: dt.date
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: DebtorLedger
+    movements: tuple[Movement, ...] = ()
+    changes: tuple[BalanceChange, ...] = ()
+    rejection: str | None = None
+
+
+LedgerEvent = JournalEntry | DebtorProfile
+
+
+def initial_state(tenant_id: str, debtor_id: str) -> DebtorLedger:
+    return DebtorLedger(tenant_id=tenant_id, debtor_id=debtor_id)
+
+
+def evolve(state: DebtorLedger, event: LedgerEvent) -> Transition:
+    """Apply one event. Unknown references and currency mismatches are rejected with a reason and
+    leave the state unchanged; an event already applied (same business id) changes nothing."""
+    match event:
+        case DebtorProfile():
+            return Transition(state if state.profile == event else replace(state, profile=event))
+        case InvoiceIssued():
+            return _issue_invoice(state, event)
+        case InvoiceAdjusted():
+            return _adjust_invoice(state, event)
+        case InvoiceCancelled():
+            return _cancel_invoice(state, event)
+        case CreditNoteIssued():
+            directions = {event.invoice_id: event.amount.amount_minor} if event.invoice_id else {}
+            return _receive(state, event.credit_note_id, "credit_note", event, event.issue_date, directions)
+        case PaymentReceived():
+            directions = {a.invoice_id: a.amount.amount_minor for a in event.allocations}
+            return _receive(state, event.payment_id, "payment", event, event.value_date, directions)
+        case PaymentAllocated():
+            return _allocate_payment(state, event)
+        case PaymentReversed():
+            return _reverse_payment(state, event)
+        case WriteOffPosted():
+            return _post_write_off(state, event)
+        case _:
+            assert_never(event)
+
+
+# --- event handlers -----------------------------------------------------------------------------
+
+
+def _issue_invoice(state: DebtorLedger, event: InvoiceIssued) -> Transition:
+    if event.invoice_id in state.invoices:
+        return Transition(state)
+    invoice = Invoice(
+        invoice_id=event.invoice_id,
+        currency=event.amount.currency,
+        issue_date=event.issue_date,
+        due_date=event.due_date,
+        amount=event.amount.amount_minor,
+    )
+    work = _record(_Work(state, event.issue_date), invoice, invoice.amount, event.issue_date)
+    return _finish(state, _claim_earmarks(work, event.invoice_id))
+
+
+def _adjust_invoice(state: DebtorLedger, event: InvoiceAdjusted) -> Transition:
+    invoice = _target(state, event.invoice_id, "adjust")
+    if isinstance(invoice, str):
+        return Transition(state, rejection=invoice)
+    new_amount = event.new_amount.amount_minor
+    if event.new_amount.currency != invoice.currency:
+        return _currency_rejection(state, "adjust", invoice, event.new_amount.currency)
+    if new_amount < invoice.written_off:
+        reason = (
+            f"cannot adjust invoice {invoice.invoice_id!r} to {new_amount}: "
+            f"{invoice.written_off} of it is written off"
+        )
+        return Transition(state, rejection=reason)
+    if event.due_date is not None and event.due_date < invoice.issue_date:
+        reason = f"cannot move the due date of invoice {invoice.invoice_id!r} before its issue date"
+        return Transition(state, rejection=reason)
+    work = _release_invoice(
+        _Work(state, event.adjustment_date), invoice.invoice_id, new_amount - invoice.written_off
+    )
+    work = _change_amount(work, invoice.invoice_id, new_amount)
+    if event.due_date is not None:
+        work = _change_due_date(work, invoice.invoice_id, event.due_date)
+    return _finish(state, work)
+
+
+def _cancel_invoice(state: DebtorLedger, event: InvoiceCancelled) -> Transition:
+    if isinstance(target := _target(state, event.invoice_id, "cancel"), str):
+        return Transition(state, rejection=target)
+    work = _release_invoice(_Work(state, event.cancellation_date), event.invoice_id, 0)
+    invoice = work.state.invoices[event.invoice_id]
+    remaining = invoice.outstanding
+    cancelled = replace(invoice, cancelled_on=event.cancellation_date, settled_on=None)
+    if remaining:
+        day = _room_date(work, invoice, remaining)
+        return _finish(state, _record(work, cancelled, -remaining, day))
+    return _finish(state, _put_invoice(work, cancelled))
+
+
+def _receive(
+    state: DebtorLedger,
+    source_id: str,
+    kind: SourceKind,
+    event: CreditNoteIssued | PaymentReceived,
+    value_date: dt.date,
+    directions: Mapping[str, int],
+) -> Transition:
+    if source_id in state.sources:
+        return Transition(state)
+    source = CashSource(
+        source_id=source_id,
+        kind=kind,
+        currency=event.amount.currency,
+        amount=event.amount.amount_minor,
+        value_date=value_date,
+        seq=state.next_seq,
+    )
+    work = _Work(replace(state, next_seq=state.next_seq + 1), value_date)
+    return _finish(state, _direct(_put_source(work, source), source_id, directions.items()))
+
+
+def _allocate_payment(state: DebtorLedger, event: PaymentAllocated) -> Transition:
+    source = state.sources.get(event.payment_id)
+    total = sum(a.amount.amount_minor for a in event.allocations)
+    currency = event.allocations[0].amount.currency
+    if source is None:
+        return Transition(state, rejection=f"cannot allocate unknown payment {event.payment_id!r}")
+    if source.reversed_on:
+        return Transition(state, rejection=f"cannot allocate payment {event.payment_id!r}: it was reversed")
+    if currency != source.currency:
+        reason = (
+            f"cannot allocate payment {source.source_id!r} in {source.currency} "
+            f"with allocations in {currency}"
+        )
+        return Transition(state, rejection=reason)
+    if total > source.amount:
+        reason = f"allocations of {total} exceed the amount {source.amount} of payment {source.source_id!r}"
+        return Transition(state, rejection=reason)
+    work = _release_source(_Work(state, event.allocation_date), source.source_id)
+    work = _put_source(work, replace(work.state.sources[source.source_id], directed={}))
+    directions = [(a.invoice_id, a.amount.amount_minor) for a in event.allocations]
+    return _finish(state, _direct(work, source.source_id, directions))
+
+
+def _reverse_payment(state: DebtorLedger, event: PaymentReversed) -> Transition:
+    source = state.sources.get(event.payment_id)
+    if source is None or source.kind != "payment":
+        return Transition(state, rejection=f"cannot reverse unknown payment {event.payment_id!r}")
+    if source.reversed_on:
+        return Transition(state)
+    work = _release_source(_Work(state, event.reversal_date), source.source_id)
+    reversed_source = replace(
+        work.state.sources[source.source_id], directed={}, reversed_on=event.reversal_date
+    )
+    return _finish(state, _put_source(work, reversed_source))
+
+
+def _post_write_off(state: DebtorLedger, event: WriteOffPosted) -> Transition:
+    if event.writeoff_id in state.write_offs:
+        return Transition(state)
+    invoice = _target(state, event.invoice_id, "write off")
+    if isinstance(invoice, str):
+        return Transition(state, rejection=invoice)
+    if event.amount is not None and event.amount.currency != invoice.currency:
+        return _currency_rejection(state, "write off", invoice, event.amount.currency)
+    amount = invoice.outstanding if event.amount is None else event.amount.amount_minor
+    if not 0 < amount <= invoice.outstanding:
+        reason = (
+            f"write-off {event.writeoff_id!r} of {amount} does not fit the outstanding "
+            f"{invoice.outstanding} of invoice {invoice.invoice_id!r}"
+        )
+        return Transition(state, rejection=reason)
+    work = _Work(state, event.posting_date)
+    write_off = WriteOff(event.writeoff_id, invoice.invoice_id, amount, event.posting_date)
+    work = replace(
+        work, state=replace(state, write_offs={**state.write_offs, write_off.writeoff_id: write_off})
+    )
+    day = _room_date(work, invoice, amount)
+    work = _record(work, replace(invoice, written_off=invoice.written_off + amount), -amount, day)
+    return _finish(state, work, written_off=invoice.invoice_id)
+
+
+def _target(state: DebtorLedger, invoice_id: str, action: str) -> Invoice | str:
+    """The invoice an event acts on, or why it cannot."""
+    invoice = state.invoices.get(invoice_id)
+    if invoice is None:
+        return f"cannot {action} unknown invoice {invoice_id!r}"
+    if invoice.cancelled_on:
+        return f"cannot {action} invoice {invoice_id!r}: it was cancelled on {invoice.cancelled_on}"
+    return invoice
+
+
+def _currency_rejection(state: DebtorLedger, action: str, invoice: Invoice, currency: str) -> Transition:
+    reason = (
+        f"cannot {action} invoice {invoice.invoice_id!r} in {invoice.currency} with an amount in {currency}"
+    )
+    return Transition(state, rejection=reason)
+
+
+# --- one event's work in progress ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Work:
+    """The state so far while applying one event, the event's business date and the movements made."""
+
+    state: DebtorLedger
+    date: dt.date
+    movements: tuple[Movement, ...] = ()
+
+
+def _put_invoice(work: _Work, invoice: Invoice) -> _Work:
+    invoices = {**work.state.invoices, invoice.invoice_id: invoice}
+    return replace(work, state=replace(work.state, invoices=invoices))
+
+
+def _put_source(work: _Work, source: CashSource) -> _Work:
+    sources = {**work.state.sources, source.source_id: source}
+    return replace(work, state=replace(work.state, sources=sources))
+
+
+def _record(
+    work: _Work, invoice: Invoice, delta: int, day: dt.date, due_date: dt.date | None = None
+) -> _Work:
+    """Store `invoice` (which already reflects the change) and the movement of `delta` from `day`."""
+    timeline = _timeline_add(work.state.timelines.get(invoice.invoice_id, ()), day, delta)
+    invoice = replace(invoice, settled_on=_settled_on(invoice, timeline, day))
+    movement = Movement(invoice.invoice_id, invoice.currency, due_date or invoice.due_date, delta, day)
+    work = _put_invoice(work, invoice)
+    timelines = {**work.state.timelines, invoice.invoice_id: timeline}
+    return replace(
+        work, state=replace(work.state, timelines=timelines), movements=(*work.movements, movement)
+    )
+
+
+def _settled_on(invoice: Invoice, timeline: Timeline, day: dt.date) -> dt.date | None:
+    """Settled from the movement that brought the outstanding to zero, but not before the date from
+    which the timeline stays at zero (a payment valued early does not settle what later cash paid)."""
+    if invoice.cancelled_on or invoice.outstanding > 0:
+        return None
+    return max(day, _zero_since(timeline) or day)
+
+
+def _room_date(work: _Work, invoice: Invoice, amount: int, earliest: dt.date | None = None) -> dt.date:
+    """When a reduction of `amount` takes effect: max(event date, `earliest`, issue date), or later
+    if the invoice, as of that date or a later one, has less than `amount` outstanding."""
+    start = max(work.date, earliest or invoice.issue_date, invoice.issue_date)
+    return _room_from(work.state.timelines.get(invoice.invoice_id, ()), start, amount)
+
+
+# --- applying and releasing cash ----------------------------------------------------------------
+
+
+def _apply(work: _Work, source_id: str, invoice_id: str, amount: int) -> _Work:
+    source = work.state.sources[source_id]
+    invoice = work.state.invoices[invoice_id]
+    day = _room_date(work, invoice, amount, source.value_date)
+    work = _put_source(
+        work, replace(source, applications=(*source.applications, Application(invoice_id, amount, day)))
+    )
+    return _record(work, replace(invoice, applied=invoice.applied + amount), -amount, day)
+
+
+def _release(work: _Work, source_id: str, index: int, amount: int) -> _Work:
+    """Release `amount` of the source's application at `index`, from max(event date, its date)."""
+    source = work.state.sources[source_id]
+    application = source.applications[index]
+    rest = application.amount - amount
+    kept = (replace(application, amount=rest),) if rest else ()
+    applications = (*source.applications[:index], *kept, *source.applications[index + 1 :])
+    work = _put_source(work, replace(source, applications=applications))
+    invoice = work.state.invoices[application.invoice_id]
+    day = max(work.date, application.effective_date)
+    return _record(work, replace(invoice, applied=invoice.applied - amount), amount, day)
+
+
+def _release_source(work: _Work, source_id: str) -> _Work:
+    """Release all of a source's applications, newest first."""
+    while applications := work.state.sources[source_id].applications:
+        work = _release(work, source_id, len(applications) - 1, applications[-1].amount)
+    return work
+
+
+def _release_invoice(work: _Work, invoice_id: str, keep: int) -> _Work:
+    """Release cash applied to the invoice, newest application first, until at most `keep` is applied."""
+    while (excess := work.state.invoices[invoice_id].applied - keep) > 0:
+        source, index = _newest_application(work.state, invoice_id)
+        work = _release(work, source.source_id, index, min(excess, source.applications[index].amount))
+    return work
+
+
+def _newest_application(state: DebtorLedger, invoice_id: str) -> tuple[CashSource, int]:
+    candidates = [
+        (application.effective_date, source.seq, index, source)
+        for source in state.sources.values()
+        for index, application in enumerate(source.applications)
+        if application.invoice_id == invoice_id
+    ]
+    _, _, index, source = max(candidates, key=lambda c: (c[0], c[1], c[2]))
+    return source, index
+
+
+def _direct(work: _Work, source_id: str, directions: Iterable[tuple[str, int]]) -> _Work:
+    """Apply directed amounts to known open invoices of the source's currency (up to what they owe;
+    the rest is undirected) and earmark those naming invoices not known yet."""
+    for invoice_id, amount in directions:
+        source = work.state.sources[source_id]
+        invoice = work.state.invoices.get(invoice_id)
+        if invoice is None:
+            directed = {**source.directed, invoice_id: source.directed.get(invoice_id, 0) + amount}
+            work = _put_source(work, replace(source, directed=directed))
+        elif invoice.currency == source.currency and (fit := min(amount, invoice.outstanding)) > 0:
+            work = _apply(work, source_id, invoice_id, fit)
+    return work
+
+
+def _claim_earmarks(work: _Work, invoice_id: str) -> _Work:
+    """Apply the cash earmarked for a newly known invoice, in arrival order; any excess is undirected."""
+    earmarking = sorted(
+        (s for s in work.state.sources.values() if invoice_id in s.directed), key=lambda s: s.seq
+    )
+    for source in earmarking:
+        amount = source.directed[invoice_id]
+        directed = {k: v for k, v in source.directed.items() if k != invoice_id}
+        work = _put_source(work, replace(source, directed=directed))
+        invoice = work.state.invoices[invoice_id]
+        if invoice.currency == source.currency and (fit := min(amount, invoice.outstanding)) > 0:
+            work = _apply(work, source.source_id, invoice_id, fit)
+    return work
+
+
+def _auto_apply(work: _Work) -> _Work:
+    """Apply undirected unapplied cash, oldest value date first, to the open invoices of its
+    currency, oldest due date first, until either runs out."""
+    while (pair := _next_auto_pair(work.state)) is not None:
+        source, invoice = pair
+        work = _apply(work, source.source_id, invoice.invoice_id, min(source.undirected, invoice.outstanding))
+    return work
+
+
+def _next_auto_pair(state: DebtorLedger) -> tuple[CashSource, Invoice] | None:
+    available = sorted(
+        (s for s in state.sources.values() if s.undirected > 0), key=lambda s: (s.value_date, s.seq)
+    )
+    for source in available:
+        if (invoice := _oldest_open(state, source.currency)) is not None:
+            return source, invoice
+    return None
+
+
+def _oldest_open(state: DebtorLedger, currency: str) -> Invoice | None:
+    open_invoices = (i for i in state.invoices.values() if i.currency == currency and i.status == "open")
+    return min(open_invoices, key=lambda i: (i.due_date, i.issue_date, i.invoice_id), default=None)
+
+
+# --- adjustments --------------------------------------------------------------------------------
+
+
+def _change_amount(work: _Work, invoice_id: str, new_amount: int) -> _Work:
+    invoice = work.state.invoices[invoice_id]
+    delta = new_amount - invoice.amount
+    if not delta:
+        return work
+    day = max(work.date, invoice.issue_date, invoice.adjusted_on or invoice.issue_date)
+    if delta < 0:
+        day = _room_date(work, invoice, -delta, day)
+    return _record(work, replace(invoice, amount=new_amount, adjusted_on=day), delta, day)
+
+
+def _change_due_date(work: _Work, invoice_id: str, due_date: dt.date) -> _Work:
+    """Move the outstanding from the old due date to the new one, from the adjustment date on."""
+    invoice = work.state.invoices[invoice_id]
+    if due_date == invoice.due_date:
+        return work
+    day = max(work.date, invoice.issue_date, invoice.adjusted_on or invoice.issue_date)
+    moved = replace(invoice, due_date=due_date, adjusted_on=day)
+    if not invoice.outstanding:
+        return _put_invoice(work, moved)
+    work = _record(work, moved, -invoice.outstanding, day, due_date=invoice.due_date)
+    return _record(work, moved, invoice.outstanding, day)
+
+
+# --- timelines ----------------------------------------------------------------------------------
+
+
+def _timeline_add(timeline: Timeline, day: dt.date, delta: int) -> Timeline:
+    merged = dict(timeline)
+    merged[day] = merged.get(day, 0) + delta
+    return tuple(sorted((d, v) for d, v in merged.items() if v))
+
+
+def balance_as_of(timeline: Timeline, day: dt.date) -> int:
+    """The outstanding amount a timeline gives as of `day`."""
+    return sum(delta for d, delta in timeline if d <= day)
+
+
+def _room_from(timeline: Timeline, start: dt.date, amount: int) -> dt.date:
+    """The first date from `start` on such that the balance as of it and of every later date is at
+    least `amount` (`start` itself if the timeline cannot provide that)."""
+    points = [(start, balance_as_of(timeline, start))]
+    for day, _ in timeline:
+        if day > start:
+            points.append((day, balance_as_of(timeline, day)))
+    for index in range(len(points) - 1, -1, -1):
+        if points[index][1] < amount:
+            return points[index + 1][0] if index + 1 < len(points) else start
+    return start
+
+
+def _zero_since(timeline: Timeline) -> dt.date | None:
+    """The date from which the balance has been zero for good, if it ends at zero."""
+    balance, since = 0, None
+    for day, delta in timeline:
+        balance += delta
+        since = day if balance == 0 else None
+    return since
+
+
+# --- what changed -------------------------------------------------------------------------------
+
+
+def _finish(before: DebtorLedger, work: _Work, written_off: str | None = None) -> Transition:
+    """Auto-apply free cash, then describe the event's effect; an event that changes nothing emits nothing."""
+    work = _auto_apply(work)
+    after = work.state
+    if after == before:
+        return Transition(before)
+    touched = sorted(i for i, invoice in after.invoices.items() if before.invoices.get(i) != invoice)
+    changes = tuple(
+        _balance_change(before.invoices.get(i), after.invoices[i], work, written_off) for i in touched
+    )
+    return Transition(after, work.movements, changes)
+
+
+def _balance_change(
+    before: Invoice | None, after: Invoice, work: _Work, written_off: str | None
+) -> BalanceChange:
+    dates = [m.effective_date for m in work.movements if m.invoice_id == after.invoice_id]
+    effective = max(dates, default=max(work.date, after.issue_date))
+    change = after.outstanding - (before.outstanding if before else 0)
+    return BalanceChange(_change_kind(before, after, written_off), after, change, effective)
+
+
+def _change_kind(before: Invoice | None, after: Invoice, written_off: str | None) -> ChangeKind:
+    if before is None:
+        return "opened"
+    if after.invoice_id == written_off:
+        return "written_off"
+    if after.status == "cancelled":
+        return "cancelled"
+    if before.status in ("settled", "written_off") and after.status == "open":
+        return "reopened"
+    if before.status == "open" and after.status in ("settled", "written_off"):
+        return "settled"
+    return "changed"

@@ -1,0 +1,80 @@
+"""Accepting ERP events: idempotent by event id, published to the log before the answer."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from contracts.envelope import Envelope
+from contracts.registry import encode_event, topic_of
+from services.ledger import store
+from services.runtime import metrics
+from services.runtime.log import EventLog, Message
+
+IngestStatus = Literal["accepted", "duplicate", "conflict"]
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    id: str
+    status: IngestStatus
+
+
+def content_digest(event: Envelope[Any]) -> bytes:
+    """The fingerprint of what an event says; the source's timestamp of sending it is left out,
+    so a re-sent event (or a re-loaded file) is a duplicate and not a conflict."""
+    content = event.model_dump(mode="json", exclude={"time"})
+    return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+async def ingest(
+    sessions: async_sessionmaker[AsyncSession],
+    event_log: EventLog,
+    tenant_id: str,
+    events: Sequence[Envelope[Any]],
+    now: dt.datetime,
+) -> list[IngestResult]:
+    """Claim the event ids, publish the new events and wait for the log's acknowledgement, then commit.
+
+    If publishing fails nothing is claimed and the caller may retry. If the commit fails after the
+    log acknowledged, a retry publishes again and consumers drop the repeat by event id.
+    Same id with the same content is a duplicate; same id with other content is a conflict.
+    """
+    encoded = [encode_event(e) for e in events]
+    content = [content_digest(e) for e in events]
+    digests: dict[str, bytes] = {}
+    for event, digest in zip(events, content, strict=True):
+        digests.setdefault(event.id, digest)
+
+    timestamp_ms = int(now.timestamp() * 1000)
+    async with sessions() as session, session.begin():
+        new = await store.claim_event_ids(session, tenant_id, digests, now)
+        known = await store.known_digests(session, tenant_id, digests.keys() - new)
+        published: set[str] = set()
+        messages: list[Message] = []
+        for event, value in zip(events, encoded, strict=True):
+            if event.id in new and event.id not in published:
+                published.add(event.id)
+                messages.append(
+                    Message(topic_of(event), event.key.encode(), value, timestamp_ms=timestamp_ms)
+                )
+        await event_log.publish(messages)
+
+    results: list[IngestResult] = []
+    reported: set[str] = set()
+    for event, digest in zip(events, content, strict=True):
+        if event.id in new and event.id not in reported:
+            status: IngestStatus = "accepted"
+        else:
+            status = "duplicate" if known.get(event.id, digests[event.id]) == digest else "conflict"
+        reported.add(event.id)
+        results.append(IngestResult(event.id, status))
+    for result in results:
+        metrics.INGESTED.labels(result.status).inc()
+    return results

@@ -1,0 +1,289 @@
+"""The ledger's tables (schema `ledger`) and every query on them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    func,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.ledger.domain import DebtorLedger
+from services.runtime.database import driver_connection
+from services.runtime.tables import RuntimeTables
+
+SCHEMA = "ledger"
+metadata = MetaData(schema=SCHEMA)
+runtime = RuntimeTables(metadata, SCHEMA)
+
+debtor_ledgers = Table(
+    "debtor_ledgers",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("debtor_id", String(128), primary_key=True),
+    Column("state", LargeBinary, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+balance_movements = Table(
+    "balance_movements",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("debtor_id", String(128), nullable=False),
+    Column("invoice_id", String(128), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("due_date", Date, nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("effective_date", Date, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Index("balance_movements_by_tenant", "tenant_id", "recorded_at"),
+)
+
+aging_totals = Table(
+    "aging_totals",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("due_date", Date, primary_key=True),
+    Column("effective_date", Date, primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+)
+
+business_dates = Table(
+    "business_dates",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("business_date", Date, nullable=False),
+)
+
+ingested_events = Table(
+    "ingested_events",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("event_id", String(128), primary_key=True),
+    Column("payload_sha256", LargeBinary, nullable=False),
+    Column("accepted_at", DateTime(timezone=True), nullable=False),
+)
+
+aging_policies = Table(
+    "aging_policies",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("bounds", ARRAY(Integer), nullable=False),
+)
+
+_ledger_codec: TypeAdapter[DebtorLedger] = TypeAdapter(DebtorLedger)
+DebtorKey = tuple[str, str]
+
+
+def encode_ledger(state: DebtorLedger) -> bytes:
+    return _ledger_codec.dump_json(state)
+
+
+def decode_ledger(raw: bytes) -> DebtorLedger:
+    return _ledger_codec.validate_json(raw)
+
+
+# --- the projection's writes ---------------------------------------------------------------
+
+
+async def load_ledgers(session: AsyncSession, keys: Iterable[DebtorKey]) -> dict[DebtorKey, DebtorLedger]:
+    wanted = list(keys)
+    if not wanted:
+        return {}
+    t = debtor_ledgers
+    rows = await session.execute(
+        select(t.c.tenant_id, t.c.debtor_id, t.c.state).where(
+            tuple_(t.c.tenant_id, t.c.debtor_id).in_(wanted)
+        )
+    )
+    return {(r.tenant_id, r.debtor_id): decode_ledger(r.state) for r in rows}
+
+
+async def save_ledgers(session: AsyncSession, states: Mapping[DebtorKey, DebtorLedger]) -> None:
+    if not states:
+        return
+    statement = pg_insert(debtor_ledgers).values(
+        [{"tenant_id": t, "debtor_id": d, "state": encode_ledger(s)} for (t, d), s in sorted(states.items())]
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id", "debtor_id"],
+            set_={"state": statement.excluded.state, "updated_at": func.now()},
+        )
+    )
+
+
+@dataclass(frozen=True)
+class MovementRow:
+    tenant_id: str
+    debtor_id: str
+    invoice_id: str
+    currency: str
+    due_date: dt.date
+    delta: int
+    effective_date: dt.date
+    recorded_at: dt.datetime
+
+
+_MOVEMENT_COLUMNS = (
+    "tenant_id",
+    "debtor_id",
+    "invoice_id",
+    "currency",
+    "due_date",
+    "delta",
+    "effective_date",
+    "recorded_at",
+)
+
+
+async def record_movements(session: AsyncSession, movements: Sequence[MovementRow]) -> None:
+    """Append the movements (COPY) and fold them into the per-tenant aging totals."""
+    if not movements:
+        return
+    connection = await driver_connection(session)
+    await connection.copy_records_to_table(
+        "balance_movements",
+        schema_name=SCHEMA,
+        columns=_MOVEMENT_COLUMNS,
+        records=[tuple(getattr(m, c) for c in _MOVEMENT_COLUMNS) for m in movements],
+    )
+    totals: dict[tuple[str, str, dt.date, dt.date], int] = {}
+    for m in movements:
+        key = (m.tenant_id, m.currency, m.due_date, m.effective_date)
+        totals[key] = totals.get(key, 0) + m.delta
+    statement = pg_insert(aging_totals).values(
+        [
+            {"tenant_id": t, "currency": c, "due_date": due, "effective_date": eff, "amount": amount}
+            for (t, c, due, eff), amount in sorted(totals.items())
+        ]
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id", "currency", "due_date", "effective_date"],
+            set_={"amount": aging_totals.c.amount + statement.excluded.amount},
+        )
+    )
+
+
+async def advance_business_dates(session: AsyncSession, dates: Mapping[str, dt.date]) -> None:
+    if not dates:
+        return
+    statement = pg_insert(business_dates).values(
+        [{"tenant_id": t, "business_date": d} for t, d in sorted(dates.items())]
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id"],
+            set_={
+                "business_date": func.greatest(
+                    business_dates.c.business_date, statement.excluded.business_date
+                )
+            },
+        )
+    )
+
+
+# --- the API's reads -------------------------------------------------------------------------
+
+
+async def load_ledger(session: AsyncSession, tenant_id: str, debtor_id: str) -> DebtorLedger | None:
+    return (await load_ledgers(session, [(tenant_id, debtor_id)])).get((tenant_id, debtor_id))
+
+
+async def business_date(session: AsyncSession, tenant_id: str) -> dt.date | None:
+    value: dt.date | None = await session.scalar(
+        select(business_dates.c.business_date).where(business_dates.c.tenant_id == tenant_id)
+    )
+    return value
+
+
+async def aging_policy_bounds(session: AsyncSession, tenant_id: str) -> tuple[int, ...] | None:
+    bounds: list[int] | None = await session.scalar(
+        select(aging_policies.c.bounds).where(aging_policies.c.tenant_id == tenant_id)
+    )
+    return tuple(bounds) if bounds else None
+
+
+async def set_aging_policy_bounds(session: AsyncSession, tenant_id: str, bounds: Sequence[int]) -> None:
+    statement = pg_insert(aging_policies).values(tenant_id=tenant_id, bounds=list(bounds))
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id"], set_={"bounds": statement.excluded.bounds}
+        )
+    )
+
+
+async def outstanding_by_due_date(
+    session: AsyncSession, tenant_id: str, as_of: dt.date, known_at: dt.datetime | None
+) -> list[tuple[str, dt.date, int]]:
+    """(currency, due date, outstanding) as of a business date: with everything known now (from the
+    folded totals), or with only what had been recorded by `known_at` (from the movements)."""
+    source: Any = aging_totals if known_at is None else balance_movements
+    amount = source.c.amount if known_at is None else source.c.delta
+    query = (
+        select(source.c.currency, source.c.due_date, func.sum(amount).label("outstanding"))
+        .where(source.c.tenant_id == tenant_id, source.c.effective_date <= as_of)
+        .group_by(source.c.currency, source.c.due_date)
+    )
+    if known_at is not None:
+        query = query.where(source.c.recorded_at <= known_at)
+    rows = await session.execute(query)
+    return [(r.currency, r.due_date, int(r.outstanding)) for r in rows if r.outstanding]
+
+
+# --- the API's idempotent ingest --------------------------------------------------------------
+
+
+async def claim_event_ids(
+    session: AsyncSession, tenant_id: str, digests: Mapping[str, bytes], accepted_at: dt.datetime
+) -> set[str]:
+    """Record the ids as accepted; return those that were new. A concurrent request posting the
+    same id waits on the unique index until this transaction ends, then sees it as taken."""
+    if not digests:
+        return set()
+    rows = await session.execute(
+        pg_insert(ingested_events)
+        .values(
+            [
+                {"tenant_id": tenant_id, "event_id": i, "payload_sha256": h, "accepted_at": accepted_at}
+                for i, h in digests.items()
+            ]
+        )
+        .on_conflict_do_nothing()
+        .returning(ingested_events.c.event_id)
+    )
+    return {r.event_id for r in rows}
+
+
+async def known_digests(session: AsyncSession, tenant_id: str, event_ids: Iterable[str]) -> dict[str, bytes]:
+    ids = list(event_ids)
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(ingested_events.c.event_id, ingested_events.c.payload_sha256).where(
+            ingested_events.c.tenant_id == tenant_id, ingested_events.c.event_id.in_(ids)
+        )
+    )
+    return {r.event_id: r.payload_sha256 for r in rows}

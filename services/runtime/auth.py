@@ -1,0 +1,59 @@
+"""API keys scoped to one tenant. Only a SHA-256 of the secret is stored; the key is shown once.
+
+A key reads `ark_<key id>_<secret>`; the key id finds the row, the secret is compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.runtime.tables import RuntimeTables
+
+PREFIX = "ark"
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: str
+    name: str
+    role: str
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+async def create_key(
+    session: AsyncSession, tables: RuntimeTables, tenant_id: str, name: str, role: str
+) -> str:
+    key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    await session.execute(
+        insert(tables.api_keys).values(
+            key_id=key_id, tenant_id=tenant_id, principal=name, role=role, secret_sha256=_digest(secret)
+        )
+    )
+    return f"{PREFIX}_{key_id}_{secret}"
+
+
+async def verify_key(session: AsyncSession, tables: RuntimeTables, presented: str) -> Principal | None:
+    prefix, _, rest = presented.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != PREFIX or not key_id or not secret:
+        return None
+    keys = tables.api_keys
+    row = (
+        await session.execute(
+            select(keys.c.tenant_id, keys.c.principal, keys.c.role, keys.c.secret_sha256).where(
+                keys.c.key_id == key_id, keys.c.revoked_at.is_(None)
+            )
+        )
+    ).first()
+    if row is None or not hmac.compare_digest(row.secret_sha256, _digest(secret)):
+        return None
+    return Principal(row.tenant_id, row.principal, row.role)

@@ -1,0 +1,105 @@
+"""Kafka administration for local runs and tests: wait for a broker, create the topic catalogue.
+
+Usage: ``python -m services.runtime.kafka_admin --bootstrap 127.0.0.1:9092``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+
+log = logging.getLogger(__name__)
+
+
+async def wait_until_ready(bootstrap_servers: str, timeout_s: float = 60.0) -> None:
+    """Return once the cluster answers a metadata request and lists at least one broker."""
+    # aiokafka logs every refused connection at ERROR; while polling those are expected.
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
+    try:
+        await _poll_until_ready(bootstrap_servers, timeout_s)
+    finally:
+        aiokafka_log.setLevel(level)
+
+
+async def _poll_until_ready(bootstrap_servers: str, timeout_s: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    last_error: BaseException | None = None
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            cluster = await admin.describe_cluster()
+            if cluster.get("brokers"):
+                return
+            last_error = RuntimeError("the cluster lists no broker yet")
+        except (KafkaError, OSError) as exc:
+            last_error = exc
+        finally:
+            await admin.close()
+        if loop.time() >= deadline:
+            raise TimeoutError(f"Kafka at {bootstrap_servers} not ready in {timeout_s:.0f} s: {last_error!r}")
+        await asyncio.sleep(0.25)
+
+
+async def ensure_topics(
+    bootstrap_servers: str,
+    topics: list[tuple[str, int, int]],
+    replication_factor: int = 1,
+    timeout_ms: int = 30_000,
+) -> None:
+    """Create each (name, partitions, retention_ms) topic that does not exist yet.
+
+    Existing topics are left as they are, even if their partitions or retention differ.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, partitions, replication_factor, topic_configs={"retention.ms": str(retention_ms)})
+            for name, partitions, retention_ms in topics
+            if name not in existing
+        ]
+        if not missing:
+            log.info("all %d topics exist", len(topics))
+            return
+        response = await admin.create_topics(missing, timeout_ms=timeout_ms)
+        # (topic, error_code) plus an error message from CreateTopics v1 on.
+        for topic, code, *message in response.topic_errors:
+            if code and code != TopicAlreadyExistsError.errno:
+                raise for_code(code)(f"could not create {topic}: {message[0] if message else ''}")
+        log.info("created %d topics: %s", len(missing), ", ".join(t.name for t in missing))
+    finally:
+        await admin.close()
+
+
+async def _main(bootstrap: str, replication_factor: int, wait_s: float) -> None:
+    from contracts.topics import catalogue
+
+    await wait_until_ready(bootstrap, wait_s)
+    await ensure_topics(bootstrap, catalogue(), replication_factor)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Create the Arrears topics on a Kafka cluster.")
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="bootstrap servers, host:port[,...]")
+    parser.add_argument("--replication-factor", type=int, default=1)
+    parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the cluster first")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(_main(args.bootstrap, args.replication_factor, args.wait))
+    except (TimeoutError, KafkaError) as exc:
+        sys.exit(f"kafka_admin: {exc!r}")
+
+
+if __name__ == "__main__":
+    main()

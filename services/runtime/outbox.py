@@ -1,0 +1,95 @@
+"""The transactional outbox: rows written in a consumer's or request's transaction, published by a relay.
+
+Commit order: the relay holds a per-service advisory lock inside its transaction (one relay publishes
+at a time, which keeps per-key order), reads the oldest rows, publishes them with the idempotent
+producer and waits for every acknowledgement, then deletes them and commits. A crash between the
+acknowledgement and the commit publishes those rows again; consumers drop the repeats by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import zlib
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.runtime.log import EventLog, Message
+from services.runtime.tables import RuntimeTables
+
+log = logging.getLogger(__name__)
+
+
+def outbox_rows(messages: Sequence[Message]) -> list[dict[str, object]]:
+    return [
+        {
+            "topic": m.topic,
+            "key": m.key,
+            "value": m.value,
+            "headers": [[k, v.decode("utf-8", "replace")] for k, v in m.headers],
+        }
+        for m in messages
+    ]
+
+
+async def write_outbox(session: AsyncSession, tables: RuntimeTables, messages: Sequence[Message]) -> None:
+    if messages:
+        await session.execute(insert(tables.outbox), outbox_rows(messages))
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        tables: RuntimeTables,
+        event_log: EventLog,
+        *,
+        batch_size: int = 5_000,
+        poll_interval_s: float = 0.05,
+    ) -> None:
+        self._sessions = sessions
+        self._tables = tables
+        self._log = event_log
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._lock_key = zlib.crc32(f"outbox:{tables.schema}".encode())
+        self.wake = asyncio.Event()
+        self.published = 0
+
+    async def publish_once(self) -> int:
+        outbox = self._tables.outbox
+        async with self._sessions() as session, session.begin():
+            locked = await session.scalar(select(func.pg_try_advisory_xact_lock(self._lock_key)))
+            if not locked:
+                return 0
+            rows = (
+                await session.execute(
+                    select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value, outbox.c.headers)
+                    .order_by(outbox.c.id)
+                    .limit(self._batch_size)
+                )
+            ).all()
+            if not rows:
+                return 0
+            await self._log.publish(
+                [Message(r.topic, r.key, r.value, tuple((k, v.encode()) for k, v in r.headers)) for r in rows]
+            )
+            await session.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
+        self.published += len(rows)
+        return len(rows)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            try:
+                published = await self.publish_once()
+            except Exception:
+                log.exception("outbox relay failed; retrying")
+                published = 0
+                await asyncio.sleep(1)
+            if published < self._batch_size:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self._poll_interval_s)

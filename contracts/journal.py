@@ -9,6 +9,7 @@ from zoneinfo import available_timezones
 
 from pydantic import Field, field_validator, model_validator
 
+from contracts.channels import Channel
 from contracts.envelope import EventData, Fragment, Identifier
 from contracts.money import Money
 from contracts.topics import DEBTORS, JOURNAL
@@ -39,6 +40,9 @@ class DebtorProfile(EventData):
     phone: str | None = Field(default=None, max_length=32, pattern=r"^\+?[0-9 ()-]{3,31}$")
     postal_address: list[str] = Field(default_factory=list, max_length=8)
     tax_id: str | None = Field(default=None, max_length=64)
+    consented_channels: list[Channel] | None = Field(
+        default=None, description="Channels the debtor agreed to be contacted on; unset: the policy's default"
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
-from contracts import clock, journal, receivables
+from contracts import clock, collections, journal, receivables, topics
 from contracts.envelope import Envelope, EventData
 
 DATA_MODELS: tuple[type[EventData], ...] = (
@@ -25,9 +25,23 @@ DATA_MODELS: tuple[type[EventData], ...] = (
     journal.WriteOffPosted,
     receivables.ReceivableBalance,
     clock.BusinessDayStarted,
+    collections.CollectionCommand,
+    collections.CommandCancelled,
+    collections.CaseEvent,
+    collections.ContactResult,
+    collections.PromiseToPay,
+    collections.DisputeChanged,
+    collections.PaymentPlanAgreed,
+    collections.HoldChanged,
+    collections.CaseNote,
+    collections.AgencyOutcome,
 )
 
 MODEL_BY_TYPE: dict[str, type[EventData]] = {t: m for m in DATA_MODELS for t in m.TYPES}
+ERP_TYPES: frozenset[str] = frozenset(
+    t for t, m in MODEL_BY_TYPE.items() if m.TOPIC in (topics.JOURNAL.name, topics.DEBTORS.name)
+)
+"""What an ERP may post to the ledger: the journal and debtor master data, nothing derived."""
 
 
 def envelope_of(model: type[EventData]) -> type[Envelope[Any]]:
@@ -62,12 +76,14 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
     return [FieldError(_dotted(e["loc"]) or "(envelope)", e["msg"]) for e in exc.errors()]
 
 
-def parse_event(raw: Mapping[str, Any]) -> Envelope[Any]:
-    """Validate a decoded envelope against the schema its `type` names."""
+def parse_event(raw: Mapping[str, Any], accepted: Collection[str] | None = None) -> Envelope[Any]:
+    """Validate a decoded envelope against the schema its `type` names (one of `accepted`, if given)."""
     event_type = raw.get("type")
     envelope_model = ENVELOPE_BY_TYPE.get(event_type) if isinstance(event_type, str) else None
     if envelope_model is None:
         raise ContractError([FieldError("type", f"unknown event type {event_type!r}")])
+    if accepted is not None and event_type not in accepted:
+        raise ContractError([FieldError("type", f"{event_type} is not accepted here")])
     try:
         envelope = envelope_model.model_validate(raw)
     except ValidationError as exc:

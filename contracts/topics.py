@@ -40,8 +40,11 @@ CONTACTS = Topic("ar.contacts.v1", 6, "Contact attempts and outcomes, promises, 
 CASES = Topic("collections.cases.v1", 6, "Collection case events.")
 COMMANDS = Topic("collections.commands.v1", 6, "Escalation commands for the notifier.")
 SCORES = Topic("collections.scores.v1", 6, "Debtor risk scores and segments.")
+POLICIES = Topic(
+    "collections.policies.v1", 1, "Dunning policy versions per tenant, each in force from a business date."
+)
 
-ALL: tuple[Topic, ...] = (JOURNAL, DEBTORS, CLOCK, RECEIVABLES, CONTACTS, CASES, COMMANDS, SCORES)
+ALL: tuple[Topic, ...] = (JOURNAL, DEBTORS, CLOCK, RECEIVABLES, CONTACTS, CASES, COMMANDS, SCORES, POLICIES)
 DEAD_LETTER_PARTITIONS = 1
 
 

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from contracts.envelope import Envelope
-from contracts.registry import ContractError, parse_event
+from contracts.registry import ERP_TYPES, ContractError, parse_event
 from services.ledger import store
 from services.ledger.aging import AgingPolicy, age
 from services.ledger.ingest import IngestResult, ingest
@@ -55,7 +55,7 @@ def _parse_batch(raw: Any, max_events: int) -> list[Envelope[Any]]:
     errors: list[dict[str, Any]] = []
     for index, item in enumerate(raw):
         try:
-            events.append(parse_event(item if isinstance(item, dict) else {}))
+            events.append(parse_event(item if isinstance(item, dict) else {}, ERP_TYPES))
         except ContractError as exc:
             event_id = item.get("id") if isinstance(item, dict) else None
             errors.extend(

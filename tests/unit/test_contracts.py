@@ -8,7 +8,7 @@ import pytest
 
 from contracts.generate import drift
 from contracts.money import format_major, parse_major
-from contracts.registry import ContractError, decode_event, encode_event, parse_event
+from contracts.registry import ERP_TYPES, ContractError, decode_event, encode_event, parse_event
 
 
 def invoice(**data: Any) -> dict[str, Any]:
@@ -66,6 +66,18 @@ def test_due_date_before_issue_date_is_refused() -> None:
 def test_unknown_type_and_unknown_fields_are_named() -> None:
     assert "type" in errors_of({**invoice(), "type": "ar.invoice.printed.v1"})
     assert "data.colour" in errors_of(invoice(colour="red"))
+
+
+def test_an_erp_cannot_post_derived_records() -> None:
+    command = {
+        **invoice(),
+        "type": "collections.command.send_reminder.v1",
+    }
+    with pytest.raises(ContractError) as caught:
+        parse_event(command, ERP_TYPES)
+    assert [e.field for e in caught.value.errors] == ["type"]
+    assert "ar.invoice.issued.v1" in ERP_TYPES
+    assert "ar.receivable.settled.v1" not in ERP_TYPES
 
 
 def test_journal_events_need_a_debtor() -> None:

@@ -1,0 +1,299 @@
+"""What dunning decides and what the collection side records: commands, case events, contacts.
+
+Commands (`collections.commands.v1`) are executed by the notifier; case events
+(`collections.cases.v1`) tell everyone how a case moved; contact records (`ar.contacts.v1`) are the
+outcomes of contacts and what collectors and agencies agree with a debtor.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import ClassVar, Literal, Self
+
+from pydantic import AwareDatetime, Field, model_validator
+
+from contracts.channels import Channel
+from contracts.envelope import EventData, Fragment, Identifier
+from contracts.money import Money
+from contracts.topics import CASES, COMMANDS, CONTACTS
+
+Action = Literal[
+    "send_reminder",
+    "formal_notice",
+    "claim_letter",
+    "schedule_call",
+    "request_credit_hold",
+    "place_with_agency",
+    "recall_from_agency",
+    "start_legal_action",
+    "propose_writeoff",
+]
+ACTIONS: tuple[Action, ...] = (
+    "send_reminder",
+    "formal_notice",
+    "claim_letter",
+    "schedule_call",
+    "request_credit_hold",
+    "place_with_agency",
+    "recall_from_agency",
+    "start_legal_action",
+    "propose_writeoff",
+)
+
+
+def command_type(action: Action) -> str:
+    return f"collections.command.{action}.v1"
+
+
+COMMAND_CANCELLED = "collections.command.cancelled.v1"
+
+
+class InputRef(Fragment):
+    """A record a decision was made from: the answer to "why was this sent?"."""
+
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    event_id: str
+
+
+class CommandItem(Fragment):
+    """One overdue invoice a command concerns."""
+
+    invoice_id: Identifier
+    issue_date: dt.date
+    due_date: dt.date
+    outstanding: Money
+    days_past_due: int
+    penalty: Money | None = Field(default=None, description="Late-payment penalty accrued on this item")
+
+
+class CollectionCommand(EventData):
+    """One escalation step for one debtor and currency, listing every overdue item it concerns."""
+
+    TYPES: ClassVar[tuple[str, ...]] = tuple(command_type(a) for a in ACTIONS)
+    TOPIC: ClassVar[str] = COMMANDS.name
+
+    command_id: Identifier
+    case_id: Identifier
+    action: Action
+    step: str = Field(min_length=1, max_length=64, description="The policy ladder step's name")
+    channels: list[Channel] = Field(
+        description="In order of preference; the notifier uses the first that works"
+    )
+    template: str = Field(min_length=1, max_length=128)
+    language: str = Field(default="en", description="BCP 47 language of the debtor")
+    business_date: dt.date = Field(description="The business day the command was decided on")
+    case_version: int = Field(ge=0, description="The case's version it was decided from (for the last look)")
+    items: list[CommandItem] = Field(default_factory=list)
+    total: Money = Field(description="Sum of the items' outstanding amounts")
+    penalty: Money | None = None
+    discount: Money | None = Field(default=None, description="Early-payment discount on offer, if any")
+    deadline: dt.date | None = Field(
+        default=None, description="Pay by this date (claim letter, final demand)"
+    )
+    agency_id: Identifier | None = None
+    send_after: AwareDatetime | None = Field(
+        default=None, description="Not before this moment: the end of quiet hours in the debtor's time zone"
+    )
+    send_before: AwareDatetime | None = Field(
+        default=None, description="Not after this moment: the start of the next quiet hours"
+    )
+    policy_version: int = Field(ge=1)
+    inputs: list[InputRef] = Field(default_factory=list, description="Provenance of the decision")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if any(i.outstanding.currency != self.total.currency for i in self.items):
+            raise ValueError("every item must be in the command's currency")
+        return self
+
+
+class CommandCancelled(EventData):
+    """A command not yet executed is no longer wanted (payment, hold, case closed)."""
+
+    TYPES: ClassVar[tuple[str, ...]] = (COMMAND_CANCELLED,)
+    TOPIC: ClassVar[str] = COMMANDS.name
+
+    command_id: Identifier
+    case_id: Identifier
+    business_date: dt.date
+    reason: str = Field(max_length=500)
+
+
+CaseChange = Literal[
+    "opened",
+    "escalated",
+    "recalculated",
+    "held",
+    "resumed",
+    "promise_recorded",
+    "promise_kept",
+    "promise_broken",
+    "plan_agreed",
+    "plan_broken",
+    "plan_completed",
+    "placed",
+    "recalled",
+    "note",
+    "closed",
+]
+CASE_CHANGES: tuple[CaseChange, ...] = (
+    "opened",
+    "escalated",
+    "recalculated",
+    "held",
+    "resumed",
+    "promise_recorded",
+    "promise_kept",
+    "promise_broken",
+    "plan_agreed",
+    "plan_broken",
+    "plan_completed",
+    "placed",
+    "recalled",
+    "note",
+    "closed",
+)
+
+
+def case_type(change: CaseChange) -> str:
+    return f"collections.case.{change}.v1"
+
+
+class CaseEvent(EventData):
+    """How a collection case moved, with the state after the move."""
+
+    TYPES: ClassVar[tuple[str, ...]] = tuple(case_type(c) for c in CASE_CHANGES)
+    TOPIC: ClassVar[str] = CASES.name
+
+    case_id: Identifier
+    change: CaseChange
+    business_date: dt.date
+    version: int = Field(ge=0)
+    overdue: Money
+    step: str | None = None
+    status: Literal["open", "held", "closed"]
+    agency_id: Identifier | None = None
+    next_action_date: dt.date | None = None
+    detail: str | None = Field(default=None, max_length=2000)
+    policy_version: int | None = None
+    inputs: list[InputRef] = Field(default_factory=list)
+
+
+ContactOutcome = Literal["attempted", "delivered", "failed", "skipped"]
+
+
+class ContactResult(EventData):
+    """What became of one command on one channel. `skipped` is the notifier's last look saying no."""
+
+    TYPES: ClassVar[tuple[str, ...]] = tuple(
+        f"ar.contact.{o}.v1" for o in ("attempted", "delivered", "failed", "skipped")
+    )
+    TOPIC: ClassVar[str] = CONTACTS.name
+
+    command_id: Identifier
+    case_id: Identifier
+    outcome: ContactOutcome
+    channel: Channel | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+    permanent: bool = Field(default=False, description="A failure that retrying will not fix")
+    attempt: int = Field(default=1, ge=1)
+    reference: str | None = Field(
+        default=None, max_length=500, description="Message id, file name, call task id"
+    )
+
+
+class Recorded(Fragment):
+    """Who recorded an agreement, and on which business day it takes effect."""
+
+    recorded_by: str = Field(min_length=1, max_length=200, description="User, collector or agency id")
+    business_date: dt.date
+
+
+class PromiseToPay(EventData):
+    TYPES: ClassVar[tuple[str, ...]] = ("ar.promise.made.v1",)
+    TOPIC: ClassVar[str] = CONTACTS.name
+
+    promise_id: Identifier
+    amount: Money
+    promised_date: dt.date
+    recorded: Recorded
+
+
+class DisputeChanged(EventData):
+    """An open dispute holds only the invoice it names."""
+
+    TYPES: ClassVar[tuple[str, ...]] = ("ar.dispute.opened.v1", "ar.dispute.resolved.v1")
+    TOPIC: ClassVar[str] = CONTACTS.name
+
+    dispute_id: Identifier
+    invoice_id: Identifier
+    reason: str | None = Field(default=None, max_length=2000)
+    recorded: Recorded
+
+
+class Instalment(Fragment):
+    due_date: dt.date
+    amount: Money
+
+
+class PaymentPlanAgreed(EventData):
+    TYPES: ClassVar[tuple[str, ...]] = ("ar.plan.agreed.v1",)
+    TOPIC: ClassVar[str] = CONTACTS.name
+
+    plan_id: Identifier
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    instalments: list[Instalment] = Field(min_length=1, max_length=120)
+    recorded: Recorded
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        dates = [i.due_date for i in self.instalments]
+        if dates != sorted(dates):
+            raise ValueError("instalments must be in due-date order")
+        if any(i.amount.currency != self.currency or i.amount.amount_minor <= 0 for i in self.instalments):
+            raise ValueError("instalments must be positive amounts in the plan's currency")
+        return self
+
+
+HoldKind = Literal["manual", "insolvency", "paused"]
+
+
+class HoldChanged(EventData):
+    """A hold on a debtor's case in one currency (or all, when `currency` is empty)."""
+
+    TYPES: ClassVar[tuple[str, ...]] = ("ar.hold.placed.v1", "ar.hold.released.v1")
+    TOPIC: ClassVar[str] = CONTACTS.name
+
+    hold_id: Identifier
+    kind: HoldKind
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    reason: str | None = Field(default=None, max_length=2000)
+    until: dt.date | None = Field(default=None, description="The hold expires after this date")
+    recorded: Recorded
+
+
+class CaseNote(EventData):
+    TYPES: ClassVar[tuple[str, ...]] = ("ar.case.noted.v1",)
+    TOPIC: ClassVar[str] = CONTACTS.name
+
+    note_id: Identifier
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    text: str = Field(min_length=1, max_length=4000)
+    recorded: Recorded
+
+
+class AgencyOutcome(EventData):
+    """An agency's report on a case placed with it."""
+
+    TYPES: ClassVar[tuple[str, ...]] = ("ar.agency.outcome.v1",)
+    TOPIC: ClassVar[str] = CONTACTS.name
+
+    outcome_id: Identifier
+    agency_id: Identifier
+    case_id: Identifier
+    kind: Literal["contact_made", "no_contact", "promise", "dispute", "recovered"]
+    amount_recovered: Money | None = None
+    detail: str | None = Field(default=None, max_length=2000)
+    recorded: Recorded

@@ -39,24 +39,29 @@ def demo(
 
 
 @app.command()
-def serve(service: Annotated[str, typer.Argument(help="ledger")] = "ledger") -> None:
+def serve(service: Annotated[str, typer.Argument(help="ledger or notifier")] = "ledger") -> None:
     """Run a service: migrations, consumer, outbox relay and HTTP API, configured by ARREARS_* variables."""
     import uvicorn
 
     from services.ledger.main import LedgerService
+    from services.notifier.main import NotifierService
     from services.runtime.process import open_resources
 
     settings = Settings()
     _logging(settings)
-    if service != "ledger":
-        raise typer.BadParameter(f"unknown service {service!r}")
+    services: dict[str, type[LedgerService] | type[NotifierService]] = {
+        "ledger": LedgerService,
+        "notifier": NotifierService,
+    }
+    if service not in services:
+        raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(services)}")
 
     async def run() -> None:
         async with open_resources(settings) as resources:
-            ledger = LedgerService(resources)
-            await ledger.migrate()
+            running = services[service](resources)
+            await running.migrate()
             config = uvicorn.Config(
-                ledger.app(), host=settings.http_host, port=settings.http_port, log_level="info"
+                running.app(), host=settings.http_host, port=settings.http_port, log_level="info"
             )
             await uvicorn.Server(config).serve()
 
@@ -67,14 +72,16 @@ def serve(service: Annotated[str, typer.Argument(help="ledger")] = "ledger") -> 
 def migrate() -> None:
     """Create or upgrade every service's schema."""
     from services.ledger.main import LedgerService
+    from services.notifier.main import NotifierService
     from services.runtime.process import open_resources
 
     async def run() -> None:
         async with open_resources(Settings()) as resources:
             await LedgerService(resources).migrate()
+            await NotifierService(resources).migrate()
 
     asyncio.run(run())
-    typer.echo("migrated: ledger")
+    typer.echo("migrated: ledger, notifier")
 
 
 @keys_app.command("create")

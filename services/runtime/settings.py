@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,3 +33,24 @@ class Settings(BaseSettings):
     outbox_poll_ms: int = Field(default=50, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"
+
+    smtp_host: str = Field(default="127.0.0.1", description="Where the notifier sends email")
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    mail_from: str = "receivables@arrears.invalid"
+    sms_gateway_url: str | None = Field(default=None, description="HTTP gateway for SMS and messenger")
+    webhook_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON: where agency and ERP webhooks go, e.g. {"erp": "https://…", "agency:A1": "https://…"}',
+    )
+    webhook_secret: SecretStr = Field(
+        default=SecretStr("change-me"), description="HMAC-SHA256 key signing webhooks"
+    )
+    letters_dir: Path = Field(default=Path("var/letters"), description="Where letters are written as PDF")
+    send_windows: Literal["honour", "ignore"] = Field(
+        default="honour",
+        description="ignore: send at once, outside quiet hours too (replays of history, demos, tests)",
+    )
+    send_attempts: int = Field(default=6, ge=1, description="Transient failures before a send is given up")

@@ -1,0 +1,119 @@
+"""Letters as PDF files (reportlab): the claim letter lists every invoice, its due date, the amount,
+the late-payment penalty and the deadline, in the debtor's language.
+
+Cyrillic and Latin text use a TrueType font with those glyphs (DejaVu Sans where the system has it);
+Chinese uses the Adobe CID font STSong-Light, which PDF readers supply, so nothing is embedded.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import cache
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+from reportlab.lib.units import mm
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+from contracts.collections import CollectionCommand
+from services.notifier.rendering import Addressee, format_money, presentation, render
+
+FONT_CANDIDATES = (
+    Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
+    Path("/usr/share/fonts/dejavu/DejaVuSans.ttf"),
+    Path("/Library/Fonts/DejaVuSans.ttf"),
+)
+HEADINGS = {
+    "en": ("Invoice", "Due date", "Days overdue", "Outstanding", "Penalty", "Total due"),
+    "ru": ("Счёт", "Срок оплаты", "Дней просрочки", "Долг", "Неустойка", "Итого к оплате"),
+    "zh": ("发票", "到期日", "逾期天数", "未付金额", "滞纳金", "应付合计"),
+}
+
+
+@cache
+def font_for(language: str) -> str:
+    if language == "zh":
+        pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+        return "STSong-Light"
+    for candidate in FONT_CANDIDATES:
+        if candidate.exists():
+            pdfmetrics.registerFont(TTFont("ArrearsSans", str(candidate)))
+            return "ArrearsSans"
+    return "Helvetica"  # Latin only; Cyrillic would not show
+
+
+def letter_pdf(command: CollectionCommand, addressee: Addressee) -> bytes:
+    rendered = render(command, addressee, "letter")
+    language = rendered.language
+    font = font_for(language)
+    styles = getSampleStyleSheet()
+    body = ParagraphStyle("body", parent=styles["BodyText"], fontName=font, fontSize=10, leading=14)
+    title = ParagraphStyle("title", parent=styles["Title"], fontName=font, fontSize=16)
+    shown = presentation(command, language)
+    heads = HEADINGS.get(language, HEADINGS["en"])
+    rows: list[list[str]] = [list(heads[:5])]
+    for item in shown["items"]:
+        rows.append(
+            [
+                item["invoice_id"],
+                item["due_date"],
+                str(item["days_past_due"]),
+                item["outstanding"],
+                item["penalty"] or "",
+            ]
+        )
+    total = command.total.amount_minor + (command.penalty.amount_minor if command.penalty else 0)
+    rows.append(
+        [
+            heads[5],
+            "",
+            "",
+            format_money(command.total.model_copy(update={"amount_minor": total}), language),
+            "",
+        ]
+    )
+    table = Table(rows, colWidths=(40 * mm, 30 * mm, 28 * mm, 40 * mm, 30 * mm), repeatRows=1)
+    table.setStyle(
+        TableStyle(
+            [
+                ("FONTNAME", (0, 0), (-1, -1), font),
+                ("FONTSIZE", (0, 0), (-1, -1), 9),
+                ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.black),
+                ("LINEABOVE", (0, -1), (-1, -1), 0.6, colors.black),
+                ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
+            ]
+        )
+    )
+    address = [escape(line) for line in (addressee.name, *addressee.postal_address)]
+    story = [
+        Paragraph("<br/>".join(address), body),
+        Spacer(1, 10 * mm),
+        Paragraph(escape(shown["business_date"] or ""), body),
+        Spacer(1, 6 * mm),
+        Paragraph(escape(rendered.blocks.get("title", "")), title),
+        Paragraph(escape(rendered.blocks.get("opening", "")), body),
+        Spacer(1, 3 * mm),
+        Paragraph(escape(rendered.blocks.get("intro", "")), body),
+        Spacer(1, 5 * mm),
+        table,
+        Spacer(1, 5 * mm),
+        Paragraph(escape(rendered.blocks.get("closing", "")), body),
+        Spacer(1, 10 * mm),
+        Paragraph(escape(rendered.blocks.get("signature", "")), body),
+    ]
+    buffer = io.BytesIO()
+    document = SimpleDocTemplate(
+        buffer,
+        pagesize=A4,
+        title=rendered.blocks.get("title", ""),
+        subject=command.command_id,
+        invariant=1,  # the same command gives the same bytes
+    )
+    document.build(story)
+    return buffer.getvalue()

@@ -1,0 +1,140 @@
+"""Turning a command into words: Jinja2 templates per template name, channel and language.
+
+A template is looked up as `<language>/<template>.<kind>.j2`, then `<language>/default.<kind>.j2`, then
+the same in English. Money and dates are formatted for the debtor's locale with Babel; amounts stay
+integers until this last step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from babel.dates import format_date
+from babel.numbers import format_currency
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, TemplateNotFound
+
+from contracts.channels import Channel
+from contracts.collections import CollectionCommand
+from contracts.money import Money, minor_unit_exponent
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+LANGUAGES = ("en", "ru", "zh")
+FALLBACK_LANGUAGE = "en"
+KIND_OF_CHANNEL: dict[Channel, str] = {
+    "email": "email",
+    "sms": "sms",
+    "messenger": "sms",
+    "letter": "letter",
+    "call": "call",
+}
+
+
+@dataclass(frozen=True)
+class Addressee:
+    """What the notifier knows of a debtor, from `ar.debtors.v1`."""
+
+    debtor_id: str
+    name: str
+    language: str = "en"
+    email: str | None = None
+    phone: str | None = None
+    postal_address: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    language: str
+    subject: str
+    body: str
+    blocks: dict[str, str]
+
+
+@cache
+def _environment() -> Environment:
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        undefined=StrictUndefined,
+        autoescape=False,
+        trim_blocks=False,
+        keep_trailing_newline=False,
+    )
+
+
+def language_of(tag: str) -> str:
+    primary = tag.split("-")[0].lower()
+    return primary if primary in LANGUAGES else FALLBACK_LANGUAGE
+
+
+def format_money(money: Money, language: str) -> str:
+    major = Decimal(money.amount_minor).scaleb(-minor_unit_exponent(money.currency))
+    return str(format_currency(major, money.currency, locale=language))
+
+
+def _date(value: dt.date | None, language: str) -> str | None:
+    return None if value is None else str(format_date(value, format="medium", locale=language))
+
+
+def _template(template: str, kind: str, language: str) -> Template:
+    environment = _environment()
+    for name in (f"{template}.{kind}.j2", f"default.{kind}.j2"):
+        for lang in dict.fromkeys((language, FALLBACK_LANGUAGE)):
+            try:
+                return environment.get_template(f"{lang}/{name}")
+            except TemplateNotFound:
+                continue
+    raise TemplateNotFound(f"{template}.{kind}.j2")
+
+
+def presentation(command: CollectionCommand, language: str) -> dict[str, Any]:
+    """The command as the templates see it: every amount and date already formatted."""
+
+    def money(value: Money | None) -> str | None:
+        return None if value is None else format_money(value, language)
+
+    return {
+        "action": command.action,
+        "step": command.step,
+        "items": [
+            {
+                "invoice_id": i.invoice_id,
+                "issue_date": _date(i.issue_date, language),
+                "due_date": _date(i.due_date, language),
+                "outstanding": money(i.outstanding),
+                "days_past_due": i.days_past_due,
+                "penalty": money(i.penalty),
+            }
+            for i in command.items
+        ],
+        "total": money(command.total),
+        "penalty": money(command.penalty),
+        "discount": money(command.discount),
+        "deadline": _date(command.deadline, language),
+        "business_date": _date(command.business_date, language),
+    }
+
+
+def render(command: CollectionCommand, addressee: Addressee, channel: Channel) -> Rendered:
+    kind = KIND_OF_CHANNEL.get(channel)
+    if kind is None:
+        raise ValueError(f"{channel} messages are not rendered from templates")
+    language = language_of(addressee.language or command.language)
+    template = _template(command.template, kind, language)
+    shown = presentation(command, language)
+    shown["items"] = [SimpleNamespace(**item) for item in shown["items"]]
+    variables = {
+        # a namespace, not a dict: in a template `command.items` must be the items, not dict.items
+        "command": SimpleNamespace(**shown),
+        "debtor": addressee,
+        "overdue": any(i.days_past_due > 0 for i in command.items),
+        "oldest_days": max((i.days_past_due for i in command.items), default=0),
+    }
+    context = template.new_context(variables)
+    blocks = {name: "".join(block(context)).strip() for name, block in template.blocks.items()}
+    body = blocks.get("body") or template.render(variables).strip()
+    return Rendered(language, blocks.get("subject", ""), body, blocks)

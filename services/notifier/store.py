@@ -1,0 +1,103 @@
+"""The notifier's tables (schema `notifier`): deliveries to make, and what it knows for the last look."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from services.runtime.tables import RuntimeTables
+
+SCHEMA = "notifier"
+metadata = MetaData(schema=SCHEMA)
+runtime = RuntimeTables(metadata, SCHEMA)
+
+# status: pending -> sending -> sent | skipped | failed | cancelled; sending -> pending on a transient failure
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("command_id", String(128), primary_key=True),
+    Column("debtor_id", String(128), nullable=False),
+    Column("case_id", String(128), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("command", LargeBinary, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    Column("channel", String(16), nullable=True),
+    Column("reference", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("deliveries_due", "status", "next_attempt_at"),
+)
+
+cancellations = Table(
+    "cancellations",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("command_id", String(128), primary_key=True),
+    Column("reason", Text, nullable=False),
+)
+
+item_balances = Table(
+    "item_balances",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("debtor_id", String(128), primary_key=True),
+    Column("invoice_id", String(128), primary_key=True),
+    Column("outstanding", BigInteger, nullable=False),
+)
+
+case_states = Table(
+    "case_states",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("case_id", String(128), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("change", String(32), nullable=False),
+)
+
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("debtor_id", String(128), primary_key=True),
+    Column("invoice_id", String(128), primary_key=True),
+    Column("open", Boolean, nullable=False),
+)
+
+addressees = Table(
+    "addressees",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("debtor_id", String(128), primary_key=True),
+    Column("profile", JSONB, nullable=False),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("command_id", String(128), primary_key=True),
+    Column("debtor_id", String(128), nullable=False),
+    Column("case_id", String(128), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("script", Text, nullable=False),
+    Column("due_on", DateTime(timezone=True), nullable=False),
+    Column("done_at", DateTime(timezone=True), nullable=True),
+)

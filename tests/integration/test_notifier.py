@@ -1,0 +1,303 @@
+"""The notifier on a real broker and database, sending to a real SMTP server and a local HTTP gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import email
+import email.policy
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+from aiosmtpd.controller import Controller
+from fastapi import FastAPI, Request
+from sqlalchemy import select
+
+from contracts.collections import CollectionCommand, CommandItem
+from contracts.journal import DebtorProfile
+from contracts.money import Money
+from contracts.receivables import ReceivableBalance
+from contracts.registry import decode_event, encode_event, make_event
+from contracts.topics import CONTACTS
+from services.notifier import store
+from services.notifier.channels import signature
+from services.notifier.main import NotifierService
+from services.runtime.kafka_log import KafkaLog
+from services.runtime.log import Message
+from services.runtime.process import open_resources
+from tests.infra.kafka_broker import KafkaBroker, free_ports
+from tests.integration.conftest import settings_for
+
+NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+
+
+@dataclass
+class Mailbox:
+    messages: list[email.message.EmailMessage] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(parsed, email.message.EmailMessage)
+        self.messages.append(parsed)
+        return "250 OK"
+
+    def with_id(self, command_id: str) -> list[email.message.EmailMessage]:
+        return [m for m in self.messages if m["Message-ID"] == f"<{command_id}@arrears>"]
+
+
+@dataclass
+class Gateway:
+    requests: list[tuple[str, dict[str, str], bytes]] = field(default_factory=list)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/{path:path}")
+        async def receive(path: str, request: Request) -> dict[str, str]:
+            self.requests.append((path, dict(request.headers), await request.body()))
+            return {"status": "queued"}
+
+        return app
+
+
+@contextlib.asynccontextmanager
+async def serving(app: FastAPI) -> AsyncIterator[str]:
+    (port,) = free_ports(1)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def eur(minor: int) -> Money:
+    return Money(amount_minor=minor, currency="EUR")
+
+
+def record(event: Any) -> Message:
+    return Message(event.data.TOPIC, event.key.encode(), encode_event(event))
+
+
+def profile(tenant: str, debtor: str, **fields: Any) -> Message:
+    data = DebtorProfile(name=f"Debtor {debtor}", **fields)
+    return record(
+        make_event(
+            "ar.debtor.registered.v1",
+            data,
+            event_id=f"reg-{debtor}",
+            tenant_id=tenant,
+            debtor_id=debtor,
+            source="test",
+            time=NOW,
+        )
+    )
+
+
+def balance(tenant: str, debtor: str, invoice: str, outstanding: int, cause: str) -> Message:
+    data = ReceivableBalance(
+        invoice_id=invoice,
+        issue_date=dt.date(2026, 1, 1),
+        due_date=dt.date(2026, 1, 31),
+        amount=eur(50_000),
+        outstanding=eur(outstanding),
+        change=eur(outstanding - 50_000),
+        status="open",
+        effective_date=dt.date(2026, 3, 1),
+        cause_type="ar.payment.received.v1",
+        cause_id=cause,
+    )
+    return record(
+        make_event(
+            "ar.receivable.changed.v1",
+            data,
+            event_id=f"bal-{cause}",
+            tenant_id=tenant,
+            debtor_id=debtor,
+            source="test",
+            time=NOW,
+        )
+    )
+
+
+def command(
+    tenant: str, debtor: str, command_id: str, action: str, channels: list[str], **more: Any
+) -> Message:
+    item = CommandItem(
+        invoice_id=f"{debtor}-INV-1",
+        issue_date=dt.date(2026, 1, 1),
+        due_date=dt.date(2026, 1, 31),
+        outstanding=eur(50_000),
+        days_past_due=30,
+        penalty=eur(250),
+    )
+    data = CollectionCommand.model_validate(
+        {
+            "command_id": command_id,
+            "case_id": f"{debtor}:EUR",
+            "action": action,
+            "step": "claim",
+            "channels": channels,
+            "template": "default",
+            "business_date": dt.date(2026, 3, 2),
+            "case_version": 1,
+            "items": [item],
+            "total": eur(50_000),
+            "policy_version": 1,
+            **more,
+        }
+    )
+    return record(
+        make_event(
+            f"collections.command.{action}.v1",
+            data,
+            event_id=command_id,
+            tenant_id=tenant,
+            debtor_id=debtor,
+            source="test",
+            time=NOW,
+        )
+    )
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 60) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(0.1)
+
+
+async def test_commands_are_sent_once_through_their_channel_unless_the_last_look_says_no(
+    kafka: KafkaBroker,
+    kafka_log: KafkaLog,
+    new_database: Callable[[], Awaitable[str]],
+    tenant: str,
+    tmp_path: Path,
+) -> None:
+    mailbox, gateway = Mailbox(), Gateway()
+    (smtp_port,) = free_ports(1)
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    try:
+        async with serving(gateway.app()) as gateway_url:
+            settings = settings_for(
+                await new_database(),
+                kafka,
+                smtp_port=smtp_port,
+                send_windows="ignore",
+                letters_dir=tmp_path / "letters",
+                webhook_urls={"agency": f"{gateway_url}/agency"},
+                webhook_secret="s3cret",
+            )
+            async with open_resources(settings) as resources:
+                notifier = NotifierService(resources)
+                await notifier.migrate()
+                await notifier.start_background()
+                try:
+                    await run_scenario(kafka_log, resources.sessions, tenant, mailbox, gateway, tmp_path)
+                finally:
+                    await notifier.stop_background()
+    finally:
+        smtp.stop()
+
+
+async def run_scenario(
+    kafka_log: KafkaLog, sessions: Any, tenant: str, mailbox: Mailbox, gateway: Gateway, tmp_path: Path
+) -> None:
+    await kafka_log.publish(
+        [
+            profile(tenant, "D1", email="d1@example.com", language="ru"),
+            profile(tenant, "D2", email="d2@example.com"),
+            profile(tenant, "D3", postal_address=["1 Main Street", "Springfield"], language="zh"),
+        ]
+    )
+    # D2 pays part of its invoice before the reminder decided earlier goes out.
+    await kafka_log.publish([balance(tenant, "D2", "D2-INV-1", 20_000, "pay-d2")])
+
+    async def paid_seen() -> bool:
+        async with sessions() as session:
+            return bool(
+                await session.scalar(
+                    select(store.item_balances.c.outstanding).where(
+                        store.item_balances.c.tenant_id == tenant,
+                        store.item_balances.c.invoice_id == "D2-INV-1",
+                    )
+                )
+            )
+
+    await eventually(paid_seen)
+    reminder = command(tenant, "D1", f"{tenant}-c1", "send_reminder", ["email", "letter"])
+    await kafka_log.publish(
+        [
+            reminder,
+            reminder,  # delivered twice
+            command(tenant, "D2", f"{tenant}-c2", "send_reminder", ["email"]),
+            command(
+                tenant,
+                "D3",
+                f"{tenant}-c3",
+                "claim_letter",
+                ["email", "letter"],
+                deadline=dt.date(2026, 3, 16),
+                penalty=eur(250),
+            ),
+            command(tenant, "D1", f"{tenant}-c4", "place_with_agency", ["webhook"], agency_id="A1"),
+        ]
+    )
+
+    async def all_done() -> bool:
+        async with sessions() as session:
+            statuses = (
+                (
+                    await session.execute(
+                        select(store.deliveries.c.status).where(store.deliveries.c.tenant_id == tenant)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        return len(statuses) == 4 and all(s in ("sent", "skipped", "failed") for s in statuses)
+
+    await eventually(all_done)
+
+    sent_to_d1 = mailbox.with_id(f"{tenant}-c1")
+    assert len(sent_to_d1) == 1, "a command delivered twice is sent once"
+    assert sent_to_d1[0]["To"] == "d1@example.com"
+    body = sent_to_d1[0].get_content()
+    assert "D1-INV-1" in body and "500,00" in body and "Уважаемый" in body
+    assert mailbox.with_id(f"{tenant}-c2") == [], "paid since decided: the last look drops it"
+    letters = list((tmp_path / "letters" / tenant).glob("*.pdf"))
+    assert [p.name for p in letters] == [f"{tenant}-c3.pdf"], "D3 has no email address: a letter instead"
+    assert letters[0].read_bytes().startswith(b"%PDF-")
+    (path, headers, payload) = next(
+        r for r in gateway.requests if r[1].get("idempotency-key") == f"{tenant}-c4"
+    )
+    assert path == "agency"
+    assert headers["x-arrears-signature"] == signature("s3cret", payload)
+    assert orjson.loads(payload)["data"]["agency_id"] == "A1"
+
+    async def contacts() -> dict[str, str]:
+        records = [decode_event(r.value) for r in await kafka_log.read_all(CONTACTS.name)]
+        return {e.data.command_id: e.type for e in records if e.tenantid == tenant}
+
+    async def reported() -> bool:
+        return len(await contacts()) == 4
+
+    await eventually(reported)
+    assert await contacts() == {
+        f"{tenant}-c1": "ar.contact.delivered.v1",
+        f"{tenant}-c2": "ar.contact.skipped.v1",
+        f"{tenant}-c3": "ar.contact.delivered.v1",
+        f"{tenant}-c4": "ar.contact.delivered.v1",
+    }

@@ -1,0 +1,157 @@
+"""The notifier's last look, send windows, templates and letters, without I/O."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contracts.collections import CollectionCommand, CommandItem
+from contracts.money import Money
+from services.notifier.domain import CaseSeen, Situation, last_look, next_send_time, usable_channels
+from services.notifier.letters import letter_pdf
+from services.notifier.rendering import Addressee, render
+
+UTC = dt.UTC
+
+
+def eur(minor: int) -> Money:
+    return Money(amount_minor=minor, currency="EUR")
+
+
+def command(action: str = "send_reminder", **changes: object) -> CollectionCommand:
+    items = [
+        CommandItem(
+            invoice_id="INV-1",
+            issue_date=dt.date(2026, 1, 1),
+            due_date=dt.date(2026, 1, 31),
+            outstanding=eur(120_050),
+            days_past_due=20,
+        ),
+        CommandItem(
+            invoice_id="INV-2",
+            issue_date=dt.date(2026, 1, 10),
+            due_date=dt.date(2026, 2, 9),
+            outstanding=eur(30_000),
+            days_past_due=10,
+            penalty=eur(412),
+        ),
+    ]
+    fields: dict[str, object] = {
+        "command_id": "cmd-1",
+        "case_id": "D1:EUR",
+        "action": action,
+        "step": "friendly_reminder",
+        "channels": ["email", "sms", "letter"],
+        "template": "reminder",
+        "business_date": dt.date(2026, 2, 19),
+        "case_version": 3,
+        "items": items,
+        "total": eur(150_050),
+        "policy_version": 1,
+    }
+    fields.update(changes)
+    return CollectionCommand.model_validate(fields)
+
+
+NOTHING_NEW = Situation(
+    outstanding={"INV-1": 120_050, "INV-2": 30_000}, disputed=frozenset(), case=None, cancelled_because=None
+)
+
+
+def test_nothing_new_means_go_ahead() -> None:
+    assert last_look(command(), NOTHING_NEW) is None
+
+
+@pytest.mark.parametrize(
+    ("situation", "reason"),
+    [
+        (Situation({"INV-1": 100_000, "INV-2": 30_000}, frozenset(), None, None), "paid since"),
+        (Situation({"INV-1": 0, "INV-2": 0}, frozenset(), None, None), "paid since"),
+        (Situation(NOTHING_NEW.outstanding, frozenset({"INV-2"}), None, None), "disputed"),
+        (Situation(NOTHING_NEW.outstanding, frozenset(), CaseSeen(4, "closed", "closed"), None), "closed"),
+        (
+            Situation(NOTHING_NEW.outstanding, frozenset(), CaseSeen(5, "held", "promise_recorded"), None),
+            "hold",
+        ),
+        (Situation(NOTHING_NEW.outstanding, frozenset(), None, "full payment"), "cancelled"),
+    ],
+)
+def test_the_last_look_drops_a_send_that_became_wrong(situation: Situation, reason: str) -> None:
+    found = last_look(command(), situation)
+    assert found is not None and reason in found
+
+
+def test_a_case_event_the_command_already_knew_of_does_not_stop_it() -> None:
+    assert (
+        last_look(
+            command(), Situation(NOTHING_NEW.outstanding, frozenset(), CaseSeen(3, "held", "held"), None)
+        )
+        is None
+    )
+
+
+def test_a_new_invoice_of_the_debtor_does_not_stop_a_reminder() -> None:
+    grown = Situation({**NOTHING_NEW.outstanding, "INV-3": 5_000}, frozenset(), None, None)
+    assert last_look(command(), grown) is None
+
+
+def test_channels_the_debtor_cannot_be_reached_on_are_left_out() -> None:
+    no_email = Addressee("D1", "Acme", phone="+49 30 1234567")
+    assert usable_channels(command(), no_email) == ["sms", "letter"]
+    assert usable_channels(command(), None) == ["letter"]
+
+
+moments = st.datetimes(
+    min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2030, 1, 1), timezones=st.just(UTC)
+)
+
+
+@given(now=moments, opening_hour=st.integers(0, 23), hours_open=st.integers(1, 23))
+def test_sends_happen_only_inside_the_daily_window(
+    now: dt.datetime, opening_hour: int, hours_open: int
+) -> None:
+    after = dt.datetime(2024, 5, 6, opening_hour, tzinfo=UTC)
+    before = after + dt.timedelta(hours=hours_open)
+    at = next_send_time(now, after, before)
+    assert at >= now and at >= after
+    offset = (at - after) % dt.timedelta(days=1)
+    assert offset < dt.timedelta(hours=hours_open), "outside the window"
+    if now >= after:
+        assert at - now <= dt.timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        ("en", ["Dear Acme GmbH", "INV-1", "€1,200.50", "Payment reminder"]),
+        ("ru-RU", ["Уважаемый(ая) Acme GmbH", "INV-1", "1\xa0200,50\xa0€", "Напоминание"]),
+        ("zh", ["尊敬的 Acme GmbH", "INV-1", "€1,200.50", "付款提醒"]),
+        ("fr", ["Dear Acme GmbH"]),
+    ],
+)
+def test_emails_speak_the_debtors_language(language: str, words: list[str]) -> None:
+    rendered = render(command(), Addressee("D1", "Acme GmbH", language=language), "email")
+    text = rendered.subject + "\n" + rendered.body
+    for word in words:
+        assert word in text
+
+
+def test_one_reminder_lists_every_overdue_item_and_the_total() -> None:
+    body = render(command(), Addressee("D1", "Acme GmbH"), "email").body
+    assert body.count("Invoice INV-") == 2
+    assert "€1,500.50" in body
+    assert "€4.12" in body
+
+
+def test_the_claim_letter_is_a_pdf_listing_the_items_and_the_deadline() -> None:
+    claim = command("claim_letter", template="claim_letter", deadline=dt.date(2026, 3, 5), penalty=eur(412))
+    for language in ("en", "ru", "zh"):
+        pdf = letter_pdf(
+            claim, Addressee("D1", "Acme GmbH", language=language, postal_address=("1 Main St",))
+        )
+        assert pdf.startswith(b"%PDF-")
+        assert len(pdf) > 1000
+    assert letter_pdf(claim, Addressee("D1", "Acme GmbH")) == letter_pdf(claim, Addressee("D1", "Acme GmbH"))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
@@ -243,3 +246,49 @@ async def asyncio_sleep() -> None:
     import asyncio
 
     await asyncio.sleep(0.05)
+
+
+async def _arrears(*args: str, env: dict[str, str]) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
+async def test_the_clock_command_starts_each_business_day_once_and_aging_follows_it(
+    stack: LedgerStack, kafka: KafkaBroker
+) -> None:
+    env = {"ARREARS_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers}
+    t = stack.tenant
+    async with stack.client() as api:
+        posted = await api.post(
+            "/v1/events", json=[invoice(t, "D1", "C-1", "2026-03-01", "2026-03-10", 10_000)]
+        )
+        assert posted.status_code == 202
+        assert "started 1 business day(s), 2026-03-09 to 2026-03-09" in await _arrears(
+            "clock", "advance", "--tenant", t, "--to", "2026-03-09", env=env
+        )
+        await stack.caught_up()
+        aging = (await api.get("/v1/aging")).json()
+        assert aging["as_of"] == "2026-03-09"
+        assert aging["currencies"]["EUR"]["buckets_minor"]["current"] == 10_000
+
+        assert "2026-03-10 to 2026-03-20" in await _arrears(
+            "clock", "advance", "--tenant", t, "--to", "2026-03-20", env=env
+        )
+        assert "started 0 business day(s)" in await _arrears(
+            "clock", "advance", "--tenant", t, "--to", "2026-03-20", env=env
+        )
+        await stack.caught_up()
+        assert (await api.get("/v1/business-date")).json()["business_date"] == "2026-03-20"
+        aging = (await api.get("/v1/aging")).json()
+        assert aging["as_of"] == "2026-03-20"
+        assert aging["currencies"]["EUR"]["buckets_minor"]["1-30"] == 10_000

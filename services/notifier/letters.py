@@ -2,7 +2,8 @@
 the late-payment penalty and the deadline, in the debtor's language.
 
 Cyrillic and Latin text use a TrueType font with those glyphs (DejaVu Sans where the system has it);
-Chinese uses the Adobe CID font STSong-Light, which PDF readers supply, so nothing is embedded.
+Chinese is embedded from WenQuanYi (Debian's fonts-wqy-microhei) where installed; otherwise the
+letter names the Adobe CID font STSong-Light, which Acrobat and readers with CJK fonts supply.
 """
 
 from __future__ import annotations
@@ -36,9 +37,19 @@ HEADINGS = {
 }
 
 
+CJK_CANDIDATES = (
+    Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
+    Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),
+)
+
+
 @cache
 def font_for(language: str) -> str:
     if language == "zh":
+        for candidate in CJK_CANDIDATES:
+            if candidate.exists():
+                pdfmetrics.registerFont(TTFont("ArrearsCJK", str(candidate), subfontIndex=0))
+                return "ArrearsCJK"
         pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
         return "STSong-Light"
     for candidate in FONT_CANDIDATES:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from contracts import clock, collections, journal, receivables, topics
+from contracts import clock, collections, journal, policy, receivables, topics
 from contracts.envelope import Envelope, EventData
 
 DATA_MODELS: tuple[type[EventData], ...] = (
@@ -35,6 +35,7 @@ DATA_MODELS: tuple[type[EventData], ...] = (
     collections.HoldChanged,
     collections.CaseNote,
     collections.AgencyOutcome,
+    policy.PolicyPublished,
 )
 
 MODEL_BY_TYPE: dict[str, type[EventData]] = {t: m for m in DATA_MODELS for t in m.TYPES}

@@ -16,9 +16,11 @@ app = typer.Typer(help="Arrears: event-sourced accounts-receivable collections."
 clock_app = typer.Typer(help="The business clock (ar.clock.v1).", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys, each scoped to one tenant.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+policy_app = typer.Typer(help="Dunning policies (collections.policies.v1).", no_args_is_help=True)
 app.add_typer(clock_app, name="clock")
 app.add_typer(keys_app, name="keys")
 app.add_typer(topics_app, name="topics")
+app.add_typer(policy_app, name="policy")
 
 
 def _logging(settings: Settings) -> None:
@@ -39,18 +41,20 @@ def demo(
 
 
 @app.command()
-def serve(service: Annotated[str, typer.Argument(help="ledger or notifier")] = "ledger") -> None:
+def serve(service: Annotated[str, typer.Argument(help="ledger, dunning or notifier")] = "ledger") -> None:
     """Run a service: migrations, consumer, outbox relay and HTTP API, configured by ARREARS_* variables."""
     import uvicorn
 
+    from services.dunning.main import DunningService
     from services.ledger.main import LedgerService
     from services.notifier.main import NotifierService
     from services.runtime.process import open_resources
 
     settings = Settings()
     _logging(settings)
-    services: dict[str, type[LedgerService] | type[NotifierService]] = {
+    services: dict[str, type[LedgerService] | type[DunningService] | type[NotifierService]] = {
         "ledger": LedgerService,
+        "dunning": DunningService,
         "notifier": NotifierService,
     }
     if service not in services:
@@ -87,20 +91,31 @@ def migrate() -> None:
 @keys_app.command("create")
 def create_key(
     tenant: Annotated[str, typer.Option(help="The tenant the key is scoped to")],
-    name: Annotated[str, typer.Option(help="Who uses the key, e.g. the ERP's name")] = "erp",
-    role: Annotated[str, typer.Option(help="erp, collector, agency or operations")] = "erp",
+    name: Annotated[
+        str, typer.Option(help="Who uses the key: the ERP's name, a collector, the agency id")
+    ] = "erp",
+    role: Annotated[
+        str, typer.Option(help="erp (ledger API); collector, agency or operations (dunning API)")
+    ] = "erp",
 ) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
-    from services.ledger import store
+    from services.dunning import store as dunning_store
+    from services.dunning.main import DunningService
+    from services.ledger import store as ledger_store
     from services.ledger.main import LedgerService
     from services.runtime.auth import create_key as create
     from services.runtime.process import open_resources
 
+    if role not in ("erp", "collector", "agency", "operations"):
+        raise typer.BadParameter("role must be erp, collector, agency or operations")
+
     async def run() -> str:
         async with open_resources(Settings()) as resources:
-            await LedgerService(resources).migrate()
+            service = LedgerService(resources) if role == "erp" else DunningService(resources)
+            await service.migrate()
+            tables = ledger_store.runtime if role == "erp" else dunning_store.runtime
             async with resources.sessions() as session, session.begin():
-                return await create(session, store.runtime, tenant, name, role)
+                return await create(session, tables, tenant, name, role)
 
     typer.echo(asyncio.run(run()))
 
@@ -136,6 +151,43 @@ def advance_clock(
     typer.echo(
         f"{tenant}: started {len(days)} business day(s)" + (f", {days[0]} to {days[-1]}" if days else "")
     )
+
+
+@policy_app.command("publish")
+def publish_policy(
+    tenant: Annotated[str, typer.Option(help="Tenant id")],
+    version: Annotated[int, typer.Option(min=1, help="The new version; versions are never overwritten")],
+    effective_from: Annotated[
+        dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="First business date the version decides")
+    ],
+    file: Annotated[
+        Path, typer.Option(exists=True, dir_okay=False, help="YAML or JSON policy document")
+    ] = Path(__file__).parent / "dunning" / "policies" / "default.yaml",
+) -> None:
+    """Validate a dunning policy and publish it on collections.policies.v1."""
+    from contracts.policy import PolicyPublished, load_policy
+    from services.dunning.api import policy_message
+    from services.runtime.kafka_log import KafkaLog
+
+    settings = Settings()
+    if not settings.kafka_bootstrap_servers:
+        raise typer.BadParameter("set ARREARS_KAFKA_BOOTSTRAP_SERVERS: the policy is published to Kafka")
+    try:
+        document = load_policy(file)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{file}: {exc}") from None
+    published = PolicyPublished(version=version, effective_from=effective_from.date(), document=document)
+
+    async def run() -> None:
+        log = KafkaLog(settings.kafka_bootstrap_servers or "")
+        await log.start()
+        try:
+            await log.publish([policy_message(tenant, published, dt.datetime.now(dt.UTC))])
+        finally:
+            await log.stop()
+
+    asyncio.run(run())
+    typer.echo(f"{tenant}: policy version {version} in force from {effective_from.date()}")
 
 
 @topics_app.command("create")

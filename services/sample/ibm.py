@@ -3,6 +3,10 @@
 One row per invoice: customer, invoice and due dates, amount (USD, major units) and settlement date.
 Each customer is registered on its first invoice date; each invoice is issued on its date and paid in
 full, allocated to itself, on its settlement date.
+
+The sample has no contact data. Customers billed electronically get an e-mail address and consent to
+e-mail; those billed on paper consent to letters. Its country codes are anonymised; customers of
+code 770 are given Russian and of code 818 Chinese, so that every template language is exercised.
 """
 
 from __future__ import annotations
@@ -59,6 +63,31 @@ def load(path: Path = DEFAULT_PATH) -> list[SampleInvoice]:
         ]
 
 
+LANGUAGE_OF_COUNTRY = {"770": "ru", "818": "zh"}
+
+
+def profile_of(invoice: SampleInvoice) -> DebtorProfile:
+    electronic = invoice.paperless
+    return DebtorProfile(
+        name=f"Customer {invoice.customer_id}",
+        language=LANGUAGE_OF_COUNTRY.get(invoice.country_code, "en"),
+        email=f"ar-{invoice.customer_id.lower()}@customers.example" if electronic else None,
+        postal_address=[]
+        if electronic
+        else [f"Customer {invoice.customer_id}", f"Country {invoice.country_code}"],
+        consented_channels=["email", "call", "webhook"] if electronic else ["letter", "call", "webhook"],
+    )
+
+
+def disputes_by_day(invoices: list[SampleInvoice]) -> dict[dt.date, list[SampleInvoice]]:
+    """Disputed invoices, on the day after they fell due (the sample says only that they were)."""
+    days: dict[dt.date, list[SampleInvoice]] = defaultdict(list)
+    for inv in invoices:
+        if inv.disputed and inv.settled_date > inv.due_date + dt.timedelta(days=1):
+            days[inv.due_date + dt.timedelta(days=1)].append(inv)
+    return dict(days)
+
+
 def _at(day: dt.date) -> dt.datetime:
     return dt.datetime.combine(day, dt.time(12), dt.UTC)
 
@@ -70,7 +99,7 @@ def events_by_day(invoices: list[SampleInvoice], tenant_id: str) -> dict[dt.date
         common: dict[str, Any] = {"tenant_id": tenant_id, "debtor_id": inv.customer_id, "source": SOURCE}
         if inv.customer_id not in registered:
             registered.add(inv.customer_id)
-            profile = DebtorProfile(name=f"Customer {inv.customer_id}")
+            profile = profile_of(inv)
             days[inv.invoice_date].append(
                 make_event(
                     "ar.debtor.registered.v1",

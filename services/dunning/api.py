@@ -1,0 +1,563 @@
+"""HTTP for the collections team (cases, timelines, promises, disputes, plans, holds, notes) and for
+collection agencies (their case feed and their outcomes).
+
+What people record is published as a contact record on `ar.contacts.v1` and reaches the case through
+the dunning consumer like every other fact, so a replay of the log reproduces it. The answer is 202
+with the event id; an `Idempotency-Key` header makes a retried request a no-op.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import and_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from contracts import collections as c
+from contracts.envelope import EventData, Identifier
+from contracts.money import Money
+from contracts.policy import DunningPolicy, PolicyPublished
+from contracts.registry import encode_event, make_event
+from contracts.topics import CONTACTS, POLICIES
+from services.dunning import store
+from services.runtime.auth import Principal
+from services.runtime.http import ApiError, ReadSession, authenticator
+from services.runtime.log import Message
+
+SOURCE = "arrears/dunning/api"
+Authenticated = Annotated[Principal, Depends(authenticator(store.runtime))]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=100)]
+
+
+def _require(principal: Principal, *roles: str) -> None:
+    if principal.role not in roles:
+        raise ApiError(403, f"a {principal.role} key cannot do this; needs {' or '.join(roles)}")
+
+
+def _split_case_id(case_id: str) -> tuple[str, str]:
+    debtor_id, _, currency = case_id.rpartition(":")
+    if not debtor_id or len(currency) != 3:
+        raise ApiError(404, f"no case {case_id}")
+    return debtor_id, currency
+
+
+class PromiseBody(BaseModel):
+    amount: Money
+    promised_date: dt.date
+
+
+class DisputeBody(BaseModel):
+    invoice_id: Identifier
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class PlanBody(BaseModel):
+    instalments: list[c.Instalment] = Field(min_length=1, max_length=120)
+
+
+class HoldBody(BaseModel):
+    kind: Literal["manual", "insolvency"] = "manual"
+    reason: str = Field(min_length=1, max_length=2000)
+    until: dt.date | None = None
+
+
+class NoteBody(BaseModel):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class PolicyBody(BaseModel):
+    effective_from: dt.date
+    document: DunningPolicy
+
+
+def policy_message(tenant_id: str, policy: PolicyPublished, now: dt.datetime) -> Message:
+    event = make_event(
+        "collections.policy.published.v1",
+        policy,
+        event_id=f"policy:{tenant_id}:{policy.version}",
+        tenant_id=tenant_id,
+        source=SOURCE,
+        time=now,
+    )
+    return Message(POLICIES.name, tenant_id.encode(), encode_event(event))
+
+
+class OutcomeBody(BaseModel):
+    kind: Literal["contact_made", "no_contact", "promise", "dispute", "recovered"]
+    amount_recovered: Money | None = None
+    detail: str | None = Field(default=None, max_length=2000)
+
+
+CASE_COLUMNS = (
+    store.cases.c.case_id,
+    store.cases.c.debtor_id,
+    store.cases.c.currency,
+    store.cases.c.status,
+    store.cases.c.step,
+    store.cases.c.overdue_minor,
+    store.cases.c.oldest_due_date,
+    store.cases.c.next_action_date,
+    store.cases.c.agency_id,
+    store.cases.c.version,
+)
+
+
+def _case_row(row: Any) -> dict[str, Any]:
+    return {column.name: getattr(row, column.name) for column in CASE_COLUMNS}
+
+
+async def _business_date(session: ReadSession, tenant_id: str) -> dt.date:
+    day: dt.date | None = await session.scalar(
+        select(store.business_dates.c.business_date).where(store.business_dates.c.tenant_id == tenant_id)
+    )
+    if day is None:
+        raise ApiError(409, "no business date yet: the clock has not started a day for this tenant")
+    return day
+
+
+async def _record(
+    request: Request,
+    principal: Principal,
+    debtor_id: str,
+    event_type: str,
+    data: EventData,
+    event_id: str,
+) -> dict[str, Any]:
+    """Publish a contact record once per event id; the same id with other content is a 409."""
+    event = make_event(
+        event_type,
+        data,
+        event_id=event_id,
+        tenant_id=principal.tenant_id,
+        debtor_id=debtor_id,
+        source=SOURCE,
+        time=dt.datetime.now(dt.UTC),
+    )
+    digest = hashlib.sha256(orjson.dumps(data.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).digest()
+    sessions = request.app.state.sessions
+    async with sessions() as session, session.begin():
+        claimed = await session.scalar(
+            pg_insert(store.recorded_requests)
+            .values(tenant_id=principal.tenant_id, event_id=event_id, content_sha256=digest)
+            .on_conflict_do_nothing()
+            .returning(store.recorded_requests.c.event_id)
+        )
+        if claimed is None:
+            known = await session.scalar(
+                select(store.recorded_requests.c.content_sha256).where(
+                    store.recorded_requests.c.tenant_id == principal.tenant_id,
+                    store.recorded_requests.c.event_id == event_id,
+                )
+            )
+            if known != digest:
+                raise ApiError(409, f"Idempotency-Key {event_id} was used for another request")
+            return {"id": event_id, "status": "duplicate"}
+        await request.app.state.event_log.publish(
+            [Message(CONTACTS.name, event.key.encode(), encode_event(event))]
+        )
+    return {"id": event_id, "status": "accepted"}
+
+
+def recorded_by(principal: Principal) -> str:
+    return f"{principal.role}:{principal.name}"
+
+
+def _event_id(kind: str, key: str | None) -> str:
+    return f"{kind}:{key}" if key else f"{kind}:{uuid.uuid4()}"
+
+
+def router() -> APIRouter:
+    api = APIRouter(prefix="/v1")
+
+    @api.get("/cases", tags=["cases"], summary="List and filter cases, largest overdue first")
+    async def list_cases(
+        principal: Authenticated,
+        session: ReadSession,
+        status: Literal["open", "held", "closed"] | None = None,
+        step: str | None = None,
+        currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
+        agency_id: str | None = None,
+        debtor_id: str | None = None,
+        min_overdue_minor: Annotated[int | None, Query(ge=0)] = None,
+        due_by: Annotated[dt.date | None, Query(description="Next action on or before this date")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        _require(principal, "collector", "operations")
+        t = store.cases
+        conditions = [t.c.tenant_id == principal.tenant_id]
+        for column, value in (
+            (t.c.status, status),
+            (t.c.step, step),
+            (t.c.currency, currency),
+            (t.c.agency_id, agency_id),
+            (t.c.debtor_id, debtor_id),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        if min_overdue_minor is not None:
+            conditions.append(t.c.overdue_minor >= min_overdue_minor)
+        if due_by is not None:
+            conditions.append(t.c.next_action_date <= due_by)
+        rows = await session.execute(
+            select(*CASE_COLUMNS)
+            .where(and_(*conditions))
+            .order_by(t.c.overdue_minor.desc(), t.c.case_id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return {"cases": [_case_row(r) for r in rows], "limit": limit, "offset": offset}
+
+    @api.get("/cases/{case_id}", tags=["cases"], summary="One case with its full timeline")
+    async def get_case(case_id: str, principal: Authenticated, session: ReadSession) -> dict[str, Any]:
+        _require(principal, "collector", "operations")
+        row = (
+            await session.execute(
+                select(*CASE_COLUMNS).where(
+                    store.cases.c.tenant_id == principal.tenant_id, store.cases.c.case_id == case_id
+                )
+            )
+        ).first()
+        if row is None:
+            raise ApiError(404, f"no case {case_id}")
+        entries = await session.execute(
+            select(store.timeline.c.business_date, store.timeline.c.kind, store.timeline.c.entry)
+            .where(store.timeline.c.tenant_id == principal.tenant_id, store.timeline.c.case_id == case_id)
+            .order_by(store.timeline.c.id)
+        )
+        return {
+            **_case_row(row),
+            "timeline": [{"business_date": e.business_date, "kind": e.kind, **e.entry} for e in entries],
+        }
+
+    @api.post("/cases/{case_id}/promises", status_code=202, tags=["cases"], summary="Record a promise to pay")
+    async def promise(
+        case_id: str,
+        body: PromiseBody,
+        request: Request,
+        principal: Authenticated,
+        session: ReadSession,
+        idempotency_key: IdempotencyKey = None,
+    ) -> dict[str, Any]:
+        _require(principal, "collector")
+        debtor_id, currency = _split_case_id(case_id)
+        if body.amount.currency != currency:
+            raise ApiError(422, [{"field": "amount.currency", "message": f"the case is in {currency}"}])
+        event_id = _event_id("promise", idempotency_key)
+        data = c.PromiseToPay(
+            promise_id=event_id,
+            amount=body.amount,
+            promised_date=body.promised_date,
+            recorded=c.Recorded(
+                recorded_by=recorded_by(principal),
+                business_date=await _business_date(session, principal.tenant_id),
+            ),
+        )
+        return await _record(request, principal, debtor_id, "ar.promise.made.v1", data, event_id)
+
+    @api.post(
+        "/cases/{case_id}/disputes", status_code=202, tags=["cases"], summary="Open a dispute on an item"
+    )
+    async def open_dispute(
+        case_id: str,
+        body: DisputeBody,
+        request: Request,
+        principal: Authenticated,
+        session: ReadSession,
+        idempotency_key: IdempotencyKey = None,
+    ) -> dict[str, Any]:
+        _require(principal, "collector")
+        debtor_id, _ = _split_case_id(case_id)
+        event_id = _event_id("dispute", idempotency_key)
+        data = c.DisputeChanged(
+            dispute_id=event_id,
+            invoice_id=body.invoice_id,
+            reason=body.reason,
+            recorded=c.Recorded(
+                recorded_by=recorded_by(principal),
+                business_date=await _business_date(session, principal.tenant_id),
+            ),
+        )
+        return await _record(request, principal, debtor_id, "ar.dispute.opened.v1", data, event_id)
+
+    @api.post(
+        "/cases/{case_id}/disputes/{dispute_id}/resolve",
+        status_code=202,
+        tags=["cases"],
+        summary="Resolve a dispute; escalation of that item resumes",
+    )
+    async def resolve_dispute(
+        case_id: str,
+        dispute_id: str,
+        body: DisputeBody,
+        request: Request,
+        principal: Authenticated,
+        session: ReadSession,
+    ) -> dict[str, Any]:
+        _require(principal, "collector")
+        debtor_id, _ = _split_case_id(case_id)
+        data = c.DisputeChanged(
+            dispute_id=dispute_id,
+            invoice_id=body.invoice_id,
+            reason=body.reason,
+            recorded=c.Recorded(
+                recorded_by=recorded_by(principal),
+                business_date=await _business_date(session, principal.tenant_id),
+            ),
+        )
+        return await _record(
+            request, principal, debtor_id, "ar.dispute.resolved.v1", data, f"{dispute_id}:resolved"
+        )
+
+    @api.post(
+        "/cases/{case_id}/plans", status_code=202, tags=["cases"], summary="Record an agreed payment plan"
+    )
+    async def plan(
+        case_id: str,
+        body: PlanBody,
+        request: Request,
+        principal: Authenticated,
+        session: ReadSession,
+        idempotency_key: IdempotencyKey = None,
+    ) -> dict[str, Any]:
+        _require(principal, "collector")
+        debtor_id, currency = _split_case_id(case_id)
+        event_id = _event_id("plan", idempotency_key)
+        try:
+            data = c.PaymentPlanAgreed(
+                plan_id=event_id,
+                currency=currency,
+                instalments=body.instalments,
+                recorded=c.Recorded(
+                    recorded_by=recorded_by(principal),
+                    business_date=await _business_date(session, principal.tenant_id),
+                ),
+            )
+        except ValueError as exc:
+            raise ApiError(422, [{"field": "instalments", "message": str(exc)}]) from None
+        return await _record(request, principal, debtor_id, "ar.plan.agreed.v1", data, event_id)
+
+    async def _hold(
+        request: Request,
+        principal: Principal,
+        session: ReadSession,
+        case_id: str,
+        hold_id: str,
+        kind: c.HoldKind,
+        reason: str | None,
+        until: dt.date | None,
+        placed: bool,
+    ) -> dict[str, Any]:
+        debtor_id, currency = _split_case_id(case_id)
+        data = c.HoldChanged(
+            hold_id=hold_id,
+            kind=kind,
+            currency=currency,
+            reason=reason,
+            until=until,
+            recorded=c.Recorded(
+                recorded_by=recorded_by(principal),
+                business_date=await _business_date(session, principal.tenant_id),
+            ),
+        )
+        event_type = "ar.hold.placed.v1" if placed else "ar.hold.released.v1"
+        return await _record(
+            request, principal, debtor_id, event_type, data, f"{hold_id}:{'on' if placed else 'off'}"
+        )
+
+    @api.post("/cases/{case_id}/holds", status_code=202, tags=["cases"], summary="Put a hold on the case")
+    async def hold(
+        case_id: str,
+        body: HoldBody,
+        request: Request,
+        principal: Authenticated,
+        session: ReadSession,
+        idempotency_key: IdempotencyKey = None,
+    ) -> dict[str, Any]:
+        _require(principal, "collector")
+        hold_id = _event_id("hold", idempotency_key)
+        return await _hold(
+            request, principal, session, case_id, hold_id, body.kind, body.reason, body.until, True
+        )
+
+    @api.delete("/cases/{case_id}/holds/{hold_id}", status_code=202, tags=["cases"], summary="Release a hold")
+    async def release(
+        case_id: str, hold_id: str, request: Request, principal: Authenticated, session: ReadSession
+    ) -> dict[str, Any]:
+        _require(principal, "collector")
+        return await _hold(request, principal, session, case_id, hold_id, "manual", None, None, False)
+
+    @api.post("/cases/{case_id}/pause", status_code=202, tags=["cases"], summary="Pause escalation")
+    async def pause(
+        case_id: str, body: NoteBody, request: Request, principal: Authenticated, session: ReadSession
+    ) -> dict[str, Any]:
+        _require(principal, "collector")
+        return await _hold(
+            request, principal, session, case_id, f"pause:{case_id}", "paused", body.text, None, True
+        )
+
+    @api.post("/cases/{case_id}/resume", status_code=202, tags=["cases"], summary="Resume a paused case")
+    async def resume(
+        case_id: str, request: Request, principal: Authenticated, session: ReadSession
+    ) -> dict[str, Any]:
+        _require(principal, "collector")
+        return await _hold(
+            request, principal, session, case_id, f"pause:{case_id}", "paused", None, None, False
+        )
+
+    @api.post("/cases/{case_id}/notes", status_code=202, tags=["cases"], summary="Add a note to the timeline")
+    async def note(
+        case_id: str,
+        body: NoteBody,
+        request: Request,
+        principal: Authenticated,
+        session: ReadSession,
+        idempotency_key: IdempotencyKey = None,
+    ) -> dict[str, Any]:
+        _require(principal, "collector")
+        debtor_id, currency = _split_case_id(case_id)
+        event_id = _event_id("note", idempotency_key)
+        data = c.CaseNote(
+            note_id=event_id,
+            currency=currency,
+            text=body.text,
+            recorded=c.Recorded(
+                recorded_by=recorded_by(principal),
+                business_date=await _business_date(session, principal.tenant_id),
+            ),
+        )
+        return await _record(request, principal, debtor_id, "ar.case.noted.v1", data, event_id)
+
+    # --- policies -------------------------------------------------------------------------------
+
+    @api.put(
+        "/policies/{version}",
+        status_code=202,
+        tags=["policies"],
+        summary="Publish a version of the tenant's dunning policy, in force from a business date",
+    )
+    async def publish_policy(
+        version: Annotated[int, Path(ge=1)], body: PolicyBody, request: Request, principal: Authenticated
+    ) -> dict[str, Any]:
+        _require(principal, "operations")
+        published = PolicyPublished(
+            version=version, effective_from=body.effective_from, document=body.document
+        )
+        message = policy_message(principal.tenant_id, published, dt.datetime.now(dt.UTC))
+        event_id = f"policy:{principal.tenant_id}:{version}"
+        digest = hashlib.sha256(message.value).digest()
+        async with request.app.state.sessions() as session, session.begin():
+            claimed = await session.scalar(
+                pg_insert(store.recorded_requests)
+                .values(tenant_id=principal.tenant_id, event_id=event_id, content_sha256=digest)
+                .on_conflict_do_nothing()
+                .returning(store.recorded_requests.c.event_id)
+            )
+            if claimed is None:
+                raise ApiError(409, f"policy version {version} was published already; publish a new version")
+            await request.app.state.event_log.publish([message])
+        return {"id": event_id, "status": "accepted"}
+
+    @api.get("/policies", tags=["policies"], summary="The tenant's policy versions")
+    async def list_policies(principal: Authenticated, session: ReadSession) -> dict[str, Any]:
+        _require(principal, "operations", "collector")
+        rows = await session.execute(
+            select(store.policies.c.version, store.policies.c.effective_from, store.policies.c.document)
+            .where(store.policies.c.tenant_id == principal.tenant_id)
+            .order_by(store.policies.c.version)
+        )
+        return {
+            "policies": [
+                {"version": r.version, "effective_from": r.effective_from, **r.document} for r in rows
+            ]
+        }
+
+    # --- agencies -------------------------------------------------------------------------------
+
+    async def _placed_with(session: ReadSession, principal: Principal, case_id: str) -> Any:
+        """The case if it is placed with this agency now; 404 otherwise, so nothing can be probed."""
+        row = (
+            await session.execute(
+                select(*CASE_COLUMNS).where(
+                    store.cases.c.tenant_id == principal.tenant_id,
+                    store.cases.c.case_id == case_id,
+                    store.cases.c.agency_id == principal.name,
+                )
+            )
+        ).first()
+        if row is None:
+            raise ApiError(404, f"no case {case_id}")
+        return row
+
+    @api.get("/agency/feed", tags=["agencies"], summary="Placements, updates and recalls, in order")
+    async def agency_feed(
+        principal: Authenticated,
+        session: ReadSession,
+        after: Annotated[int, Query(ge=0, description="The cursor: the position of the last entry seen")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        _require(principal, "agency")
+        feed = store.agency_feed
+        rows = (
+            await session.execute(
+                select(feed.c.position, feed.c.case_id, feed.c.kind, feed.c.entry)
+                .where(
+                    feed.c.tenant_id == principal.tenant_id,
+                    feed.c.agency_id == principal.name,
+                    feed.c.position > after,
+                )
+                .order_by(feed.c.position)
+                .limit(limit)
+            )
+        ).all()
+        entries = [{"position": r.position, "case_id": r.case_id, "kind": r.kind, **r.entry} for r in rows]
+        return {"entries": entries, "next": rows[-1].position if rows else after}
+
+    @api.get("/agency/cases/{case_id}", tags=["agencies"], summary="A case placed with this agency")
+    async def agency_case(case_id: str, principal: Authenticated, session: ReadSession) -> dict[str, Any]:
+        _require(principal, "agency")
+        row = await _placed_with(session, principal, case_id)
+        return {k: v for k, v in _case_row(row).items() if k not in ("version",)}
+
+    @api.post(
+        "/agency/cases/{case_id}/outcomes",
+        status_code=202,
+        tags=["agencies"],
+        summary="Report a contact result, promise, dispute or recovery",
+    )
+    async def agency_outcome(
+        case_id: str,
+        body: OutcomeBody,
+        request: Request,
+        principal: Authenticated,
+        session: ReadSession,
+        idempotency_key: IdempotencyKey = None,
+    ) -> dict[str, Any]:
+        _require(principal, "agency")
+        row = await _placed_with(session, principal, case_id)
+        if body.amount_recovered is not None and body.amount_recovered.currency != row.currency:
+            raise ApiError(
+                422, [{"field": "amount_recovered.currency", "message": f"the case is in {row.currency}"}]
+            )
+        event_id = _event_id(f"agency:{principal.name}", idempotency_key)
+        data = c.AgencyOutcome(
+            outcome_id=event_id,
+            agency_id=principal.name,
+            case_id=case_id,
+            kind=body.kind,
+            amount_recovered=body.amount_recovered,
+            detail=body.detail,
+            recorded=c.Recorded(
+                recorded_by=recorded_by(principal),
+                business_date=await _business_date(session, principal.tenant_id),
+            ),
+        )
+        return await _record(request, principal, row.debtor_id, "ar.agency.outcome.v1", data, event_id)
+
+    return api

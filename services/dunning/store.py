@@ -1,0 +1,118 @@
+"""The dunning service's tables (schema `dunning`): cases, their timelines, the agency feed, policies,
+debtor data and business dates."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from services.runtime.tables import RuntimeTables
+
+SCHEMA = "dunning"
+metadata = MetaData(schema=SCHEMA)
+runtime = RuntimeTables(metadata, SCHEMA)
+
+# One row per debtor and currency. `state` is the domain's case; the other columns are copies of
+# its fields for listing and for selecting the cases due on a business date in one query.
+cases = Table(
+    "cases",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("case_id", String(200), primary_key=True),
+    Column("debtor_id", String(128), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("step", String(64), nullable=True),
+    Column("overdue_minor", BigInteger, nullable=False),
+    Column("oldest_due_date", Date, nullable=True),
+    Column("next_action_date", Date, nullable=True),
+    Column("agency_id", String(128), nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("state", LargeBinary, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("cases_due", "tenant_id", "next_action_date"),
+    Index("cases_by_debtor", "tenant_id", "debtor_id"),
+)
+
+timeline = Table(
+    "timeline",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("case_id", String(200), nullable=False),
+    Column("business_date", Date, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("event_id", String(256), nullable=False),
+    Column("entry", JSONB, nullable=False),
+    Index("timeline_by_case", "tenant_id", "case_id", "id"),
+)
+
+agency_feed = Table(
+    "agency_feed",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("agency_id", String(128), nullable=False),
+    Column("case_id", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("entry", JSONB, nullable=False),
+    Index("agency_feed_by_agency", "tenant_id", "agency_id", "position"),
+)
+
+policies = Table(
+    "policies",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("effective_from", Date, nullable=False),
+    Column("document", JSONB, nullable=False),
+)
+
+debtors = Table(
+    "debtors",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("debtor_id", String(128), primary_key=True),
+    Column("profile", JSONB, nullable=False),
+)
+
+business_dates = Table(
+    "business_dates",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("business_date", Date, nullable=False),
+)
+
+agency_performance = Table(
+    "agency_performance",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("agency_id", String(128), primary_key=True),
+    Column("segment", String(64), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("band", String(64), primary_key=True),
+    Column("placements", Integer, nullable=False),
+    Column("placed_minor", BigInteger, nullable=False),
+    Column("recovered_minor", BigInteger, nullable=False),
+)
+
+recorded_requests = Table(
+    "recorded_requests",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("event_id", String(256), primary_key=True),
+    Column("content_sha256", LargeBinary, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

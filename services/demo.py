@@ -85,6 +85,10 @@ class Loop:
         """Wait until every consumer applied everything and every outbox is published."""
         deadline = time.monotonic() + timeout_s
         consumers: list[ConsumerLoop] = [self.ledger.consumer, self.dunning.consumer, self.notifier.consumer]
+        # Until a consumer has its partitions its lag reads 0; a clock tick published before then
+        # could be applied before the facts of its day.
+        for consumer in consumers:
+            await asyncio.wait_for(consumer.started.wait(), timeout_s)
         relays: list[tuple[OutboxRelay, Any]] = [
             (self.ledger.relay, ledger_store.runtime.outbox),
             (self.dunning.relay, dunning_store.runtime.outbox),

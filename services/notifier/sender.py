@@ -44,7 +44,6 @@ from services.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 SOURCE = "arrears/notifier"
-LEASE = dt.timedelta(minutes=2)
 WEBHOOK_ACTIONS = {"request_credit_hold", "place_with_agency", "recall_from_agency"}
 TASK_ACTIONS = {"schedule_call": "call", "propose_writeoff": "writeoff_review", "start_legal_action": "legal"}
 
@@ -141,7 +140,10 @@ class Sender:
         now = self._clock()
         due = or_(
             and_(d.c.status == "pending", d.c.next_attempt_at <= now),
-            and_(d.c.status == "sending", d.c.claimed_at < now - LEASE),
+            and_(
+                d.c.status == "sending",
+                d.c.claimed_at < now - dt.timedelta(seconds=self._settings.send_lease_s),
+            ),
         )
         async with self._sessions() as session, session.begin():
             rows = (

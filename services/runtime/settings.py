@@ -54,3 +54,8 @@ class Settings(BaseSettings):
         description="ignore: send at once, outside quiet hours too (replays of history, demos, tests)",
     )
     send_attempts: int = Field(default=6, ge=1, description="Transient failures before a send is given up")
+    send_lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="A send claimed longer ago than this by a notifier that stopped is made again (same ids)",
+    )

@@ -49,28 +49,28 @@ async def test_reminders_follow_the_policy_and_a_payment_stops_the_next_one(stac
     await post(
         stack,
         [
-            debtor(t, "D1", "d1@example.com"),
-            debtor(t, "D2", "d2@example.com", language="ru"),
+            debtor(t, "D1", f"d1@{t}.example"),
+            debtor(t, "D2", f"d2@{t}.example", language="ru"),
             invoice(t, "D1", "A-1", "2026-01-05", "2026-02-04", 50_000),
             invoice(t, "D1", "A-2", "2026-01-06", "2026-02-04", 20_000),
             invoice(t, "D2", "B-1", "2026-01-05", "2026-02-04", 80_000),
         ],
     )
     await stack.run_days(D(2026, 1, 6), D(2026, 2, 1))
-    courtesy_d1 = stack.received.to("d1@example.com")
+    courtesy_d1 = stack.received.to(f"d1@{t}.example")
     assert len(courtesy_d1) == 1, "one courtesy reminder for both invoices falling due"
     assert "A-1" in courtesy_d1[0].get_content() and "A-2" in courtesy_d1[0].get_content()
-    assert len(stack.received.to("d2@example.com")) == 1
+    assert len(stack.received.to(f"d2@{t}.example")) == 1
 
     # D2 pays in full before its friendly reminder (due + 1 day, + 3 for a small amount); D1 does not.
     await post(stack, [payment(t, "D2", "P-1", "2026-02-03", 80_000)])
     await stack.run_days(D(2026, 2, 2), D(2026, 2, 24))
 
-    to_d1 = stack.received.to("d1@example.com")
+    to_d1 = stack.received.to(f"d1@{t}.example")
     assert len(to_d1) == 3, [m["Subject"] for m in to_d1]
     assert "overdue" in to_d1[1]["Subject"].lower(), "the friendly reminder after the due date"
     assert "formal notice" in to_d1[2]["Subject"].lower()
-    assert len(stack.received.to("d2@example.com")) == 1, "paid: nothing more is sent"
+    assert len(stack.received.to(f"d2@{t}.example")) == 1, "paid: nothing more is sent"
 
     async with stack.client("dunning", "collector") as api:
         closed = (await api.get("/v1/cases/D2:EUR")).json()
@@ -91,10 +91,10 @@ async def test_a_promise_holds_the_case_and_a_broken_one_resumes_it(stack: Colle
     await stack.start_day(D(2026, 1, 5))
     await post(
         stack,
-        [debtor(t, "D3", "d3@example.com"), invoice(t, "D3", "C-1", "2026-01-05", "2026-01-20", 40_000)],
+        [debtor(t, "D3", f"d3@{t}.example"), invoice(t, "D3", "C-1", "2026-01-05", "2026-01-20", 40_000)],
     )
     await stack.run_days(D(2026, 1, 6), D(2026, 1, 25))
-    before = len(stack.received.to("d3@example.com"))
+    before = len(stack.received.to(f"d3@{t}.example"))
     async with stack.client("dunning", "collector") as api:
         promised = await api.post(
             "/v1/cases/D3:EUR/promises",
@@ -109,11 +109,11 @@ async def test_a_promise_holds_the_case_and_a_broken_one_resumes_it(stack: Colle
         )
         assert again.json()["status"] == "duplicate"
     await stack.run_days(D(2026, 1, 26), D(2026, 2, 10))
-    assert len(stack.received.to("d3@example.com")) == before, "nothing is sent while the promise holds"
+    assert len(stack.received.to(f"d3@{t}.example")) == before, "nothing is sent while the promise holds"
     async with stack.client("dunning", "collector") as api:
         assert (await api.get("/v1/cases/D3:EUR")).json()["status"] == "held"
     await stack.run_days(D(2026, 2, 11), D(2026, 2, 20))
-    assert len(stack.received.to("d3@example.com")) > before, "the broken promise resumes the ladder"
+    assert len(stack.received.to(f"d3@{t}.example")) > before, "the broken promise resumes the ladder"
     async with stack.client("dunning", "collector") as api:
         kinds = [e["kind"] for e in (await api.get("/v1/cases/D3:EUR")).json()["timeline"]]
         assert "promise_broken" in kinds

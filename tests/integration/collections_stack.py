@@ -70,6 +70,7 @@ class CollectionsStack:
     received: Received
     tenant: str
     keys: dict[str, str]
+    letters: Path
 
     def client(self, service: str, role: str) -> httpx.AsyncClient:
         running = self.ledger if service == "ledger" else self.dunning
@@ -185,7 +186,7 @@ async def collections_stack(
             for service in services:
                 await service.start_background()
             try:
-                yield CollectionsStack(resources, *services, received, tenant, keys)
+                yield CollectionsStack(resources, *services, received, tenant, keys, letters)
             finally:
                 for service in reversed(services):
                     await service.stop_background()

@@ -151,6 +151,14 @@ async def test_agencies_see_only_their_own_cases(stack: CollectionsStack) -> Non
         assert (await agency_a.get("/v1/cases")).status_code == 403, (
             "an agency cannot list the tenant's cases"
         )
+    async with stack.client("dunning", "collector") as api:
+        timeline = (await api.get("/v1/cases/D4:EUR")).json()["timeline"]
+    claim = next(e for e in timeline if e["kind"] == "command.claim_letter")
+    assert claim["penalty_minor"] > 0 and claim["deadline"], (
+        "the claim letter carries the penalty and deadline"
+    )
+    letters = sorted((stack.letters / t).glob("*.pdf"))
+    assert letters and all(p.read_bytes().startswith(b"%PDF-") for p in letters), "no e-mail: letters"
     placements = [w for w in stack.received.webhooks if w[0] == "agency"]
     assert [w[1]["data"]["agency_id"] for w in placements] == ["agency-a"]
     assert [w[1]["data"]["action"] for w in stack.received.webhooks if w[0] == "erp"] == [

@@ -103,6 +103,8 @@ def create_key(
     from services.dunning.main import DunningService
     from services.ledger import store as ledger_store
     from services.ledger.main import LedgerService
+    from services.notifier import store as notifier_store
+    from services.notifier.main import NotifierService
     from services.runtime.auth import create_key as create
     from services.runtime.process import open_resources
 
@@ -111,9 +113,16 @@ def create_key(
 
     async def run() -> str:
         async with open_resources(Settings()) as resources:
-            service = LedgerService(resources) if role == "erp" else DunningService(resources)
-            await service.migrate()
-            tables = ledger_store.runtime if role == "erp" else dunning_store.runtime
+            services: list[LedgerService | DunningService | NotifierService] = (
+                [LedgerService(resources)] if role == "erp" else [DunningService(resources)]
+            )
+            if role in ("collector", "operations"):
+                services.append(NotifierService(resources))
+            for service in services:
+                await service.migrate()
+            tables = [ledger_store.runtime] if role == "erp" else [dunning_store.runtime]
+            if role in ("collector", "operations"):
+                tables.append(notifier_store.runtime)
             async with resources.sessions() as session, session.begin():
                 return await create(session, tables, tenant, name, role)
 

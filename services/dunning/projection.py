@@ -131,10 +131,14 @@ class DunningProjection:
         for d in facts:
             self._apply_fact(work, d)
             touched.add((d.event.tenantid, d.event.debtorid or ""))
-        for key in sorted(touched):
-            day = today.get(key[0])
-            if day is not None:
-                await self._decide(session, work, key, day, versions.get(key[0], []), None)
+        by_tenant: dict[str, list[str]] = defaultdict(list)
+        for tenant, debtor in sorted(touched):
+            by_tenant[tenant].append(debtor)
+        for tenant, debtors in by_tenant.items():
+            day = today.get(tenant)
+            policy = policy_in_force(versions.get(tenant, []), day) if day else None
+            if day is not None and policy is not None:
+                await self._decide_debtors(session, work, tenant, day, policy, debtors, None)
 
         for tenant, started in sorted(days.items()):
             for day, tick in sorted(started, key=lambda s: s[0]):
@@ -196,27 +200,6 @@ class DunningProjection:
 
     # --- decisions ------------------------------------------------------------------------------
 
-    async def _decide(
-        self,
-        session: AsyncSession,
-        work: _Batch,
-        key: DebtorKey,
-        day: dt.date,
-        versions: list[PolicyPublished],
-        tick: InputRef | None,
-    ) -> None:
-        policy = policy_in_force(versions, day)
-        cases = work.cases.get(key, {})
-        if policy is None or not cases:
-            return
-        facts = DebtorFacts(
-            profile=await _profile(session, key),
-            agencies=await self._performance(session, work, key[0]),
-        )
-        decisions = decide_debtor([cases[c] for c in sorted(cases)], day, policy, facts)
-        for decision in decisions:
-            self._publish_decision(work, decision, day, tick)
-
     async def _decide_due(
         self,
         session: AsyncSession,
@@ -267,7 +250,7 @@ class DunningProjection:
         day: dt.date,
         policy: PolicyPublished,
         debtors: Sequence[str],
-        tick: InputRef,
+        tick: InputRef | None,
     ) -> None:
         profiles = await _profiles(session, tenant, debtors)
         for debtor in debtors:
@@ -275,7 +258,7 @@ class DunningProjection:
             facts = DebtorFacts(
                 profile=profiles.get(debtor), agencies=await self._performance(session, work, tenant)
             )
-            for decision in decide_debtor([cases[c] for c in sorted(cases)], day, policy, facts):
+            for decision in decide_debtor([cases[c] for c in sorted(cases)], day, policy, facts, tick=tick):
                 self._publish_decision(work, decision, day, tick)
 
     async def _performance(self, session: AsyncSession, work: _Batch, tenant: str) -> AgencyPerformance:
@@ -530,10 +513,6 @@ async def _store_debtors(session: AsyncSession, profiles: dict[DebtorKey, dict[s
             index_elements=["tenant_id", "debtor_id"], set_={"profile": statement.excluded.profile}
         )
     )
-
-
-async def _profile(session: AsyncSession, key: DebtorKey) -> DebtorProfile | None:
-    return (await _profiles(session, key[0], [key[1]])).get(key[1])
 
 
 async def _profiles(session: AsyncSession, tenant: str, debtors: Sequence[str]) -> dict[str, DebtorProfile]:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from services.notifier import store
+from services.notifier.api import router
 from services.notifier.projection import NotifierProjection
 from services.notifier.sender import Sender
 from services.runtime.consumer import ConsumerLoop
@@ -53,20 +54,23 @@ class NotifierService:
     async def stop_background(self) -> None:
         await self.background.stop()
 
-    def app(self) -> FastAPI:
-        """Health and metrics; the notifier's work is all in the background."""
+    def app(self, *, run_background: bool = True) -> FastAPI:
+        """The team's task queue, health and metrics; sending is all in the background."""
 
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-            await self.start_background()
+            if run_background:
+                await self.start_background()
             try:
                 yield
             finally:
-                await self.stop_background()
+                if run_background:
+                    await self.stop_background()
 
         app = FastAPI(title="Arrears notifier", version="1", lifespan=lifespan)
         app.state.sessions = self.resources.sessions
         app.state.event_log = self.resources.event_log
         install_error_handler(app)
         install_health(app)
+        app.include_router(router())
         return app

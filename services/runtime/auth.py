@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import insert, select
@@ -30,14 +31,21 @@ def _digest(secret: str) -> bytes:
 
 
 async def create_key(
-    session: AsyncSession, tables: RuntimeTables, tenant_id: str, name: str, role: str
+    session: AsyncSession,
+    tables: RuntimeTables | Sequence[RuntimeTables],
+    tenant_id: str,
+    name: str,
+    role: str,
 ) -> str:
+    """A new key, valid for the services whose tables are given (a collector's key opens the
+    dunning API and the notifier's task queue)."""
     key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
-    await session.execute(
-        insert(tables.api_keys).values(
-            key_id=key_id, tenant_id=tenant_id, principal=name, role=role, secret_sha256=_digest(secret)
+    for each in [tables] if isinstance(tables, RuntimeTables) else tables:
+        await session.execute(
+            insert(each.api_keys).values(
+                key_id=key_id, tenant_id=tenant_id, principal=name, role=role, secret_sha256=_digest(secret)
+            )
         )
-    )
     return f"{PREFIX}_{key_id}_{secret}"
 
 

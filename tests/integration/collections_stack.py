@@ -73,9 +73,13 @@ class CollectionsStack:
     letters: Path
 
     def client(self, service: str, role: str) -> httpx.AsyncClient:
-        running = self.ledger if service == "ledger" else self.dunning
+        apps = {
+            "ledger": lambda: self.ledger.app(run_background=False),
+            "dunning": lambda: self.dunning.app(run_background=False),
+            "notifier": lambda: self.notifier.app(run_background=False),
+        }
         return httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=running.app(run_background=False)),
+            transport=httpx.ASGITransport(app=apps[service]()),
             base_url=f"http://{service}",
             headers={"X-API-Key": self.keys[role]},
             timeout=30,
@@ -176,12 +180,11 @@ async def collections_stack(
                     ("agency", "agency-a"),
                     ("agency-b", "agency-b"),
                 ):
+                    tables = [dunning_store.runtime]
+                    if not role.startswith("agency"):
+                        tables.append(notifier_store.runtime)
                     keys[role] = await create_key(
-                        session,
-                        dunning_store.runtime,
-                        tenant,
-                        name,
-                        "agency" if role.startswith("agency") else role,
+                        session, tables, tenant, name, "agency" if role.startswith("agency") else role
                     )
             for service in services:
                 await service.start_background()

@@ -83,6 +83,12 @@ async def test_reminders_follow_the_policy_and_a_payment_stops_the_next_one(stac
         assert formal["policy_version"] == 1 and formal["inputs"], "provenance of the decision"
         listing = (await api.get("/v1/cases", params={"status": "open"})).json()["cases"]
         assert [c["case_id"] for c in listing] == ["D1:EUR"]
+    async with stack.client("notifier", "collector") as api:
+        tasks = (await api.get("/v1/tasks")).json()["tasks"]
+        assert [(task["case_id"], task["kind"]) for task in tasks] == [("D1:EUR", "call")]
+        assert "Debtor D1" in tasks[0]["script"] and "700.00" in tasks[0]["script"]
+        assert (await api.post(f"/v1/tasks/{tasks[0]['command_id']}/done")).status_code == 200
+        assert (await api.get("/v1/tasks")).json()["tasks"] == []
 
 
 async def test_a_promise_holds_the_case_and_a_broken_one_resumes_it(stack: CollectionsStack) -> None:

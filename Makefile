@@ -18,7 +18,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy contracts services tests
+	$(BIN)/mypy contracts services tests bench
 	$(BIN)/python -m contracts.generate --check
 
 unit: $(STAMP)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Literal, assert_never
 
 from contracts.journal import (
@@ -94,8 +95,9 @@ class CashSource:
     applications: tuple[Application, ...] = ()
     reversed_on: dt.date | None = None
 
-    @property
+    @cached_property
     def applied(self) -> int:
+        """Computed once per instance (instances are immutable; a change makes a new one)."""
         return sum(a.amount for a in self.applications)
 
     @property
@@ -576,7 +578,12 @@ def _finish(before: DebtorLedger, work: _Work, written_off: str | None = None) -
     after = work.state
     if after == before:
         return Transition(before)
-    touched = sorted(i for i, invoice in after.invoices.items() if before.invoices.get(i) != invoice)
+    # Most invoices are the very same objects before and after: compare those by identity first.
+    touched = sorted(
+        i
+        for i, invoice in after.invoices.items()
+        if (previous := before.invoices.get(i)) is not invoice and previous != invoice
+    )
     changes = tuple(
         _balance_change(before.invoices.get(i), after.invoices[i], work, written_off) for i in touched
     )

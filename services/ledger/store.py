@@ -1,4 +1,8 @@
-"""The ledger's tables (schema `ledger`) and every query on them."""
+"""The ledger's tables (schema `ledger`) and every query on them.
+
+The bulk statements of the hot paths (the projection's batch, the API's claim of event ids) run on
+the session's asyncpg connection with one array parameter per column (`unnest`): no statement to
+compile per batch, and no limit on the rows of a batch (a statement has at most 32767 parameters)."""
 
 from __future__ import annotations
 
@@ -21,7 +25,6 @@ from sqlalchemy import (
     Table,
     func,
     select,
-    tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -111,26 +114,29 @@ async def load_ledgers(session: AsyncSession, keys: Iterable[DebtorKey]) -> dict
     wanted = list(keys)
     if not wanted:
         return {}
-    t = debtor_ledgers
-    rows = await session.execute(
-        select(t.c.tenant_id, t.c.debtor_id, t.c.state).where(
-            tuple_(t.c.tenant_id, t.c.debtor_id).in_(wanted)
-        )
+    connection = await driver_connection(session)
+    rows = await connection.fetch(
+        f"SELECT l.tenant_id, l.debtor_id, l.state FROM {SCHEMA}.debtor_ledgers AS l"
+        " JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, debtor_id)"
+        " ON l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id",
+        [t for t, _ in wanted],
+        [d for _, d in wanted],
     )
-    return {(r.tenant_id, r.debtor_id): decode_ledger(r.state) for r in rows}
+    return {(r["tenant_id"], r["debtor_id"]): decode_ledger(r["state"]) for r in rows}
 
 
 async def save_ledgers(session: AsyncSession, states: Mapping[DebtorKey, DebtorLedger]) -> None:
     if not states:
         return
-    statement = pg_insert(debtor_ledgers).values(
-        [{"tenant_id": t, "debtor_id": d, "state": encode_ledger(s)} for (t, d), s in sorted(states.items())]
-    )
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["tenant_id", "debtor_id"],
-            set_={"state": statement.excluded.state, "updated_at": func.now()},
-        )
+    ordered = sorted(states.items())  # one lock order for every writer
+    connection = await driver_connection(session)
+    await connection.execute(
+        f"INSERT INTO {SCHEMA}.debtor_ledgers (tenant_id, debtor_id, state)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])"
+        " ON CONFLICT (tenant_id, debtor_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
+        [t for (t, _), _ in ordered],
+        [d for (_, d), _ in ordered],
+        [encode_ledger(state) for _, state in ordered],
     )
 
 
@@ -173,35 +179,32 @@ async def record_movements(session: AsyncSession, movements: Sequence[MovementRo
     for m in movements:
         key = (m.tenant_id, m.currency, m.due_date, m.effective_date)
         totals[key] = totals.get(key, 0) + m.delta
-    statement = pg_insert(aging_totals).values(
-        [
-            {"tenant_id": t, "currency": c, "due_date": due, "effective_date": eff, "amount": amount}
-            for (t, c, due, eff), amount in sorted(totals.items())
-        ]
-    )
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["tenant_id", "currency", "due_date", "effective_date"],
-            set_={"amount": aging_totals.c.amount + statement.excluded.amount},
-        )
+    ordered = sorted(totals.items())
+    await connection.execute(
+        f"INSERT INTO {SCHEMA}.aging_totals AS a (tenant_id, currency, due_date, effective_date, amount)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::date[], $5::bigint[])"
+        " ON CONFLICT (tenant_id, currency, due_date, effective_date)"
+        " DO UPDATE SET amount = a.amount + EXCLUDED.amount",
+        [tenant for (tenant, _, _, _), _ in ordered],
+        [currency for (_, currency, _, _), _ in ordered],
+        [due for (_, _, due, _), _ in ordered],
+        [effective for (_, _, _, effective), _ in ordered],
+        [amount for _, amount in ordered],
     )
 
 
 async def advance_business_dates(session: AsyncSession, dates: Mapping[str, dt.date]) -> None:
     if not dates:
         return
-    statement = pg_insert(business_dates).values(
-        [{"tenant_id": t, "business_date": d} for t, d in sorted(dates.items())]
-    )
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["tenant_id"],
-            set_={
-                "business_date": func.greatest(
-                    business_dates.c.business_date, statement.excluded.business_date
-                )
-            },
-        )
+    ordered = sorted(dates.items())
+    connection = await driver_connection(session)
+    await connection.execute(
+        f"INSERT INTO {SCHEMA}.business_dates AS b (tenant_id, business_date)"
+        " SELECT * FROM unnest($1::text[], $2::date[])"
+        " ON CONFLICT (tenant_id)"
+        " DO UPDATE SET business_date = greatest(b.business_date, EXCLUDED.business_date)",
+        [t for t, _ in ordered],
+        [d for _, d in ordered],
     )
 
 
@@ -263,27 +266,28 @@ async def claim_event_ids(
     same id waits on the unique index until this transaction ends, then sees it as taken."""
     if not digests:
         return set()
-    rows = await session.execute(
-        pg_insert(ingested_events)
-        .values(
-            [
-                {"tenant_id": tenant_id, "event_id": i, "payload_sha256": h, "accepted_at": accepted_at}
-                for i, h in digests.items()
-            ]
-        )
-        .on_conflict_do_nothing()
-        .returning(ingested_events.c.event_id)
+    connection = await driver_connection(session)
+    rows = await connection.fetch(
+        f"INSERT INTO {SCHEMA}.ingested_events (tenant_id, event_id, payload_sha256, accepted_at)"
+        " SELECT $1, e.event_id, e.digest, $4 FROM unnest($2::text[], $3::bytea[]) AS e(event_id, digest)"
+        " ON CONFLICT DO NOTHING RETURNING event_id",
+        tenant_id,
+        list(digests),
+        list(digests.values()),
+        accepted_at,
     )
-    return {r.event_id for r in rows}
+    return {r["event_id"] for r in rows}
 
 
 async def known_digests(session: AsyncSession, tenant_id: str, event_ids: Iterable[str]) -> dict[str, bytes]:
     ids = list(event_ids)
     if not ids:
         return {}
-    rows = await session.execute(
-        select(ingested_events.c.event_id, ingested_events.c.payload_sha256).where(
-            ingested_events.c.tenant_id == tenant_id, ingested_events.c.event_id.in_(ids)
-        )
+    connection = await driver_connection(session)
+    rows = await connection.fetch(
+        f"SELECT event_id, payload_sha256 FROM {SCHEMA}.ingested_events"
+        " WHERE tenant_id = $1 AND event_id = ANY($2::text[])",
+        tenant_id,
+        ids,
     )
-    return {r.event_id: r.payload_sha256 for r in rows}
+    return {r["event_id"]: r["payload_sha256"] for r in rows}

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from contracts.envelope import Envelope
 from contracts.registry import ContractError, decode_event
 from services.runtime import metrics
+from services.runtime.database import driver_connection
 from services.runtime.log import EventLog, Message, Record, TopicPartition
 from services.runtime.outbox import write_outbox
 from services.runtime.tables import RuntimeTables
@@ -256,14 +257,16 @@ class ConsumerLoop:
             unique.setdefault((delivered.event.tenantid, delivered.event.id), delivered)
         if not unique:
             return []
-        processed = self._tables.processed_events
-        inserted = await session.execute(
-            pg_insert(processed)
-            .values([{"tenant_id": t, "event_id": i} for t, i in unique])
-            .on_conflict_do_nothing()
-            .returning(processed.c.tenant_id, processed.c.event_id)
+        # One array parameter per column: no statement to compile per batch, no limit on its size.
+        connection = await driver_connection(session)
+        inserted = await connection.fetch(
+            f'INSERT INTO "{self._tables.schema}".processed_events (tenant_id, event_id)'
+            " SELECT * FROM unnest($1::text[], $2::text[])"
+            " ON CONFLICT DO NOTHING RETURNING tenant_id, event_id",
+            [t for t, _ in unique],
+            [i for _, i in unique],
         )
-        new = {(r.tenant_id, r.event_id) for r in inserted}
+        new = {(r["tenant_id"], r["event_id"]) for r in inserted}
         return [d for key, d in unique.items() if key in new]
 
     async def lag(self) -> int:

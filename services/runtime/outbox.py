@@ -14,9 +14,12 @@ import logging
 import zlib
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, insert, select
+import orjson
+from sqlalchemy import BigInteger, any_, bindparam, delete, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.runtime.database import driver_connection
 from services.runtime.log import EventLog, Message
 from services.runtime.tables import RuntimeTables
 
@@ -35,9 +38,23 @@ def outbox_rows(messages: Sequence[Message]) -> list[dict[str, object]]:
     ]
 
 
+_OUTBOX_COLUMNS = ("topic", "key", "value", "headers")
+
+
 async def write_outbox(session: AsyncSession, tables: RuntimeTables, messages: Sequence[Message]) -> None:
-    if messages:
-        await session.execute(insert(tables.outbox), outbox_rows(messages))
+    """Append the messages to the outbox in the session's transaction (COPY: a batch of any size)."""
+    if not messages:
+        return
+    connection = await driver_connection(session)
+    await connection.copy_records_to_table(
+        tables.outbox.name,
+        schema_name=tables.schema,
+        columns=_OUTBOX_COLUMNS,
+        records=[
+            (r["topic"], r["key"], r["value"], orjson.dumps(r["headers"]).decode())
+            for r in outbox_rows(messages)
+        ],
+    )
 
 
 class OutboxRelay:
@@ -77,7 +94,8 @@ class OutboxRelay:
             await self._log.publish(
                 [Message(r.topic, r.key, r.value, tuple((k, v.encode()) for k, v in r.headers)) for r in rows]
             )
-            await session.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
+            published = bindparam("published", [r.id for r in rows], type_=ARRAY(BigInteger))
+            await session.execute(delete(outbox).where(outbox.c.id == any_(published)))
         self.published += len(rows)
         return len(rows)
 

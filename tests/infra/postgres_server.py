@@ -34,6 +34,11 @@ class PostgresServer:
     _temp_dir: Path | None = field(default=None, repr=False)
 
     @property
+    def data_dir(self) -> Path | None:
+        """The embedded server's data directory (its postmaster.pid names the server process)."""
+        return self._embedded.data_dir if self._embedded is not None else None
+
+    @property
     def dsn(self) -> str:
         """The libpq form of the URL, for asyncpg.connect()."""
         return sqlalchemy_to_libpq(self.url)

@@ -1,0 +1,62 @@
+"""`python -m bench`: the ledger benchmark on a Kafka broker and a PostgreSQL started for the run.
+
+python -m bench --size small                  # about 130,000 events
+python -m bench --size full --seed 7          # at least 2,000,000 events
+python -m bench --size tiny --profile var/profiles
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+from bench.infra import own_infrastructure
+from bench.portfolio import SIZES
+from bench.report import summary
+from bench.run import Options, run_benchmark
+
+
+def parse(argv: list[str]) -> Options:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Benchmark the Arrears ledger.")
+    parser.add_argument("--size", choices=list(SIZES), default="small", help="portfolio size (default small)")
+    parser.add_argument("--debtors", type=int, help="debtors across all tenants (overrides the size's)")
+    parser.add_argument("--invoices", type=int, help="invoices issued in the window (overrides the size's)")
+    parser.add_argument("--seed", type=int, default=42, help="the portfolio's random seed")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients for the ingest")
+    parser.add_argument("--batch", type=int, default=1000, help="events per POST /v1/events")
+    parser.add_argument("--reads", type=int, default=300, help="requests per read measure")
+    parser.add_argument("--raw-records", type=int, default=500_000, help="records used for the Kafka limits")
+    parser.add_argument("--out", type=Path, help="results file (default bench/results/<timestamp>.json)")
+    parser.add_argument("--profile", type=Path, help="write py-spy profiles of each stage to this folder")
+    args = parser.parse_args(argv)
+    return Options(
+        size=args.size,
+        seed=args.seed,
+        debtors=args.debtors,
+        invoices=args.invoices,
+        clients=args.clients,
+        batch=args.batch,
+        reads=args.reads,
+        raw_records=args.raw_records,
+        out=args.out,
+        profile=args.profile,
+        command=shlex.join(["python", "-m", "bench", *argv]),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # A new consumer group asks for its coordinator before the broker has one: noise, not a failure.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    with own_infrastructure() as infra:
+        results = asyncio.run(run_benchmark(options, infra))
+    print(summary(results))
+
+
+if __name__ == "__main__":
+    main()

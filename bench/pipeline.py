@@ -1,0 +1,343 @@
+"""The ledger's pipeline figures: ingest over HTTP, projection of a backlog, replay, API reads.
+
+Each function runs one measure against the run's broker and database and returns its figure with
+the details that explain it. The projection and the replay run the ledger's own consumer
+(`LedgerService`: consumer loop and outbox relay) in this process; the API runs in a process of its
+own (`bench.server`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import random
+import statistics
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+from prometheus_client import REGISTRY
+
+from bench.infra import Infrastructure, libpq
+from bench.portfolio import CLOCK_TOPIC, Portfolio, PortfolioEvent
+from bench.processes import Processes
+from bench.profiling import Profiler
+from bench.server import ledger_server
+from contracts.topics import catalogue
+from services.ledger import store
+from services.ledger.main import NAME, LedgerService
+from services.ledger.projection import LedgerProjection
+from services.runtime.auth import create_key
+from services.runtime.migrations import upgrade
+from services.runtime.process import open_resources
+from services.runtime.settings import Settings
+
+
+@dataclass
+class Context:
+    infra: Infrastructure
+    processes: Processes
+    profiler: Profiler | None = None
+
+
+def settings(infra: Infrastructure, database_url: str, **overrides: Any) -> Settings:
+    return Settings(
+        database_url=database_url,
+        kafka_bootstrap_servers=infra.bootstrap_servers,
+        log_level="WARNING",
+        **overrides,
+    )
+
+
+async def prepare_ledger_database(
+    ctx: Context, label: str, tenants: Sequence[str]
+) -> tuple[str, dict[str, str]]:
+    """A new database with the ledger's schema and an API key per tenant: (its URL, keys by tenant)."""
+    url = await ctx.infra.create_database(label)
+    async with open_resources(settings(ctx.infra, url)) as resources:
+        await upgrade(resources.engine, NAME)
+        keys = {}
+        async with resources.sessions() as session, session.begin():
+            for tenant in tenants:
+                keys[tenant] = await create_key(session, store.runtime, tenant, "bench-erp", "erp")
+    return url, keys
+
+
+# --- (1) ingest -----------------------------------------------------------------------------------
+
+
+def ingest_bodies(
+    events: Sequence[PortfolioEvent], clients: int, batch: int
+) -> list[list[tuple[str, bytes, int]]]:
+    """Per client, its requests in order: (tenant, JSON array body, events). A debtor's events all go
+    through one client, so each debtor's order is kept, as one ERP feed per debtor range would."""
+    per_client: list[list[tuple[str, bytes, int]]] = [[] for _ in range(clients)]
+    open_batches: dict[tuple[int, str], list[bytes]] = {}
+    for event in events:
+        if event.topic == CLOCK_TOPIC:
+            continue
+        client = zlib.crc32(event.key) % clients
+        values = open_batches.setdefault((client, event.tenant), [])
+        values.append(event.value)
+        if len(values) == batch:
+            per_client[client].append((event.tenant, b"[" + b",".join(values) + b"]", len(values)))
+            open_batches[(client, event.tenant)] = []
+    for (client, tenant), values in open_batches.items():
+        if values:
+            per_client[client].append((tenant, b"[" + b",".join(values) + b"]", len(values)))
+    return per_client
+
+
+async def measure_ingest(
+    ctx: Context, portfolio: Portfolio, database_url: str, keys: dict[str, str], clients: int, batch: int
+) -> dict[str, Any]:
+    """Events per second accepted (202, acknowledged by Kafka) by POST /v1/events."""
+    work = ingest_bodies(portfolio.events, clients, batch)
+    latencies: list[float] = []
+    accepted = 0
+
+    async def client_loop(url: str, requests: list[tuple[str, bytes, int]]) -> None:
+        nonlocal accepted
+        async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+            for tenant, body, count in requests:
+                started = time.perf_counter()
+                response = await client.post(
+                    "/v1/events",
+                    content=body,
+                    headers={"X-API-Key": keys[tenant], "Content-Type": "application/json"},
+                )
+                latencies.append(time.perf_counter() - started)
+                if response.status_code != 202:
+                    raise RuntimeError(f"POST /v1/events: {response.status_code} {response.text[:500]}")
+                summary = response.json()
+                if summary["accepted"] != count:
+                    raise RuntimeError(f"POST /v1/events accepted {summary['accepted']} of {count}")
+                accepted += count
+
+    async with ledger_server(
+        database_url,
+        ctx.infra.bootstrap_servers,
+        processes=ctx.processes,
+        pool_size=clients + 2,
+        profiler=ctx.profiler,
+        profile_name="ingest-server",
+    ) as server:
+        cpu_before = ctx.processes.cpu()
+        started = time.perf_counter()
+        await asyncio.gather(*(client_loop(server.url, requests) for requests in work))
+        seconds = time.perf_counter() - started
+        cpu = _cpu_delta(cpu_before, ctx.processes.cpu())
+    return {
+        "figure": round(accepted / seconds, 1),
+        "unit": "events/s",
+        "events": accepted,
+        "seconds": round(seconds, 3),
+        "requests": len(latencies),
+        "clients": clients,
+        "batch": batch,
+        "request_latency_ms": _percentiles(latencies),
+        "cpu_seconds": cpu,
+    }
+
+
+# --- (2) projection and (3) replay ----------------------------------------------------------------
+
+
+async def topic_records(infra: Infrastructure, topics: Sequence[str]) -> int:
+    """Records in the topics now: what a consumer starting from the beginning has to apply."""
+    counts = {name: partitions for name, partitions, _ in catalogue()}
+    reader = AIOKafkaConsumer(bootstrap_servers=infra.bootstrap_servers, enable_auto_commit=False)
+    await reader.start()
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in range(counts[t])]
+        ends = await reader.end_offsets(partitions)
+        return int(sum(ends.values()))
+    finally:
+        await reader.stop()
+
+
+async def measure_projection(ctx: Context, database_url: str, profile_name: str) -> dict[str, Any]:
+    """Start the ledger's consumer on `database_url` and time it until it has applied every record of
+    its topics (lag 0), then until the outbox relay has published every balance fact."""
+    records = await topic_records(ctx.infra, LedgerProjection.topics)
+    batches_before = _batch_metrics()
+    async with open_resources(settings(ctx.infra, database_url)) as resources:
+        service = LedgerService(resources)
+        await service.migrate()
+        cpu_before = ctx.processes.cpu()
+        started = time.perf_counter()
+        await service.start_background()
+        await asyncio.wait_for(service.consumer.started.wait(), 120)
+        assigned = time.perf_counter()
+        with contextlib.ExitStack() as profiling:
+            if ctx.profiler:
+                profiling.enter_context(ctx.profiler.attach(os.getpid(), profile_name))
+            deadline = assigned + 600 + records / 50
+            while await service.consumer.lag() > 0:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"the ledger consumer did not catch up with {records} records")
+                await asyncio.sleep(0.2)
+            caught_up = time.perf_counter()
+            cpu = _cpu_delta(cpu_before, ctx.processes.cpu())
+            while await _outbox_rows(resources.sessions) > 0:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError("the outbox relay did not publish everything")
+                await asyncio.sleep(0.2)
+            drained = time.perf_counter()
+        applied, dead_lettered = service.consumer.applied, service.consumer.dead_lettered
+        published = service.relay.published
+        await service.stop_background()
+    batches = _delta(batches_before, _batch_metrics())
+    seconds = caught_up - assigned
+    return {
+        "figure": round(records / seconds, 1),
+        "unit": "events/s",
+        "records": records,
+        "applied": applied,
+        "dead_lettered": dead_lettered,
+        "facts_published": published,
+        "seconds": round(seconds, 3),
+        "startup_seconds": round(assigned - started, 3),
+        "outbox_drained_seconds": round(drained - assigned, 3),
+        "batches": int(batches["count"]),
+        "records_per_batch": round(applied / batches["count"], 1) if batches["count"] else None,
+        "batch_seconds_mean": round(batches["sum"] / batches["count"], 4) if batches["count"] else None,
+        "cpu_seconds": cpu,
+        "database": await database_profile(database_url),
+    }
+
+
+async def _outbox_rows(sessions: Any) -> int:
+    from sqlalchemy import func, select
+
+    async with sessions() as session:
+        count: int = await session.scalar(select(func.count()).select_from(store.runtime.outbox))
+    return count
+
+
+async def database_profile(database_url: str) -> dict[str, Any]:
+    """Rows and writes (inserts + updates, from pg_stat_user_tables) per table of the ledger schema,
+    the open items (invoices whose movements do not add up to zero) and the database size."""
+    connection = await asyncpg.connect(libpq(database_url))
+    try:
+        await asyncio.sleep(0.6)  # backends flush their table statistics at most once a second
+        stats = await connection.fetch(
+            "SELECT relname, n_live_tup, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
+            " WHERE schemaname = 'ledger' ORDER BY relname"
+        )
+        open_items = await connection.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM ledger.balance_movements"
+            " GROUP BY tenant_id, debtor_id, invoice_id HAVING sum(delta) <> 0) AS open_items"
+        )
+        size = await connection.fetchval("SELECT pg_database_size(current_database())")
+        state_bytes = await connection.fetchval(
+            "SELECT avg(length(state))::bigint FROM ledger.debtor_ledgers"
+        )
+    finally:
+        await connection.close()
+    return {
+        "open_items": open_items,
+        "database_bytes": size,
+        "mean_debtor_state_bytes": state_bytes,
+        "tables": {
+            r["relname"]: {
+                "rows": r["n_live_tup"],
+                "inserts": r["n_tup_ins"],
+                "updates": r["n_tup_upd"],
+                "deletes": r["n_tup_del"],
+            }
+            for r in stats
+        },
+    }
+
+
+# --- (6) API reads ----------------------------------------------------------------------------------
+
+
+async def measure_reads(
+    ctx: Context, portfolio: Portfolio, database_url: str, keys: dict[str, str], requests: int, seed: int
+) -> dict[str, Any]:
+    """Latency of GET /v1/debtors/{id}/statement and GET /v1/aging, one request at a time."""
+    rng = random.Random(seed)
+    as_of = portfolio.spec.end.isoformat()
+    debtors = [(t, d) for t, ids in portfolio.debtors.items() for d in ids]
+    statements = [rng.choice(debtors) for _ in range(requests)]
+    tenants = [portfolio.tenants[i % len(portfolio.tenants)] for i in range(requests)]
+    async with (
+        ledger_server(
+            database_url,
+            ctx.infra.bootstrap_servers,
+            processes=ctx.processes,
+            profiler=ctx.profiler,
+            profile_name="reads-server",
+        ) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=60) as client,
+    ):
+
+        async def timed(path: str, tenant: str) -> float:
+            started = time.perf_counter()
+            response = await client.get(path, headers={"X-API-Key": keys[tenant]})
+            elapsed = time.perf_counter() - started
+            if response.status_code != 200:
+                raise RuntimeError(f"GET {path}: {response.status_code} {response.text[:300]}")
+            return elapsed
+
+        for tenant, debtor in statements[:20]:  # warm-up: connections, caches, first-call costs
+            await timed(f"/v1/debtors/{debtor}/statement?as_of={as_of}", tenant)
+            await timed(f"/v1/aging?as_of={as_of}", tenant)
+        statement_times = [
+            await timed(f"/v1/debtors/{debtor}/statement?as_of={as_of}", tenant)
+            for tenant, debtor in statements
+        ]
+        aging_times = [await timed(f"/v1/aging?as_of={as_of}", tenant) for tenant in tenants]
+        # As reported now: the records carry the time the run posted them, so everything is known by now
+        # and the query reads every movement of the tenant (the bitemporal path, from the movements).
+        known_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        bitemporal_times = [
+            await timed(f"/v1/aging?as_of={as_of}&known_at={known_at}", tenant)
+            for tenant in tenants[: max(10, requests // 10)]
+        ]
+    return {
+        "statement": {"unit": "ms", "requests": len(statement_times), **_percentiles(statement_times)},
+        "aging": {"unit": "ms", "requests": len(aging_times), **_percentiles(aging_times)},
+        "aging_known_at": {"unit": "ms", "requests": len(bitemporal_times), **_percentiles(bitemporal_times)},
+        "as_of": as_of,
+    }
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+def _percentiles(seconds: Sequence[float]) -> dict[str, float | None]:
+    if not seconds:
+        return {"p50_ms": None, "p99_ms": None, "max_ms": None}
+    ordered = sorted(seconds)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p99_ms": round(p99 * 1000, 2),
+        "max_ms": round(ordered[-1] * 1000, 2),
+    }
+
+
+def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
+
+
+def _batch_metrics() -> dict[str, float]:
+    labels = {"group": LedgerProjection.group_id}
+    count = REGISTRY.get_sample_value("arrears_consumer_batch_seconds_count", labels) or 0.0
+    total = REGISTRY.get_sample_value("arrears_consumer_batch_seconds_sum", labels) or 0.0
+    return {"count": count, "sum": total}
+
+
+def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in after}

@@ -1,0 +1,172 @@
+"""One benchmark run: generate the portfolio, measure the raw limits and every pipeline figure, and
+write the results.
+
+The measures, numbered as in docs/benchmarks.md:
+  (1) ingest       events/s accepted by POST /v1/events (Kafka acknowledged)
+  (2) projection   events/s from Kafka into the committed projection, catching up a backlog
+  (3) replay       events/s rebuilding the projection in a new database from the same topics
+  (4) dunning business-day evaluation   } need the dunning service: `measure_dunning_evaluation`
+  (5) payment-to-case latency           } and `measure_payment_to_case_latency` say so until then
+  (6) API reads    statement and portfolio aging latency, p50/p99
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from bench import limits, pipeline
+from bench.infra import REPO, Infrastructure, machine, postgres_version
+from bench.pipeline import Context
+from bench.portfolio import Portfolio, PortfolioSpec, check_sample, generate, spec_for
+from bench.processes import Processes, with_children
+from bench.profiling import Profiler, summarize
+from bench.report import NOT_BUILT, add_ratios, assess, write
+from services.ledger import store
+from services.runtime.auth import create_key
+from services.runtime.process import open_resources
+
+RESULTS_DIR = REPO / "bench" / "results"
+
+
+@dataclass(frozen=True)
+class Options:
+    size: str = "small"
+    seed: int = 42
+    debtors: int | None = None
+    invoices: int | None = None
+    clients: int = 4
+    batch: int = 1000
+    reads: int = 300
+    raw_records: int = 500_000
+    """At most this many of the portfolio's records are used for the raw Kafka limits."""
+    out: Path | None = None
+    profile: Path | None = None
+    command: str = "python -m bench"
+
+    def spec(self) -> PortfolioSpec:
+        return spec_for(self.size, debtors=self.debtors, invoices=self.invoices, seed=self.seed)
+
+    def ingest_spec(self) -> PortfolioSpec:
+        """A fifth of the portfolio, for two other tenants: what the API is timed on."""
+        spec = self.spec()
+        return replace(
+            spec,
+            tenants=2,
+            debtors=max(10, spec.debtors // 5),
+            invoices=max(100, spec.invoices // 5),
+            seed=spec.seed + 1,
+        )
+
+
+def results_path(options: Options, started: dt.datetime) -> Path:
+    return options.out or RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+
+
+async def run_benchmark(options: Options, infra: Infrastructure) -> dict[str, Any]:
+    started_at = dt.datetime.now(dt.UTC)
+    clock = time.perf_counter()
+    processes = Processes()
+    processes.add("kafka", lambda: [pid] if (pid := infra.broker_pid()) else [])
+    postmaster = infra.postmaster_pid()
+    processes.add("postgres", with_children(postmaster), reaper=postmaster)
+    processes.start()
+    ctx = Context(infra, processes, Profiler(options.profile) if options.profile else None)
+    try:
+        results = await _run(options, ctx, started_at)
+    finally:
+        processes.stop()
+    results["memory"] = processes.memory()
+    results["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
+    results["duration_s"] = round(time.perf_counter() - clock, 1)
+    add_ratios(results)
+    assess(results)
+    if ctx.profiler:
+        results["profiles"] = {
+            name: {"file": str(path), "top": [[frame, round(share, 3)] for frame, share in summarize(path)]}
+            for name, path in ctx.profiler.files.items()
+        }
+    path = results_path(options, started_at)
+    results["results_file"] = str(path)
+    write(results, path)
+    return results
+
+
+async def _run(options: Options, ctx: Context, started_at: dt.datetime) -> dict[str, Any]:
+    infra = ctx.infra
+    await infra.prepare_topics()
+    spec = options.spec()
+    portfolio = generate(spec)
+    ingest_portfolio = generate(options.ingest_spec(), tenant_prefix="ingest-")
+    checked = check_sample(portfolio.events, stride=max(1, len(portfolio.events) // 2_000))
+    results: dict[str, Any] = {
+        "arrears_bench": 1,
+        "started_at": started_at.isoformat(),
+        "command": options.command,
+        "parameters": {
+            "size": options.size,
+            "seed": options.seed,
+            "debtors": spec.debtors,
+            "invoices": spec.invoices,
+            "clients": options.clients,
+            "batch": options.batch,
+            "reads": options.reads,
+            "raw_records": min(options.raw_records, len(portfolio.events)),
+            "profile": str(options.profile) if options.profile else None,
+        },
+        "machine": {**machine(), "postgres": await postgres_version(infra)},
+        "portfolio": {**portfolio.summary(), "contract_checked_events": checked},
+        "ingest_portfolio": ingest_portfolio.summary(),
+        "limits": {},
+        "measures": {},
+    }
+    measures = results["measures"]
+
+    results["limits"].update(await limits.kafka_limits(infra, portfolio.events[: options.raw_records]))
+
+    ledger_url, ingest_keys = await pipeline.prepare_ledger_database(ctx, "ledger", ingest_portfolio.tenants)
+    measures["ingest"] = await pipeline.measure_ingest(
+        ctx, ingest_portfolio, ledger_url, ingest_keys, options.clients, options.batch
+    )
+
+    backlog = await limits.produce_batched(infra.bootstrap_servers, portfolio.events)
+    measures["backlog_produce"] = backlog.as_json(method="create_batch/send_batch, the ledger's topics")
+    measures["projection"] = await pipeline.measure_projection(ctx, ledger_url, "projection")
+
+    replay_url = await infra.create_database("replay")
+    measures["replay"] = await pipeline.measure_projection(ctx, replay_url, "replay")
+
+    measures["dunning_evaluation"] = await measure_dunning_evaluation(ctx, portfolio)
+    measures["payment_to_case_latency"] = await measure_payment_to_case_latency(ctx, portfolio)
+
+    keys = await create_keys(ctx, replay_url, portfolio.tenants)
+    reads = await pipeline.measure_reads(ctx, portfolio, replay_url, keys, options.reads, options.seed)
+    open_items = measures["replay"]["database"]["open_items"]
+    measures["statement_latency"] = {**reads["statement"], "as_of": reads["as_of"], "open_items": open_items}
+    measures["aging_latency"] = {**reads["aging"], "as_of": reads["as_of"], "open_items": open_items}
+    measures["aging_known_at_latency"] = {**reads["aging_known_at"], "open_items": open_items}
+
+    results["limits"]["postgres_copy"] = await limits.copy_limits(replay_url, portfolio.events)
+    return results
+
+
+async def measure_dunning_evaluation(ctx: Context, portfolio: Portfolio) -> dict[str, Any]:
+    """(4) business days evaluated per second by the dunning service over the portfolio's cases."""
+    return {"status": NOT_BUILT, "unit": "business-day evaluations/s"}
+
+
+async def measure_payment_to_case_latency(ctx: Context, portfolio: Portfolio) -> dict[str, Any]:
+    """(5) time from a payment posted to the ledger API to the collection case reflecting it."""
+    return {"status": NOT_BUILT, "unit": "ms"}
+
+
+async def create_keys(ctx: Context, database_url: str, tenants: list[str]) -> dict[str, str]:
+    async with (
+        open_resources(pipeline.settings(ctx.infra, database_url)) as resources,
+        resources.sessions() as session,
+        session.begin(),
+    ):
+        return {t: await create_key(session, store.runtime, t, "bench-reader", "erp") for t in tenants}

@@ -82,7 +82,8 @@ class Loop:
     resources: Resources
 
     async def settled(self, timeout_s: float = 120) -> None:
-        """Wait until every consumer applied everything and every outbox is published."""
+        """Wait until every consumer applied everything, every outbox is published and every due
+        command is executed."""
         deadline = time.monotonic() + timeout_s
         consumers: list[ConsumerLoop] = [self.ledger.consumer, self.dunning.consumer, self.notifier.consumer]
         # Until a consumer has its partitions its lag reads 0; a clock tick published before then
@@ -100,6 +101,13 @@ class Loop:
                 waiting = 0
                 for _, outbox in relays:
                     waiting += await session.scalar(select(func.count()).select_from(outbox)) or 0
+                d = notifier_store.deliveries
+                waiting += (
+                    await session.scalar(
+                        select(func.count()).select_from(d).where(d.c.status.in_(("pending", "sending")))
+                    )
+                    or 0
+                )
             if lag == 0 and waiting == 0:
                 return
             if time.monotonic() > deadline:

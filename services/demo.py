@@ -261,8 +261,9 @@ async def _replay(
                 )
                 response.raise_for_status()
             await loop.resources.event_log.publish([clock.day_started(TENANT, day, dt.datetime.now(dt.UTC))])
+            # The day's commands are executed before the next day's postings can overtake them.
+            await loop.settled()
             if _month_end(day) or day == last:
-                await loop.settled()
                 report = (await ledger_api.get("/v1/aging")).json()
                 cases = await _case_counts(loop)
                 sent = await _sent(loop)

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from services.runtime.settings import Settings
+
+if TYPE_CHECKING:
+    from services.runtime.process import Resources
+    from services.runtime.service import Service
 
 app = typer.Typer(help="Arrears: event-sourced accounts-receivable collections.", no_args_is_help=True)
 clock_app = typer.Typer(help="The business clock (ar.clock.v1).", no_args_is_help=True)
@@ -52,7 +57,7 @@ def serve(service: Annotated[str, typer.Argument(help="ledger, dunning or notifi
 
     settings = Settings()
     _logging(settings)
-    services: dict[str, type[LedgerService] | type[DunningService] | type[NotifierService]] = {
+    services: dict[str, Callable[[Resources], Service]] = {
         "ledger": LedgerService,
         "dunning": DunningService,
         "notifier": NotifierService,
@@ -113,7 +118,7 @@ def create_key(
 
     async def run() -> str:
         async with open_resources(Settings()) as resources:
-            services: list[LedgerService | DunningService | NotifierService] = (
+            services: list[Service] = (
                 [LedgerService(resources)] if role == "erp" else [DunningService(resources)]
             )
             if role in ("collector", "operations"):

@@ -27,17 +27,12 @@ from contracts.registry import encode_event, make_event
 from contracts.topics import CONTACTS, POLICIES
 from services.dunning import store
 from services.runtime.auth import Principal
-from services.runtime.http import ApiError, ReadSession, authenticator
+from services.runtime.http import ApiError, ReadSession, authenticator, require_role
 from services.runtime.log import Message
 
 SOURCE = "arrears/dunning/api"
 Authenticated = Annotated[Principal, Depends(authenticator(store.runtime))]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=100)]
-
-
-def _require(principal: Principal, *roles: str) -> None:
-    if principal.role not in roles:
-        raise ApiError(403, f"a {principal.role} key cannot do this; needs {' or '.join(roles)}")
 
 
 def _split_case_id(case_id: str) -> tuple[str, str]:
@@ -164,8 +159,12 @@ async def _record(
     return {"id": event_id, "status": "accepted"}
 
 
-def recorded_by(principal: Principal) -> str:
-    return f"{principal.role}:{principal.name}"
+async def _recorded(session: ReadSession, principal: Principal) -> c.Recorded:
+    """Who records something, and the tenant's business date it takes effect on."""
+    return c.Recorded(
+        recorded_by=f"{principal.role}:{principal.name}",
+        business_date=await _business_date(session, principal.tenant_id),
+    )
 
 
 def _event_id(kind: str, key: str | None) -> str:
@@ -189,7 +188,7 @@ def router() -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
     ) -> dict[str, Any]:
-        _require(principal, "collector", "operations")
+        require_role(principal, "collector", "operations")
         t = store.cases
         conditions = [t.c.tenant_id == principal.tenant_id]
         for column, value in (
@@ -216,7 +215,7 @@ def router() -> APIRouter:
 
     @api.get("/cases/{case_id}", tags=["cases"], summary="One case with its full timeline")
     async def get_case(case_id: str, principal: Authenticated, session: ReadSession) -> dict[str, Any]:
-        _require(principal, "collector", "operations")
+        require_role(principal, "collector", "operations")
         row = (
             await session.execute(
                 select(*CASE_COLUMNS).where(
@@ -245,7 +244,7 @@ def router() -> APIRouter:
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        _require(principal, "collector")
+        require_role(principal, "collector")
         debtor_id, currency = _split_case_id(case_id)
         if body.amount.currency != currency:
             raise ApiError(422, [{"field": "amount.currency", "message": f"the case is in {currency}"}])
@@ -254,10 +253,7 @@ def router() -> APIRouter:
             promise_id=event_id,
             amount=body.amount,
             promised_date=body.promised_date,
-            recorded=c.Recorded(
-                recorded_by=recorded_by(principal),
-                business_date=await _business_date(session, principal.tenant_id),
-            ),
+            recorded=await _recorded(session, principal),
         )
         return await _record(request, principal, debtor_id, "ar.promise.made.v1", data, event_id)
 
@@ -272,17 +268,14 @@ def router() -> APIRouter:
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        _require(principal, "collector")
+        require_role(principal, "collector")
         debtor_id, _ = _split_case_id(case_id)
         event_id = _event_id("dispute", idempotency_key)
         data = c.DisputeChanged(
             dispute_id=event_id,
             invoice_id=body.invoice_id,
             reason=body.reason,
-            recorded=c.Recorded(
-                recorded_by=recorded_by(principal),
-                business_date=await _business_date(session, principal.tenant_id),
-            ),
+            recorded=await _recorded(session, principal),
         )
         return await _record(request, principal, debtor_id, "ar.dispute.opened.v1", data, event_id)
 
@@ -300,16 +293,13 @@ def router() -> APIRouter:
         principal: Authenticated,
         session: ReadSession,
     ) -> dict[str, Any]:
-        _require(principal, "collector")
+        require_role(principal, "collector")
         debtor_id, _ = _split_case_id(case_id)
         data = c.DisputeChanged(
             dispute_id=dispute_id,
             invoice_id=body.invoice_id,
             reason=body.reason,
-            recorded=c.Recorded(
-                recorded_by=recorded_by(principal),
-                business_date=await _business_date(session, principal.tenant_id),
-            ),
+            recorded=await _recorded(session, principal),
         )
         return await _record(
             request, principal, debtor_id, "ar.dispute.resolved.v1", data, f"{dispute_id}:resolved"
@@ -326,7 +316,7 @@ def router() -> APIRouter:
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        _require(principal, "collector")
+        require_role(principal, "collector")
         debtor_id, currency = _split_case_id(case_id)
         event_id = _event_id("plan", idempotency_key)
         try:
@@ -334,10 +324,7 @@ def router() -> APIRouter:
                 plan_id=event_id,
                 currency=currency,
                 instalments=body.instalments,
-                recorded=c.Recorded(
-                    recorded_by=recorded_by(principal),
-                    business_date=await _business_date(session, principal.tenant_id),
-                ),
+                recorded=await _recorded(session, principal),
             )
         except ValueError as exc:
             raise ApiError(422, [{"field": "instalments", "message": str(exc)}]) from None
@@ -361,10 +348,7 @@ def router() -> APIRouter:
             currency=currency,
             reason=reason,
             until=until,
-            recorded=c.Recorded(
-                recorded_by=recorded_by(principal),
-                business_date=await _business_date(session, principal.tenant_id),
-            ),
+            recorded=await _recorded(session, principal),
         )
         event_type = "ar.hold.placed.v1" if placed else "ar.hold.released.v1"
         return await _record(
@@ -380,7 +364,7 @@ def router() -> APIRouter:
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        _require(principal, "collector")
+        require_role(principal, "collector")
         hold_id = _event_id("hold", idempotency_key)
         return await _hold(
             request, principal, session, case_id, hold_id, body.kind, body.reason, body.until, True
@@ -390,14 +374,14 @@ def router() -> APIRouter:
     async def release(
         case_id: str, hold_id: str, request: Request, principal: Authenticated, session: ReadSession
     ) -> dict[str, Any]:
-        _require(principal, "collector")
+        require_role(principal, "collector")
         return await _hold(request, principal, session, case_id, hold_id, "manual", None, None, False)
 
     @api.post("/cases/{case_id}/pause", status_code=202, tags=["cases"], summary="Pause escalation")
     async def pause(
         case_id: str, body: NoteBody, request: Request, principal: Authenticated, session: ReadSession
     ) -> dict[str, Any]:
-        _require(principal, "collector")
+        require_role(principal, "collector")
         return await _hold(
             request, principal, session, case_id, f"pause:{case_id}", "paused", body.text, None, True
         )
@@ -406,7 +390,7 @@ def router() -> APIRouter:
     async def resume(
         case_id: str, request: Request, principal: Authenticated, session: ReadSession
     ) -> dict[str, Any]:
-        _require(principal, "collector")
+        require_role(principal, "collector")
         return await _hold(
             request, principal, session, case_id, f"pause:{case_id}", "paused", None, None, False
         )
@@ -420,17 +404,14 @@ def router() -> APIRouter:
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        _require(principal, "collector")
+        require_role(principal, "collector")
         debtor_id, currency = _split_case_id(case_id)
         event_id = _event_id("note", idempotency_key)
         data = c.CaseNote(
             note_id=event_id,
             currency=currency,
             text=body.text,
-            recorded=c.Recorded(
-                recorded_by=recorded_by(principal),
-                business_date=await _business_date(session, principal.tenant_id),
-            ),
+            recorded=await _recorded(session, principal),
         )
         return await _record(request, principal, debtor_id, "ar.case.noted.v1", data, event_id)
 
@@ -445,7 +426,7 @@ def router() -> APIRouter:
     async def publish_policy(
         version: Annotated[int, Path(ge=1)], body: PolicyBody, request: Request, principal: Authenticated
     ) -> dict[str, Any]:
-        _require(principal, "operations")
+        require_role(principal, "operations")
         published = PolicyPublished(
             version=version, effective_from=body.effective_from, document=body.document
         )
@@ -466,7 +447,7 @@ def router() -> APIRouter:
 
     @api.get("/policies", tags=["policies"], summary="The tenant's policy versions")
     async def list_policies(principal: Authenticated, session: ReadSession) -> dict[str, Any]:
-        _require(principal, "operations", "collector")
+        require_role(principal, "operations", "collector")
         rows = await session.execute(
             select(store.policies.c.version, store.policies.c.effective_from, store.policies.c.document)
             .where(store.policies.c.tenant_id == principal.tenant_id)
@@ -502,7 +483,7 @@ def router() -> APIRouter:
         after: Annotated[int, Query(ge=0, description="The cursor: the position of the last entry seen")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        _require(principal, "agency")
+        require_role(principal, "agency")
         feed = store.agency_feed
         rows = (
             await session.execute(
@@ -521,7 +502,7 @@ def router() -> APIRouter:
 
     @api.get("/agency/cases/{case_id}", tags=["agencies"], summary="A case placed with this agency")
     async def agency_case(case_id: str, principal: Authenticated, session: ReadSession) -> dict[str, Any]:
-        _require(principal, "agency")
+        require_role(principal, "agency")
         row = await _placed_with(session, principal, case_id)
         return {k: v for k, v in _case_row(row).items() if k not in ("version",)}
 
@@ -539,7 +520,7 @@ def router() -> APIRouter:
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        _require(principal, "agency")
+        require_role(principal, "agency")
         row = await _placed_with(session, principal, case_id)
         if body.amount_recovered is not None and body.amount_recovered.currency != row.currency:
             raise ApiError(
@@ -553,10 +534,7 @@ def router() -> APIRouter:
             kind=body.kind,
             amount_recovered=body.amount_recovered,
             detail=body.detail,
-            recorded=c.Recorded(
-                recorded_by=recorded_by(principal),
-                business_date=await _business_date(session, principal.tenant_id),
-            ),
+            recorded=await _recorded(session, principal),
         )
         return await _record(request, principal, row.debtor_id, "ar.agency.outcome.v1", data, event_id)
 

@@ -10,14 +10,9 @@ from sqlalchemy import select, update
 
 from services.notifier import store
 from services.runtime.auth import Principal
-from services.runtime.http import ApiError, ReadSession, authenticator
+from services.runtime.http import ApiError, ReadSession, authenticator, require_role
 
 Authenticated = Annotated[Principal, Depends(authenticator(store.runtime))]
-
-
-def _require(principal: Principal, *roles: str) -> None:
-    if principal.role not in roles:
-        raise ApiError(403, f"a {principal.role} key cannot do this; needs {' or '.join(roles)}")
 
 
 def router() -> APIRouter:
@@ -31,7 +26,7 @@ def router() -> APIRouter:
         include_done: bool = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        _require(principal, "collector", "operations")
+        require_role(principal, "collector", "operations")
         t = store.tasks
         query = select(
             t.c.command_id, t.c.debtor_id, t.c.case_id, t.c.kind, t.c.script, t.c.due_on, t.c.done_at
@@ -46,7 +41,7 @@ def router() -> APIRouter:
 
     @api.post("/tasks/{command_id}/done", summary="Mark a task done")
     async def done(command_id: str, request: Request, principal: Authenticated) -> dict[str, Any]:
-        _require(principal, "collector")
+        require_role(principal, "collector")
         t = store.tasks
         async with request.app.state.sessions() as session, session.begin():
             result = await session.execute(

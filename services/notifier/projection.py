@@ -8,7 +8,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -119,16 +119,17 @@ class NotifierProjection:
             await session.execute(
                 pg_insert(store.cancellations).values(list(cancelled.values())).on_conflict_do_nothing()
             )
-            for tenant, command_id in cancelled:
-                await session.execute(
-                    update(store.deliveries)
-                    .where(
-                        store.deliveries.c.tenant_id == tenant,
-                        store.deliveries.c.command_id == command_id,
-                        store.deliveries.c.status == "pending",
-                    )
-                    .values(status="cancelled", reason=cancelled[(tenant, command_id)]["reason"])
+            pending, cancellation = store.deliveries.c, store.cancellations.c
+            await session.execute(
+                update(store.deliveries)
+                .where(
+                    pending.tenant_id == cancellation.tenant_id,
+                    pending.command_id == cancellation.command_id,
+                    pending.status == "pending",
+                    tuple_(cancellation.tenant_id, cancellation.command_id).in_(list(cancelled)),
                 )
+                .values(status="cancelled", reason=cancellation.reason)
+            )
         await _upsert(
             session, store.item_balances, list(balances.values()), ["tenant_id", "debtor_id", "invoice_id"]
         )

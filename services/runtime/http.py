@@ -71,6 +71,11 @@ def authenticator(tables: RuntimeTables) -> Callable[[Request], Awaitable[Princi
     return authenticate
 
 
+def require_role(principal: Principal, *roles: str) -> None:
+    if principal.role not in roles:
+        raise ApiError(403, f"a {principal.role} key cannot do this; needs {' or '.join(roles)}")
+
+
 def install_health(app: FastAPI) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def alive() -> dict[str, str]:

@@ -1,0 +1,88 @@
+"""The shell every service shares: its schema's migrations, one consumer loop, the outbox relay,
+optional extra background loops, and a FastAPI app whose lifespan runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
+from fastapi import APIRouter, FastAPI
+
+from services.runtime.consumer import ConsumerLoop, Projection
+from services.runtime.http import install_error_handler, install_health
+from services.runtime.migrations import upgrade
+from services.runtime.outbox import OutboxRelay
+from services.runtime.process import BackgroundTasks, Resources
+from services.runtime.tables import RuntimeTables
+
+Loop = Callable[[asyncio.Event], Awaitable[None]]
+
+
+class Service:
+    def __init__(
+        self,
+        name: str,
+        resources: Resources,
+        tables: RuntimeTables,
+        projection: Projection,
+        *,
+        on_committed: Callable[[], None] | None = None,
+    ) -> None:
+        settings = resources.settings
+        self.name = name
+        self.resources = resources
+        self.relay = OutboxRelay(
+            resources.sessions,
+            tables,
+            resources.event_log,
+            batch_size=settings.outbox_batch,
+            poll_interval_s=settings.outbox_poll_ms / 1000,
+        )
+        self.consumer = ConsumerLoop(
+            projection,
+            resources.sessions,
+            tables,
+            resources.event_log,
+            max_records=settings.consumer_max_records,
+            fetch_timeout_ms=settings.consumer_fetch_timeout_ms,
+            on_committed=on_committed or self.relay.wake.set,
+        )
+        self.background = BackgroundTasks()
+
+    def loops(self) -> Sequence[tuple[str, Loop]]:
+        """The background loops: the consumer and the relay, and whatever a service adds."""
+        return ((f"{self.name}-consumer", self.consumer.run), (f"{self.name}-outbox", self.relay.run))
+
+    def routers(self) -> Sequence[APIRouter]:
+        return ()
+
+    async def migrate(self) -> None:
+        await upgrade(self.resources.engine, self.name)
+
+    async def start_background(self) -> None:
+        for name, loop in self.loops():
+            self.background.start(name, loop)
+
+    async def stop_background(self) -> None:
+        await self.background.stop()
+
+    def app(self, *, run_background: bool = True) -> FastAPI:
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            if run_background:
+                await self.start_background()
+            try:
+                yield
+            finally:
+                if run_background:
+                    await self.stop_background()
+
+        app = FastAPI(title=f"Arrears {self.name}", version="1", lifespan=lifespan)
+        app.state.sessions = self.resources.sessions
+        app.state.event_log = self.resources.event_log
+        install_error_handler(app)
+        install_health(app)
+        for router in self.routers():
+            app.include_router(router)
+        return app

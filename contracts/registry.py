@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -96,7 +97,30 @@ def parse_event(raw: Mapping[str, Any], accepted: Collection[str] | None = None)
     return envelope
 
 
+_TYPE_ATTRIBUTE = re.compile(rb'"type":"([A-Za-z0-9._-]{1,200})"')
+
+
 def decode_event(value: bytes) -> Envelope[Any]:
+    """Parse a record. The common case, an envelope as `encode_event` writes it, is validated
+    straight from the bytes by the model its `type` names; anything else (and any envelope that
+    fails) takes the general path, whose errors are the ones reported."""
+    found = _TYPE_ATTRIBUTE.search(value)
+    event_type = found.group(1).decode() if found else None
+    if event_type is not None and event_type in ENVELOPE_BY_TYPE:
+        try:
+            envelope = ENVELOPE_BY_TYPE[event_type].model_validate_json(value)
+        except ValueError:
+            pass
+        else:
+            # The `type` found must be the envelope's own (not a nested one) and the debtor rules
+            # must hold; otherwise the general path decides.
+            needs_debtor: bool = envelope.data.NEEDS_DEBTOR
+            if envelope.type == event_type and needs_debtor == bool(envelope.debtorid):
+                return envelope
+    return _decode_event(value)
+
+
+def _decode_event(value: bytes) -> Envelope[Any]:
     try:
         raw = orjson.loads(value)
     except orjson.JSONDecodeError as exc:

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
-from functools import cached_property
-from typing import Literal, assert_never
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar, assert_never
 
 from contracts.journal import (
     CreditNoteIssued,
@@ -95,10 +94,17 @@ class CashSource:
     applications: tuple[Application, ...] = ()
     reversed_on: dt.date | None = None
 
-    @cached_property
+    # The sums below are computed once per instance (instances are immutable; a change makes a new
+    # one) and kept in the instance's __dict__ under a leading underscore, which keeps them out of
+    # the stored JSON (orjson skips such keys) and out of comparisons (only fields are compared).
+
+    @property
     def applied(self) -> int:
-        """Computed once per instance (instances are immutable; a change makes a new one)."""
-        return sum(a.amount for a in self.applications)
+        memo = self.__dict__
+        value: int | None = memo.get("_applied")
+        if value is None:
+            value = memo["_applied"] = sum(a.amount for a in self.applications)
+        return value
 
     @property
     def unapplied(self) -> int:
@@ -107,7 +113,12 @@ class CashSource:
     @property
     def undirected(self) -> int:
         """Unapplied cash free for automatic application (not earmarked for an unknown invoice)."""
-        return self.unapplied - sum(self.directed.values()) if not self.reversed_on else 0
+        memo = self.__dict__
+        value: int | None = memo.get("_undirected")
+        if value is None:
+            value = self.unapplied - sum(self.directed.values()) if not self.reversed_on else 0
+            memo["_undirected"] = value
+        return value
 
 
 @dataclass(frozen=True)
@@ -161,6 +172,40 @@ class Transition:
 
 
 LedgerEvent = JournalEntry | DebtorProfile
+
+_T = TypeVar("_T")
+_MEMOS = (
+    ("_applied", frozenset({"applications"})),
+    ("_undirected", frozenset({"amount", "applications", "directed", "reversed_on"})),
+    ("_free", frozenset({"sources"})),
+)
+"""Values derived from an instance's fields and kept in its __dict__ (see CashSource.applied and
+`_free_sources`), with the fields they derive from; the leading underscore keeps them out of the
+stored JSON."""
+
+
+def replace(obj: _T, **changes: Any) -> _T:
+    """`dataclasses.replace` for this module's frozen dataclasses (none has an `__init__` of its own
+    or a `__post_init__`), without its per-field introspection: a copy of the instance's fields with
+    `changes` applied, and those memoized values of the old instance that the changes affect dropped."""
+    new = object.__new__(type(obj))
+    fields = new.__dict__
+    fields.update(obj.__dict__)
+    for memo, inputs in _MEMOS:
+        if memo in fields and not inputs.isdisjoint(changes):
+            del fields[memo]
+    fields.update(changes)
+    return new
+
+
+def _free_sources(state: DebtorLedger) -> frozenset[str]:
+    """Ids of the sources with undirected cash, memoized per state (and carried over by
+    `_put_source`, the only way a state's sources change)."""
+    memo = state.__dict__
+    free: frozenset[str] | None = memo.get("_free")
+    if free is None:
+        free = memo["_free"] = frozenset(s.source_id for s in state.sources.values() if s.undirected > 0)
+    return free
 
 
 def initial_state(tenant_id: str, debtor_id: str) -> DebtorLedger:
@@ -360,16 +405,26 @@ class _Work:
     state: DebtorLedger
     date: dt.date
     movements: tuple[Movement, ...] = ()
+    touched: tuple[str, ...] = ()
+    """Ids of the invoices stored so far (the only ones that can differ from the state before)."""
 
 
 def _put_invoice(work: _Work, invoice: Invoice) -> _Work:
     invoices = {**work.state.invoices, invoice.invoice_id: invoice}
-    return replace(work, state=replace(work.state, invoices=invoices))
+    return replace(
+        work, state=replace(work.state, invoices=invoices), touched=(*work.touched, invoice.invoice_id)
+    )
 
 
 def _put_source(work: _Work, source: CashSource) -> _Work:
-    sources = {**work.state.sources, source.source_id: source}
-    return replace(work, state=replace(work.state, sources=sources))
+    before = work.state
+    state = replace(before, sources={**before.sources, source.source_id: source})
+    free: frozenset[str] | None = before.__dict__.get("_free")
+    if free is not None:
+        state.__dict__["_free"] = (
+            free | {source.source_id} if source.undirected > 0 else free - {source.source_id}
+        )
+    return replace(work, state=state)
 
 
 def _record(
@@ -485,25 +540,50 @@ def _claim_earmarks(work: _Work, invoice_id: str) -> _Work:
 def _auto_apply(work: _Work) -> _Work:
     """Apply undirected unapplied cash, oldest value date first, to the open invoices of its
     currency, oldest due date first, until either runs out."""
-    while (pair := _next_auto_pair(work.state)) is not None:
+    available = _available_sources(work.state)
+    if not available:
+        return work
+    # Each application only lowers one source's free cash and one invoice's outstanding, and no
+    # invoice opens meanwhile: so the candidates are found once, in order, and re-checked as used.
+    currencies = {s.currency for s in available}
+    open_invoices: dict[str, list[Invoice]] = {}
+    for invoice in work.state.invoices.values():
+        if invoice.currency in currencies and invoice.status == "open":
+            open_invoices.setdefault(invoice.currency, []).append(invoice)
+    for candidates in open_invoices.values():
+        candidates.sort(key=_due_order, reverse=True)  # the oldest last, to pop
+    source_ids = [s.source_id for s in available]
+    while (pair := _next_pair(work.state, source_ids, open_invoices)) is not None:
         source, invoice = pair
         work = _apply(work, source.source_id, invoice.invoice_id, min(source.undirected, invoice.outstanding))
     return work
 
 
-def _next_auto_pair(state: DebtorLedger) -> tuple[CashSource, Invoice] | None:
-    available = sorted(
-        (s for s in state.sources.values() if s.undirected > 0), key=lambda s: (s.value_date, s.seq)
-    )
-    for source in available:
-        if (invoice := _oldest_open(state, source.currency)) is not None:
-            return source, invoice
+def _next_pair(
+    state: DebtorLedger, source_ids: list[str], open_invoices: dict[str, list[Invoice]]
+) -> tuple[CashSource, Invoice] | None:
+    """The oldest source with free cash whose currency has an open invoice, and the oldest such
+    invoice, as of the current state."""
+    for source_id in source_ids:
+        source = state.sources[source_id]
+        if source.undirected <= 0:
+            continue
+        candidates = open_invoices.get(source.currency)
+        while candidates:
+            invoice = state.invoices[candidates[-1].invoice_id]
+            if invoice.status == "open":
+                return source, invoice
+            candidates.pop()
     return None
 
 
-def _oldest_open(state: DebtorLedger, currency: str) -> Invoice | None:
-    open_invoices = (i for i in state.invoices.values() if i.currency == currency and i.status == "open")
-    return min(open_invoices, key=lambda i: (i.due_date, i.issue_date, i.invoice_id), default=None)
+def _available_sources(state: DebtorLedger) -> list[CashSource]:
+    sources = state.sources
+    return sorted((sources[i] for i in _free_sources(state)), key=lambda s: (s.value_date, s.seq))
+
+
+def _due_order(invoice: Invoice) -> tuple[dt.date, dt.date, str]:
+    return (invoice.due_date, invoice.issue_date, invoice.invoice_id)
 
 
 # --- adjustments --------------------------------------------------------------------------------
@@ -578,11 +658,11 @@ def _finish(before: DebtorLedger, work: _Work, written_off: str | None = None) -
     after = work.state
     if after == before:
         return Transition(before)
-    # Most invoices are the very same objects before and after: compare those by identity first.
+    # Only invoices the event stored can differ; those stored unchanged are the same objects or equal.
     touched = sorted(
         i
-        for i, invoice in after.invoices.items()
-        if (previous := before.invoices.get(i)) is not invoice and previous != invoice
+        for i in set(work.touched)
+        if (previous := before.invoices.get(i)) is not (invoice := after.invoices[i]) and previous != invoice
     )
     changes = tuple(
         _balance_change(before.invoices.get(i), after.invoices[i], work, written_off) for i in touched

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts import receivables as facts
 from contracts.clock import BusinessDayStarted
 from contracts.envelope import Envelope
 from contracts.money import Money
-from contracts.registry import encode_event, make_event
+from contracts.registry import make_event
 from contracts.topics import CLOCK, DEBTORS, JOURNAL, RECEIVABLES
 from services.ledger import store
 from services.ledger.domain import BalanceChange, ChangeKind, DebtorLedger, evolve, initial_state
@@ -38,9 +40,47 @@ def recorded_at(delivered: Delivered) -> dt.datetime:
 
 
 def receivable_fact(cause: Envelope[Any], change: BalanceChange, at: dt.datetime) -> Message:
+    """The balance fact of one change, formatted directly: the same bytes as
+    `encode_event(make_event(...))` of the contracts (a unit test checks), without building and
+    dumping pydantic models per fact (the values come from the ledger's own validated state)."""
     invoice = change.invoice
     currency = invoice.currency
-    event = make_event(
+    tenant_id = cause.tenantid
+    debtor_id = cause.debtorid
+    envelope: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": str(uuid.uuid5(_FACT_NAMESPACE, f"{tenant_id}|{cause.id}|{invoice.invoice_id}")),
+        "source": SOURCE,
+        "type": FACT_TYPE[change.kind],
+        "time": at,
+        "datacontenttype": "application/json",
+        "tenantid": tenant_id,
+    }
+    if debtor_id is not None:
+        envelope["debtorid"] = debtor_id
+    envelope["causationid"] = cause.id
+    envelope["correlationid"] = cause.correlationid or cause.id
+    envelope["data"] = {
+        "invoice_id": invoice.invoice_id,
+        "issue_date": invoice.issue_date,
+        "due_date": invoice.due_date,
+        "amount": {"amount_minor": invoice.amount, "currency": currency},
+        "outstanding": {"amount_minor": invoice.outstanding, "currency": currency},
+        "change": {"amount_minor": change.change, "currency": currency},
+        "status": invoice.status,
+        "effective_date": change.effective_date,
+        "cause_type": cause.type,
+        "cause_id": cause.id,
+    }
+    key = f"{tenant_id}:{debtor_id}" if debtor_id else tenant_id
+    return Message(RECEIVABLES.name, key.encode(), orjson.dumps(envelope, option=orjson.OPT_UTC_Z))
+
+
+def receivable_fact_event(cause: Envelope[Any], change: BalanceChange, at: dt.datetime) -> Envelope[Any]:
+    """The same fact as a contracts envelope (what `receivable_fact` formats directly)."""
+    invoice = change.invoice
+    currency = invoice.currency
+    return make_event(
         FACT_TYPE[change.kind],
         facts.ReceivableBalance(
             invoice_id=invoice.invoice_id,
@@ -62,12 +102,81 @@ def receivable_fact(cause: Envelope[Any], change: BalanceChange, at: dt.datetime
         causation_id=cause.id,
         correlation_id=cause.correlationid or cause.id,
     )
-    return Message(RECEIVABLES.name, event.key.encode(), encode_event(event))
+
+
+DEFAULT_STATE_CACHE = 10_000
+"""Decoded debtor states kept between batches (about 30 KB of objects each for a 9 KB state)."""
 
 
 class LedgerProjection:
+    """Applies a batch to the ledger's tables.
+
+    Decoded debtor states are kept between batches in a bounded LRU, so a debtor touched by
+    consecutive batches is not decoded from its JSON again. The cache holds committed state only:
+    what a batch computes is kept aside until the consumer loop reports the batch committed
+    (`batch_committed`); a failed batch drops every state it touched (`batch_failed`, since after a
+    failure the database may or may not hold them), and a change of partition assignment drops all
+    (`partitions_changed`). Each cached state carries the version of its row (the transaction that
+    wrote it), and a batch uses it only while the row still has that version: a debtor's journal
+    and master-data partitions may belong to different members of the group, which both write its
+    state, so a row can change without this member losing a partition."""
+
     group_id = "ledger"
     topics: tuple[str, ...] = (JOURNAL.name, DEBTORS.name, CLOCK.name)
+
+    def __init__(self, state_cache_size: int = DEFAULT_STATE_CACHE) -> None:
+        self._cache_size = max(0, state_cache_size)
+        self._cache: OrderedDict[store.DebtorKey, tuple[DebtorLedger, store.Version]] = OrderedDict()
+        self._pending: dict[store.DebtorKey, tuple[DebtorLedger, store.Version]] = {}
+        self._touched: set[store.DebtorKey] = set()
+        self._versions: dict[store.DebtorKey, store.Version] = {}
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    # --- the consumer loop's notifications ---------------------------------------------------
+
+    def batch_committed(self) -> None:
+        cache = self._cache
+        for key, entry in self._pending.items():
+            cache[key] = entry
+            cache.move_to_end(key)
+        while len(cache) > self._cache_size:
+            cache.popitem(last=False)
+        self._pending = {}
+        self._touched = set()
+
+    def batch_failed(self) -> None:
+        for key in self._touched:
+            self._cache.pop(key, None)
+        self._pending = {}
+        self._touched = set()
+
+    def partitions_changed(self) -> None:
+        self._cache.clear()
+        self._pending = {}
+        self._touched = set()
+
+    # --- the batch ---------------------------------------------------------------------------
+
+    async def _states(
+        self, session: AsyncSession, keys: set[store.DebtorKey]
+    ) -> dict[store.DebtorKey, DebtorLedger]:
+        """The stored states of the keys, with their versions: from the cache where the row still
+        has the cached version, the rest decoded from the database."""
+        self._touched |= keys
+        cache = self._cache
+        cached = {key: cache[key] for key in keys if key in cache}
+        loaded, versions = await store.load_ledger_versions(
+            session, keys, {key: version for key, (_, version) in cached.items()}
+        )
+        states = loaded
+        for key, (state, version) in cached.items():
+            if key not in loaded and versions.get(key) == version:
+                states[key] = state
+        self.cache_hits += len(states) - len(loaded)
+        self.cache_misses += len(loaded)
+        self._versions = versions
+        return states
 
     async def apply(self, session: AsyncSession, batch: Sequence[Delivered]) -> Applied:
         applied = Applied()
@@ -79,24 +188,33 @@ class LedgerProjection:
                 business_dates[d.event.tenantid] = max(day, business_dates.get(d.event.tenantid, day))
 
         keys = {(d.event.tenantid, d.event.debtorid or "") for d in journal}
-        states = await store.load_ledgers(session, keys)
+        states = await self._states(session, keys)
         changed: dict[store.DebtorKey, DebtorLedger] = {}
         movements: list[store.MovementRow] = []
+        messages = applied.messages
         for d in journal:
-            key = (d.event.tenantid, d.event.debtorid or "")
-            transition = evolve(states.get(key) or initial_state(*key), d.event.data)
+            event = d.event
+            key = (event.tenantid, event.debtorid or "")
+            transition = evolve(states.get(key) or initial_state(*key), event.data)
             if transition.rejection:
                 applied.rejected.append((d, transition.rejection))
                 continue
+            if transition.state is states.get(key):
+                continue  # nothing changed (a repeated business id)
             states[key] = changed[key] = transition.state
+            if not transition.movements and not transition.changes:
+                continue
             at = recorded_at(d)
             movements.extend(
                 store.MovementRow(*key, m.invoice_id, m.currency, m.due_date, m.delta, m.effective_date, at)
                 for m in transition.movements
             )
-            applied.messages.extend(receivable_fact(d.event, c, at) for c in transition.changes)
+            messages.extend(receivable_fact(event, c, at) for c in transition.changes)
 
-        await store.save_ledgers(session, changed)
+        versions = {**self._versions, **await store.save_ledgers(session, changed)}
         await store.record_movements(session, movements)
         await store.advance_business_dates(session, business_dates)
+        self._pending.update(
+            (key, (state, versions[key])) for key, state in states.items() if key in versions
+        )
         return applied

@@ -54,10 +54,30 @@ class Applied:
 
 
 class Projection(Protocol):
+    """How a batch changes a service's tables.
+
+    A projection may also define any of these methods, which the consumer loop calls when present
+    (for a projection that keeps state in memory between batches, such as a cache of aggregates):
+      - `batch_committed()`: the transaction of the last `apply` committed;
+      - `batch_failed()`: it did not (rolled back, or its outcome is unknown);
+      - `partitions_changed()`: partitions were assigned or revoked, or the loop re-seeks to the
+        stored offsets; another member may have written what this one holds.
+    """
+
     group_id: str
     topics: tuple[str, ...]
 
     async def apply(self, session: AsyncSession, batch: Sequence[Delivered]) -> Applied: ...
+
+
+def _hook(projection: Projection, name: str) -> Callable[[], None]:
+    """The projection's optional notification `name`, or a no-op."""
+    found: Callable[[], None] | None = getattr(projection, name, None)
+    return found if callable(found) else _nothing
+
+
+def _nothing() -> None:
+    return None
 
 
 class StaleOffsets(Exception):
@@ -106,6 +126,9 @@ class ConsumerLoop:
         self._fetch_timeout_ms = fetch_timeout_ms
         self._on_committed = on_committed
         self._positions: dict[TopicPartition, int | None] = {}
+        self._batch_committed = _hook(projection, "batch_committed")
+        self._batch_failed = _hook(projection, "batch_failed")
+        self._partitions_changed = _hook(projection, "partitions_changed")
         self.applied = 0
         self.dead_lettered = 0
         self.started = asyncio.Event()
@@ -127,6 +150,7 @@ class ConsumerLoop:
             }
 
     async def _on_assigned(self, partitions: list[TopicPartition]) -> None:
+        self._partitions_changed()
         stored = await self._stored_offsets(partitions)
         for tp in partitions:
             self._positions[tp] = stored.get(tp)
@@ -135,6 +159,7 @@ class ConsumerLoop:
         self.started.set()
 
     async def _on_revoked(self, partitions: list[TopicPartition]) -> None:
+        self._partitions_changed()
         for tp in partitions:
             self._positions.pop(tp, None)
 
@@ -201,16 +226,21 @@ class ConsumerLoop:
     async def _commit(
         self, records: list[Record], good: list[Delivered], broken: list[tuple[Record, str]]
     ) -> None:
-        async with self._sessions() as session, session.begin():
-            advanced = await self._advance_offsets(session, records)
-            fresh = await self._first_seen(session, good)
-            applied = await self._projection.apply(session, fresh) if fresh else Applied()
-            dead = broken + [(d.record, f"rejected: {reason}") for d, reason in applied.rejected]
-            await write_outbox(
-                session,
-                self._tables,
-                applied.messages + [dead_letter(r, why, self.group_id) for r, why in dead],
-            )
+        try:
+            async with self._sessions() as session, session.begin():
+                advanced = await self._advance_offsets(session, records)
+                fresh = await self._first_seen(session, good)
+                applied = await self._projection.apply(session, fresh) if fresh else Applied()
+                dead = broken + [(d.record, f"rejected: {reason}") for d, reason in applied.rejected]
+                await write_outbox(
+                    session,
+                    self._tables,
+                    applied.messages + [dead_letter(r, why, self.group_id) for r, why in dead],
+                )
+        except BaseException:
+            self._batch_failed()
+            raise
+        self._batch_committed()
         self._positions.update(advanced)
         self.applied += len(fresh) - len(applied.rejected)
         self.dead_lettered += len(dead)

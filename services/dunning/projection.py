@@ -1,15 +1,24 @@
 """How a batch of balance facts, contact records, business days, debtor data and policies changes the
 collection cases, and what dunning publishes because of it.
 
-Per batch, in one transaction (the consumer loop's): policies, debtors and business dates are
+Per batch, in the consumer loop's transaction: policies, debtors and business dates are
 stored; every fact is applied to the cases of its debtor (`evolve`); the debtors touched are decided
 on their tenant's business date; then, for every business day the batch starts, every case whose
 next action date has come is decided, in set-based chunks. Commands, cancellations and case events go
 to the outbox; the timeline and the agency feed get a row for each.
+
+A business day is evaluated chunk by chunk (`DUE_CHUNK` debtors), one chunk in memory at a time.
+The debtors the batch itself wrote (facts, profiles) are decided in the batch's transaction; every
+other chunk in a short transaction of its own that commits its cases, timeline, feed, outbox records
+and agency placements at once, so a day's commands are published while it is still being decided;
+the clock record's offset and the business date commit last, with the batch (`_decide_slice` says
+why this keeps the exactly-once effect). Bulk writes go through the session's asyncpg connection
+with one array per column (`unnest`) or COPY: no statement compiled per chunk.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -17,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select, tuple_
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,11 +65,13 @@ from services.dunning.domain import (
     dump_case,
     evolve,
     fact_of,
-    load_case,
+    load_case_json,
     new_case,
 )
 from services.runtime.consumer import Applied, Delivered
+from services.runtime.database import driver_connection
 from services.runtime.log import Message
+from services.runtime.outbox import write_outbox
 
 SOURCE = "arrears/dunning"
 DUE_CHUNK = 2_000
@@ -79,7 +90,7 @@ def _encode(case: Case) -> bytes:
 
 
 def _decode(raw: bytes) -> Case:
-    return load_case(orjson.loads(raw))
+    return load_case_json(raw)
 
 
 @dataclass
@@ -92,7 +103,24 @@ class _Batch:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     feed: list[dict[str, Any]] = field(default_factory=list)
     performance: dict[str, dict[AgencyKey, AgencyRecord]] = field(default_factory=dict)
-    performance_changed: set[str] = field(default_factory=set)
+    """Each tenant's agency records as they stand (shared by a day's slices)."""
+    performance_added: dict[str, dict[AgencyKey, AgencyRecord]] = field(default_factory=dict)
+    """What this transaction adds to them (placements, recoveries): written as increments."""
+    written: set[DebtorKey] = field(default_factory=set)
+    """Debtors whose rows this transaction wrote or whose profile it stored."""
+
+    def count(self, tenant: str, key: AgencyKey, updated: AgencyPerformance) -> None:
+        """Take the tenant's agency records after a placement or recovery of kind `key`."""
+        before = self.performance.get(tenant, {}).get(key, AgencyRecord())
+        after = updated[key]
+        added = self.performance_added.setdefault(tenant, {})
+        so_far = added.get(key, AgencyRecord())
+        added[key] = AgencyRecord(
+            so_far.placements + after.placements - before.placements,
+            so_far.placed_minor + after.placed_minor - before.placed_minor,
+            so_far.recovered_minor + after.recovered_minor - before.recovered_minor,
+        )
+        self.performance[tenant] = dict(updated)
 
     def put(self, case: Case) -> None:
         self.cases.setdefault((case.tenant_id, case.debtor_id), {})[case.case_id] = case
@@ -122,11 +150,15 @@ class DunningProjection:
 
         await _store_policies(session, policies)
         await _store_debtors(session, profiles)
+        work.written.update(profiles)
         tenants = {d.event.tenantid for d in facts} | set(days)
         today = await _business_dates(session, tenants)
         versions = await _policies(session, tenants)
 
         await self._load_debtors(session, work, {(d.event.tenantid, d.event.debtorid or "") for d in facts})
+        # A recovery adds to the agency's record: start from the stored records, not from none.
+        for tenant in sorted({d.event.tenantid for d in facts if isinstance(d.event.data, AgencyOutcome)}):
+            await self._performance(session, work, tenant)
         touched: set[DebtorKey] = set()
         for d in facts:
             self._apply_fact(work, d)
@@ -149,6 +181,7 @@ class DunningProjection:
 
         await _store_business_dates(session, today, tenants)
         await self._save(session, work)
+        await self._save_performance(session, work)
         return Applied(messages=work.messages)
 
     # --- facts ----------------------------------------------------------------------------------
@@ -157,18 +190,38 @@ class DunningProjection:
         wanted = [k for k in keys if k not in work.cases]
         if not wanted:
             return
+        connection = await driver_connection(session)
         for start in range(0, len(wanted), DUE_CHUNK):
             chunk = wanted[start : start + DUE_CHUNK]
-            rows = await session.execute(
-                select(store.cases.c.state).where(
-                    tuple_(store.cases.c.tenant_id, store.cases.c.debtor_id).in_(chunk)
-                )
+            rows = await connection.fetch(
+                f"SELECT c.state FROM {_CASES} AS c"
+                " JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, debtor_id)"
+                " ON c.tenant_id = k.tenant_id AND c.debtor_id = k.debtor_id",
+                [t for t, _ in chunk],
+                [d for _, d in chunk],
             )
             for key in chunk:
                 work.cases.setdefault(key, {})
             for row in rows:
-                case = _decode(row.state)
+                case = _decode(row["state"])
                 work.cases[(case.tenant_id, case.debtor_id)][case.case_id] = case
+
+    async def _load_tenant_debtors(
+        self, session: AsyncSession, work: _Batch, tenant: str, debtors: Sequence[str]
+    ) -> None:
+        """The cases of debtors of one tenant that the batch does not hold yet (by the debtor index)."""
+        wanted = [d for d in debtors if (tenant, d) not in work.cases]
+        if not wanted:
+            return
+        connection = await driver_connection(session)
+        rows = await connection.fetch(
+            f"SELECT state FROM {_CASES} WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])", tenant, wanted
+        )
+        for debtor in wanted:
+            work.cases[(tenant, debtor)] = {}
+        for row in rows:
+            case = _decode(row["state"])
+            work.cases[(tenant, case.debtor_id)][case.case_id] = case
 
     def _apply_fact(self, work: _Batch, d: Delivered) -> None:
         tenant, debtor = d.event.tenantid, d.event.debtorid or ""
@@ -193,10 +246,9 @@ class DunningProjection:
             key = agency_key(placed) if placed else None
             if key is not None and key.agency_id == fact.data.agency_id:
                 performance = work.performance.get(tenant, {})
-                work.performance[tenant] = dict(
-                    record_recovery(performance, key, fact.data.amount_recovered.amount_minor)
+                work.count(
+                    tenant, key, record_recovery(performance, key, fact.data.amount_recovered.amount_minor)
                 )
-                work.performance_changed.add(tenant)
 
     # --- decisions ------------------------------------------------------------------------------
 
@@ -221,26 +273,79 @@ class DunningProjection:
             and any(c.next_action_date is not None and c.next_action_date <= day for c in cases.values())
         }
         await self._decide_debtors(session, work, tenant, day, policy, sorted(in_memory), tick)
-        t = store.cases
-        after = ""
-        while True:
-            debtors = list(
-                (
-                    await session.scalars(
-                        select(t.c.debtor_id)
-                        .where(t.c.tenant_id == tenant, t.c.next_action_date <= day, t.c.debtor_id > after)
-                        .group_by(t.c.debtor_id)
-                        .order_by(t.c.debtor_id)
-                        .limit(DUE_CHUNK)
-                    )
-                ).all()
+        # Written and dropped: from here on the table holds every case as this batch left it, so the
+        # cases due are read from it once, and decided chunk by chunk in debtor order.
+        await self._flush(session, work, feed=False)
+        connection = await driver_connection(session)
+        due = [
+            r["debtor_id"]
+            for r in await connection.fetch(
+                f"SELECT DISTINCT debtor_id FROM {_CASES} WHERE tenant_id = $1 AND next_action_date <= $2"
+                " ORDER BY debtor_id",
+                tenant,
+                day,
             )
-            fresh = [debtor for debtor in debtors if (tenant, debtor) not in work.cases]
-            await self._load_debtors(session, work, [(tenant, debtor) for debtor in fresh])
-            await self._decide_debtors(session, work, tenant, day, policy, fresh, tick)
-            if len(debtors) < DUE_CHUNK:
-                return
-            after = debtors[-1]
+        ]
+        # Debtors this batch wrote (or gave a profile) are decided in its transaction; every other
+        # chunk in a transaction of its own, committed at once (see `_decide_slice`).
+        mine = [debtor for debtor in due if (tenant, debtor) in work.written]
+        for start in range(0, len(mine), DUE_CHUNK):
+            chunk = mine[start : start + DUE_CHUNK]
+            await self._load_tenant_debtors(session, work, tenant, chunk)
+            await self._decide_debtors(session, work, tenant, day, policy, chunk, tick)
+            await self._flush(session, work, feed=False)
+        others = [debtor for debtor in due if (tenant, debtor) not in work.written]
+        chunks = [others[start : start + DUE_CHUNK] for start in range(0, len(others), DUE_CHUNK)]
+        # Each chunk's rows are read while the chunk before it is decided (another connection: the
+        # database works while Python decides). They are committed rows no other slice changes.
+        reading = asyncio.create_task(_read_chunk(session, tenant, chunks[0])) if chunks else None
+        try:
+            for index, chunk in enumerate(chunks):
+                assert reading is not None
+                read = await reading
+                reading = None
+                if index + 1 < len(chunks):
+                    reading = asyncio.create_task(_read_chunk(session, tenant, chunks[index + 1]))
+                    await asyncio.sleep(0)  # let it send its query before deciding starts
+                await self._decide_slice(session, work, tenant, day, policy, chunk, tick, read)
+        finally:
+            if reading is not None:  # a slice failed: the batch fails and the read is not wanted
+                reading.cancel()
+
+    async def _decide_slice(
+        self,
+        session: AsyncSession,
+        work: _Batch,
+        tenant: str,
+        day: dt.date,
+        policy: PolicyPublished,
+        debtors: Sequence[str],
+        tick: InputRef,
+        read: _Chunk,
+    ) -> None:
+        """Decide a chunk of a business day's debtors in a transaction of its own and commit it: their
+        cases, timeline, feed, outbox records and the agency placements they add, all or nothing.
+
+        Why this keeps the consumer's exactly-once effect: a case decided on `day` is no longer due
+        on it (its next action date is later, or none), so a slice commits cases that no evaluation
+        of `day` picks again, together with everything they published. The clock record's offset,
+        its event id and the tenant's business date commit in the batch's transaction, after every
+        slice; if that transaction fails or the process dies first, the record comes again and
+        decides exactly the debtors no slice committed. Slices never touch rows the batch's
+        transaction wrote (those debtors are decided in it), and agency records are written as
+        increments, each slice its own, the batch's own at its end; so no slice waits for a lock the
+        batch holds. A day's commands are published while it is still being evaluated, a transaction
+        stays one chunk long, and a day interrupted half-way is not decided again from its start."""
+        async with AsyncSession(session.bind, expire_on_commit=False) as own, own.begin():
+            part = _Batch(performance=work.performance)
+            for debtor in debtors:
+                part.cases[(tenant, debtor)] = {}
+            for state in read.states:
+                case = _decode(state)
+                part.cases[(tenant, case.debtor_id)][case.case_id] = case
+            await self._decide_debtors(own, part, tenant, day, policy, debtors, tick, read.profiles)
+            await self._flush(own, part)
+            await self._save_performance(own, part)
 
     async def _decide_debtors(
         self,
@@ -251,8 +356,10 @@ class DunningProjection:
         policy: PolicyPublished,
         debtors: Sequence[str],
         tick: InputRef | None,
+        profiles: dict[str, DebtorProfile] | None = None,
     ) -> None:
-        profiles = await _profiles(session, tenant, debtors)
+        if profiles is None:
+            profiles = await _profiles(session, tenant, debtors)
         for debtor in debtors:
             cases = work.cases.get((tenant, debtor), {})
             facts = DebtorFacts(
@@ -372,52 +479,113 @@ class DunningProjection:
                 if key is not None:
                     tenant = case.tenant_id
                     performance = work.performance.get(tenant, {})
-                    work.performance[tenant] = dict(
-                        record_placement(performance, key, event.overdue.amount_minor)
-                    )
-                    work.performance_changed.add(tenant)
+                    work.count(tenant, key, record_placement(performance, key, event.overdue.amount_minor))
             elif case.placement is not None and event.change not in ("placed", "recalled", "note"):
                 work.feed.append(_feed_row(case, case.placement.agency_id, "updated", event.business_date))
 
     # --- writes ---------------------------------------------------------------------------------
 
-    async def _save(self, session: AsyncSession, work: _Batch) -> None:
-        rows = []
+    async def _flush(self, session: AsyncSession, work: _Batch, *, feed: bool = True) -> None:
+        """Write what the batch decided so far (cases, timeline, feed, outbox) and drop the cases; the
+        agency records are written at the end (`_save_performance`). The batch's own feed rows wait
+        for its end too (`feed=False`): agencies read the feed by position, so no row may commit after
+        a row with a later position, as it would if the batch wrote it before a day's slices."""
+        await self._save(session, work, feed=feed)
+        await write_outbox(session, store.runtime, work.messages)
+        work.messages.clear()
+        work.cases.clear()
+
+    async def _save(self, session: AsyncSession, work: _Batch, *, feed: bool = True) -> None:
+        connection = await driver_connection(session)
+        columns: list[list[Any]] = [[] for _ in _CASE_COLUMNS]
         for tenant, debtor, case_id in sorted(work.changed):
             case = work.cases[(tenant, debtor)][case_id]
             items = case.open_items()
-            rows.append(
-                {
-                    "tenant_id": tenant,
-                    "case_id": case_id,
-                    "debtor_id": debtor,
-                    "currency": case.currency,
-                    "status": case.status,
-                    "step": case.step,
-                    "overdue_minor": case.overdue(case.as_of) if case.as_of else 0,
-                    "oldest_due_date": items[0].due_date if items else None,
-                    "next_action_date": case.next_action_date,
-                    "agency_id": case.placement.agency_id if case.placement else None,
-                    "version": case.version,
-                    "state": _encode(case),
-                }
+            row = (
+                tenant,
+                case_id,
+                debtor,
+                case.currency,
+                case.status,
+                case.step,
+                case.overdue(case.as_of) if case.as_of else 0,
+                items[0].due_date if items else None,
+                case.next_action_date,
+                case.placement.agency_id if case.placement else None,
+                case.version,
+                _encode(case),
             )
-        for start in range(0, len(rows), 1_000):
-            chunk = rows[start : start + 1_000]
-            statement = pg_insert(store.cases).values(chunk)
-            await session.execute(
-                statement.on_conflict_do_update(
-                    index_elements=["tenant_id", "case_id"],
-                    set_={c: statement.excluded[c] for c in chunk[0] if c not in ("tenant_id", "case_id")}
-                    | {"updated_at": func.now()},
-                )
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        if columns[0]:
+            await connection.execute(_UPSERT_CASES, *columns)
+        work.written.update((tenant, debtor) for tenant, debtor, _ in work.changed)
+        work.changed.clear()
+        if work.timeline:
+            await connection.copy_records_to_table(
+                store.timeline.name,
+                schema_name=store.SCHEMA,
+                columns=_TIMELINE_COLUMNS,
+                records=[
+                    (
+                        r["tenant_id"],
+                        r["case_id"],
+                        r["business_date"],
+                        r["kind"],
+                        r["event_id"],
+                        _json(r["entry"]),
+                    )
+                    for r in work.timeline
+                ],
             )
-        for start in range(0, len(work.timeline), 2_000):
-            await session.execute(pg_insert(store.timeline).values(work.timeline[start : start + 2_000]))
-        if work.feed:
-            await session.execute(pg_insert(store.agency_feed).values(work.feed))
-        for tenant in sorted(work.performance_changed):
-            await _store_performance(session, tenant, work.performance[tenant])
+            work.timeline.clear()
+        if work.feed and feed:
+            await connection.copy_records_to_table(
+                store.agency_feed.name,
+                schema_name=store.SCHEMA,
+                columns=_FEED_COLUMNS,
+                records=[
+                    (r["tenant_id"], r["agency_id"], r["case_id"], r["kind"], _json(r["entry"]))
+                    for r in work.feed
+                ],
+            )
+            work.feed.clear()
+
+    async def _save_performance(self, session: AsyncSession, work: _Batch) -> None:
+        for tenant, added in sorted(work.performance_added.items()):
+            await _add_performance(session, tenant, added)
+        work.performance_added.clear()
+
+
+_CASES = f"{store.SCHEMA}.{store.cases.name}"
+_CASE_COLUMNS = (
+    ("tenant_id", "text"),
+    ("case_id", "text"),
+    ("debtor_id", "text"),
+    ("currency", "text"),
+    ("status", "text"),
+    ("step", "text"),
+    ("overdue_minor", "bigint"),
+    ("oldest_due_date", "date"),
+    ("next_action_date", "date"),
+    ("agency_id", "text"),
+    ("version", "integer"),
+    ("state", "bytea"),
+)
+_UPSERT_CASES = (
+    f"INSERT INTO {_CASES} ({', '.join(c for c, _ in _CASE_COLUMNS)}, updated_at)"
+    f" SELECT *, now() FROM unnest({', '.join(f'${n}::{t}[]' for n, (_, t) in enumerate(_CASE_COLUMNS, 1))})"
+    " ON CONFLICT (tenant_id, case_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c, _ in _CASE_COLUMNS[2:])
+    + ", updated_at = now()"
+)
+"""Every changed case in one statement, one array per column."""
+_TIMELINE_COLUMNS = ("tenant_id", "case_id", "business_date", "kind", "event_id", "entry")
+_FEED_COLUMNS = ("tenant_id", "agency_id", "case_id", "kind", "entry")
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _moved(work: _Batch, case: Case) -> bool:
@@ -515,15 +683,54 @@ async def _store_debtors(session: AsyncSession, profiles: dict[DebtorKey, dict[s
     )
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    states: list[bytes]
+    profiles: dict[str, DebtorProfile]
+
+
+async def _read_chunk(session: AsyncSession, tenant: str, debtors: Sequence[str]) -> _Chunk:
+    """The stored cases and profiles of a chunk of debtors, on a connection of its own."""
+    async with AsyncSession(session.bind) as reader:
+        connection = await driver_connection(reader)
+        rows = await connection.fetch(
+            f"SELECT state FROM {_CASES} WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])",
+            tenant,
+            list(debtors),
+        )
+        profiles = await _profile_rows(connection, tenant, debtors)
+        await reader.rollback()
+    return _Chunk([r["state"] for r in rows], profiles)
+
+
 async def _profiles(session: AsyncSession, tenant: str, debtors: Sequence[str]) -> dict[str, DebtorProfile]:
     if not debtors:
         return {}
-    rows = await session.execute(
-        select(store.debtors.c.debtor_id, store.debtors.c.profile).where(
-            and_(store.debtors.c.tenant_id == tenant, store.debtors.c.debtor_id.in_(list(debtors)))
-        )
+    return await _profile_rows(await driver_connection(session), tenant, debtors)
+
+
+async def _profile_rows(connection: Any, tenant: str, debtors: Sequence[str]) -> dict[str, DebtorProfile]:
+    rows = await connection.fetch(
+        f"SELECT debtor_id, profile::text AS profile FROM {store.SCHEMA}.{store.debtors.name}"
+        " WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])",
+        tenant,
+        list(debtors),
     )
-    return {r.debtor_id: DebtorProfile.model_validate(r.profile) for r in rows}
+    # Validated when its record was consumed, stored as its JSON dump: read back without validating
+    # again (validating a time zone lists the whole time zone database, for every debtor).
+    return {r["debtor_id"]: _profile(r["profile"]) for r in rows}
+
+
+_PROFILE_FIELDS = frozenset(DebtorProfile.model_fields)
+
+
+def _profile(raw: str) -> DebtorProfile:
+    """A stored profile (a validated profile's JSON dump) as the model, without validating it again;
+    one stored without every field (by an older version) is validated, which fills in defaults."""
+    values = orjson.loads(raw)
+    if values.keys() >= _PROFILE_FIELDS:
+        return DebtorProfile.model_construct(**values)
+    return DebtorProfile.model_validate(values)
 
 
 async def _business_dates(session: AsyncSession, tenants: Iterable[str]) -> dict[str, dt.date]:
@@ -555,7 +762,9 @@ async def _store_business_dates(session: AsyncSession, dates: dict[str, dt.date]
     )
 
 
-async def _store_performance(session: AsyncSession, tenant: str, performance: AgencyPerformance) -> None:
+async def _add_performance(session: AsyncSession, tenant: str, added: AgencyPerformance) -> None:
+    """Add placements and recoveries to the tenant's agency records (increments, so that a day's
+    slices and the batch's transaction each add their own without waiting for one another)."""
     rows = [
         {
             "tenant_id": tenant,
@@ -567,14 +776,20 @@ async def _store_performance(session: AsyncSession, tenant: str, performance: Ag
             "placed_minor": r.placed_minor,
             "recovered_minor": r.recovered_minor,
         }
-        for k, r in sorted(performance.items(), key=lambda kv: (kv[0].agency_id, kv[0].segment, kv[0].band))
+        for k, r in sorted(
+            added.items(), key=lambda kv: (kv[0].agency_id, kv[0].segment, kv[0].currency, kv[0].band)
+        )
     ]
     if not rows:
         return
-    statement = pg_insert(store.agency_performance).values(rows)
+    table = store.agency_performance
+    statement = pg_insert(table).values(rows)
     await session.execute(
         statement.on_conflict_do_update(
             index_elements=["tenant_id", "agency_id", "segment", "currency", "band"],
-            set_={c: statement.excluded[c] for c in ("placements", "placed_minor", "recovered_minor")},
+            set_={
+                c: table.c[c] + statement.excluded[c]
+                for c in ("placements", "placed_minor", "recovered_minor")
+            },
         )
     )

@@ -5,13 +5,17 @@ The standard debtor owes invoice I1 of 5,000.00 EUR (the medium amount band: no 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 from dataclasses import replace
 
+import orjson
 import pytest
 
+from bench.dunning_day import build_templates, tenants_for
 from contracts.collections import CollectionCommand, ContactOutcome
+from contracts.policy import PolicyPublished
 from services.dunning.agencies import AgencyKey, AgencyRecord
 from services.dunning.domain import (
     Case,
@@ -25,8 +29,11 @@ from services.dunning.domain import (
     dump_case,
     evolve,
     load_case,
+    load_case_json,
     new_case,
 )
+from services.dunning.domain import replace as domain_replace
+from services.dunning.policies import default_policy
 
 from . import day
 from .dunning_world import (
@@ -618,3 +625,26 @@ def test_a_case_survives_storage_unchanged() -> None:
     case, _ = evolve(run.case, promise(AMOUNT, by="2024-03-30", on="2024-03-10"))
     assert case.disputes and case.promise and case.pending and case.contacts and case.reminded
     assert load_case(dump_case(case)) == case
+    assert load_case_json(orjson.dumps(dump_case(case))) == case
+
+
+def test_cases_of_every_kind_read_back_through_the_fast_path_unchanged() -> None:
+    """The bench's template debtors: placements, holds, promises, disputes, pending commands."""
+    policy = PolicyPublished(version=1, effective_from=dt.date(2020, 1, 1), document=default_policy())
+    templates = build_templates(150, tenants_for("t"), policy, seed=7)
+    cases = [c for t in templates for c in t.cases]
+    assert any(c.placement for c in cases) and any(c.holds for c in cases) and any(c.pending for c in cases)
+    for case in cases:
+        assert load_case_json(orjson.dumps(dump_case(case))) == case
+
+
+def test_the_domains_replace_makes_the_case_dataclasses_replace_makes() -> None:
+    _, facts = owing()
+    case = simulate(facts, until="2024-03-20").case
+    changes = {"paid": 7, "step": "formal_notice", "next_action_date": day("2024-04-01")}
+    made = domain_replace(case, **changes)
+    assert made == dataclasses.replace(case, **changes)  # type: ignore[arg-type]
+    assert made.__dict__ == dataclasses.replace(case, **changes).__dict__  # type: ignore[arg-type]
+    assert case.paid == 0 and made is not case
+    with pytest.raises(TypeError):
+        domain_replace(case, no_such_field=1)

@@ -22,7 +22,17 @@ from hypothesis import strategies as st
 from contracts.channels import CHANNELS
 from contracts.collections import CaseEvent, CollectionCommand, CommandCancelled, ContactOutcome, HoldKind
 from contracts.policy import DEBTOR_FACING, DunningPolicy, PolicyPublished
-from services.dunning.domain import Case, DebtorFacts, Fact, decide, dump_case, evolve, load_case, new_case
+from services.dunning.domain import (
+    Case,
+    DebtorFacts,
+    Fact,
+    decide,
+    dump_case,
+    evolve,
+    load_case,
+    load_case_json,
+    new_case,
+)
 
 from .dunning_world import DEFAULT, Books, dispute, hold, plan, profile, promise, result
 
@@ -277,7 +287,9 @@ def run(scenario: Scenario, *, store: bool = False) -> Trace:
         decision = decide(trace.case, today, scenario.policy, scenario.debtor)
         trace.case = decision.case
         if store:  # as JSON with its keys sorted, the way JSONB gives it back: no order to rely on
-            trace.case = load_case(json.loads(json.dumps(dump_case(decision.case), sort_keys=True)))
+            stored = json.dumps(dump_case(decision.case), sort_keys=True)
+            trace.case = load_case(json.loads(stored))
+            assert load_case_json(stored) == trace.case  # the shell's fast path reads the same case
         trace.commands += decision.commands
         trace.cancellations += decision.cancellations
         trace.events += decision.events

@@ -30,6 +30,25 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument("--batch", type=int, default=1000, help="events per POST /v1/events")
     parser.add_argument("--reads", type=int, default=300, help="requests per read measure")
     parser.add_argument("--raw-records", type=int, default=500_000, help="records used for the Kafka limits")
+    parser.add_argument(
+        "--day-debtors", type=int, help="debtors for (4), the dunning business day (default: the size's)"
+    )
+    parser.add_argument(
+        "--latency-probes",
+        type=int,
+        help="probe payments for the payment-to-case latency (overrides the size's)",
+    )
+    parser.add_argument(
+        "--latency-rate",
+        type=float,
+        help="background ERP events/s during the latency probes (overrides the size's)",
+    )
+    parser.add_argument(
+        "--latency-poll",
+        choices=("api", "db"),
+        default="api",
+        help="poll the dunning API or its tables (default api)",
+    )
     parser.add_argument("--out", type=Path, help="results file (default bench/results/<timestamp>.json)")
     parser.add_argument("--profile", type=Path, help="write py-spy profiles of each stage to this folder")
     args = parser.parse_args(argv)
@@ -44,6 +63,10 @@ def parse(argv: list[str]) -> Options:
         raw_records=args.raw_records,
         out=args.out,
         profile=args.profile,
+        day_debtors=args.day_debtors,
+        latency_probes=args.latency_probes,
+        latency_rate=args.latency_rate,
+        latency_poll=args.latency_poll,
         command=shlex.join(["python", "-m", "bench", *argv]),
     )
 

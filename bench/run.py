@@ -18,13 +18,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import limits, pipeline
+from bench import dunning_day, latency, limits, pipeline
 from bench.infra import REPO, Infrastructure, machine, postgres_version
 from bench.pipeline import Context
-from bench.portfolio import Portfolio, PortfolioSpec, check_sample, generate, spec_for
+from bench.portfolio import PortfolioSpec, check_sample, generate, spec_for
 from bench.processes import Processes, with_children
 from bench.profiling import Profiler, summarize
-from bench.report import NOT_BUILT, add_ratios, assess, write
+from bench.report import add_ratios, assess, write
 from services.ledger import store
 from services.runtime.auth import create_key
 from services.runtime.process import open_resources
@@ -46,6 +46,17 @@ class Options:
     out: Path | None = None
     profile: Path | None = None
     command: str = "python -m bench"
+    latency_probes: int | None = None
+    """Probe payments for the payment-to-case latency (5); None: the size's (bench.latency.PROBES)."""
+    latency_rate: float | None = None
+    """Background ERP events/s offered during (5); None: the size's (bench.latency.RATES)."""
+    latency_poll: str = "api"
+    """How (5) sees the case: "api" (GET /v1/cases/{id} of a dunning API process) or "db" (its tables)."""
+    day_debtors: int | None = None
+    """Debtors for the dunning business-day evaluation (4); None: the size's (bench.dunning_day)."""
+
+    def day_debtor_count(self) -> int:
+        return self.day_debtors or dunning_day.DAY_DEBTORS[self.size]
 
     def spec(self) -> PortfolioSpec:
         return spec_for(self.size, debtors=self.debtors, invoices=self.invoices, seed=self.seed)
@@ -115,6 +126,7 @@ async def _run(options: Options, ctx: Context, started_at: dt.datetime) -> dict[
             "batch": options.batch,
             "reads": options.reads,
             "raw_records": min(options.raw_records, len(portfolio.events)),
+            "day_debtors": options.day_debtor_count(),
             "profile": str(options.profile) if options.profile else None,
         },
         "machine": {**machine(), "postgres": await postgres_version(infra)},
@@ -139,8 +151,10 @@ async def _run(options: Options, ctx: Context, started_at: dt.datetime) -> dict[
     replay_url = await infra.create_database("replay")
     measures["replay"] = await pipeline.measure_projection(ctx, replay_url, "replay")
 
-    measures["dunning_evaluation"] = await measure_dunning_evaluation(ctx, portfolio)
-    measures["payment_to_case_latency"] = await measure_payment_to_case_latency(ctx, portfolio)
+    measures["dunning_evaluation"] = await measure_dunning_evaluation(
+        ctx, options.day_debtor_count(), options.seed
+    )
+    measures["payment_to_case_latency"] = await measure_payment_to_case_latency(ctx, options)
 
     keys = await create_keys(ctx, replay_url, portfolio.tenants)
     reads = await pipeline.measure_reads(ctx, portfolio, replay_url, keys, options.reads, options.seed)
@@ -153,14 +167,24 @@ async def _run(options: Options, ctx: Context, started_at: dt.datetime) -> dict[
     return results
 
 
-async def measure_dunning_evaluation(ctx: Context, portfolio: Portfolio) -> dict[str, Any]:
-    """(4) business days evaluated per second by the dunning service over the portfolio's cases."""
-    return {"status": NOT_BUILT, "unit": "business-day evaluations/s"}
+async def measure_dunning_evaluation(ctx: Context, debtors: int, seed: int) -> dict[str, Any]:
+    """(4) seconds the dunning service takes to evaluate one business day for `debtors` debtors, and
+    commands emitted per second (`bench.dunning_day`)."""
+    return await dunning_day.measure_dunning_evaluation(ctx, debtors, seed)
 
 
-async def measure_payment_to_case_latency(ctx: Context, portfolio: Portfolio) -> dict[str, Any]:
-    """(5) time from a payment posted to the ledger API to the collection case reflecting it."""
-    return {"status": NOT_BUILT, "unit": "ms"}
+async def measure_payment_to_case_latency(ctx: Context, options: Options) -> dict[str, Any]:
+    """(5) time from a payment posted to the ledger API to the collection case reflecting it (closed,
+    its pending reminder cancelled), one probe at a time under a steady background load
+    (`bench.latency`)."""
+    return await latency.measure_payment_to_case_latency(
+        ctx,
+        probes=options.latency_probes or latency.PROBES[options.size],
+        rate=options.latency_rate or latency.RATES[options.size],
+        warmup_s=latency.WARMUP_S[options.size],
+        poll=options.latency_poll,
+        seed=options.seed,
+    )
 
 
 async def create_keys(ctx: Context, database_url: str, tenants: list[str]) -> dict[str, str]:

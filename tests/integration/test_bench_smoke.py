@@ -31,8 +31,15 @@ async def test_the_benchmark_runs_at_tiny_size(
     assert measures["replay"]["database"]["open_items"] > 0
     for name in ("statement_latency", "aging_latency", "aging_known_at_latency"):
         assert measures[name]["p50_ms"] > 0 and measures[name]["p99_ms"] > 0, name
-    for name in ("dunning_evaluation", "payment_to_case_latency"):
-        assert measures[name]["status"] == "not measured: dunning service not built yet"
+    day = measures["dunning_evaluation"]
+    assert day["figure"] > 0 and day["commands"] > 0 and day["cases_due"] > 0, day
+    assert day["published"] >= day["commands"] and day["ratio_to_limit"] > 0
+    latency = measures["payment_to_case_latency"]
+    assert latency["probes"] > 0 and latency["probes"] == latency["planned"], latency["failures"]
+    assert latency["observed"] == latency["probes"] and latency["failed"] == 0, latency["failures"]
+    assert latency["p50_ms"] > 0 and latency["p99_ms"] >= latency["p50_ms"]
+    assert latency["background"]["achieved_events_per_s"] > 0
+    assert latency["stages_ms"]["fact_published"]["p50_ms"] is not None, "the breakdown is measured"
 
     limits = results["limits"]
     for name in ("kafka_produce", "kafka_produce_batched", "kafka_consume"):

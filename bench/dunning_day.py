@@ -48,6 +48,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -56,8 +57,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from bench.infra import Infrastructure, libpq
-from bench.limits import Rate
-from bench.pipeline import Context, settings
+from bench.limits import copy_rate
+from bench.pipeline import Context, settings, standalone
 from contracts.collections import (
     ContactResult,
     DisputeChanged,
@@ -83,7 +84,7 @@ from services.dunning.domain import (
 )
 from services.dunning.main import NAME, DunningService
 from services.dunning.policies import default_policy
-from services.dunning.projection import DunningProjection
+from services.dunning.projection import DunningProjection, case_row
 from services.runtime.clock import day_started
 from services.runtime.migrations import upgrade
 from services.runtime.process import open_resources
@@ -320,23 +321,8 @@ def clone_rows(
         for case, state in zip(template.cases, template.states, strict=True):
             for old, new in renames:
                 state = state.replace(old, new)
-            items = case.open_items()
-            rows.append(
-                (
-                    template.tenant,
-                    f"{debtor}:{case.currency}",
-                    debtor,
-                    case.currency,
-                    case.status,
-                    case.step,
-                    case.overdue(case.as_of) if case.as_of else 0,
-                    items[0].due_date if items else None,
-                    case.next_action_date,
-                    case.placement.agency_id if case.placement else None,
-                    case.version,
-                    state,
-                )
-            )
+            tenant, _, _, *columns, _ = case_row(case, b"")
+            rows.append((tenant, f"{debtor}:{case.currency}", debtor, *columns, state))
         profile = template.profile_json.replace(template.token, debtor)
         yield rows, (template.tenant, debtor, profile)
 
@@ -614,29 +600,12 @@ async def copy_limits(
         samples["outbox"] = (["topic", "key", "value", "headers"], [(t, k, v, "[]") for t, k, v in records])
         for table, (columns, sample) in samples.items():
             if sample:
-                rate = await _copy_rate(connection, table, columns, sample)
+                rate = await copy_rate(connection, table, columns, sample, 1.5, schema="dunning")
                 results[table] = rate.as_json(columns=columns)
     finally:
         await connection.execute("DROP SCHEMA IF EXISTS bench_copy CASCADE")
         await connection.close()
     return results
-
-
-async def _copy_rate(
-    connection: Any, table: str, columns: list[str], rows: list[tuple[Any, ...]], min_seconds: float = 1.5
-) -> Rate:
-    size = sum(sum(len(v) if isinstance(v, bytes | str) else 8 for v in row) for row in rows)
-    records = total = 0
-    seconds = 0.0
-    while seconds < min_seconds or not records:
-        await connection.execute(f"DROP TABLE IF EXISTS bench_copy.{table}")
-        await connection.execute(f"CREATE TABLE bench_copy.{table} (LIKE dunning.{table} INCLUDING ALL)")
-        started = time.perf_counter()
-        await connection.copy_records_to_table(table, schema_name="bench_copy", columns=columns, records=rows)
-        seconds += time.perf_counter() - started
-        records += len(rows)
-        total += size
-    return Rate(records, total, seconds)
 
 
 async def _read_back(
@@ -688,24 +657,8 @@ def summary_line(measure: dict[str, Any]) -> str:
 
 
 async def _main(debtors: int, seed: int, profile: str | None) -> dict[str, Any]:
-    from pathlib import Path
-
-    from bench.infra import own_infrastructure
-    from bench.processes import Processes, with_children
-    from bench.profiling import Profiler
-
-    with own_infrastructure() as infra:
-        processes = Processes()
-        processes.add("kafka", lambda: [pid] if (pid := infra.broker_pid()) else [])
-        postmaster = infra.postmaster_pid()
-        processes.add("postgres", with_children(postmaster), reaper=postmaster)
-        processes.start()
-        try:
-            await infra.prepare_topics()
-            ctx = Context(infra, processes, Profiler(Path(profile)) if profile else None)
-            return await measure_dunning_evaluation(ctx, debtors, seed)
-        finally:
-            processes.stop()
+    async with standalone(Path(profile) if profile else None) as ctx:
+        return await measure_dunning_evaluation(ctx, debtors, seed)
 
 
 def main() -> None:

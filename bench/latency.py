@@ -57,6 +57,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -67,7 +68,7 @@ from aiokafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.infra import libpq
-from bench.pipeline import Context, ingest_bodies, settings
+from bench.pipeline import Context, ingest_bodies, settings, standalone
 from bench.portfolio import Portfolio, PortfolioSpec, generate
 from bench.server import service_server
 from contracts.policy import PolicyPublished
@@ -902,33 +903,17 @@ def _ms(value: Any) -> str:
 
 
 async def _main(args: argparse.Namespace) -> dict[str, Any]:
-    from pathlib import Path
-
-    from bench.infra import own_infrastructure
-    from bench.processes import Processes, with_children
-    from bench.profiling import Profiler
-
-    with own_infrastructure() as infra:
-        processes = Processes()
-        processes.add("kafka", lambda: [pid] if (pid := infra.broker_pid()) else [])
-        postmaster = infra.postmaster_pid()
-        processes.add("postgres", with_children(postmaster), reaper=postmaster)
-        processes.start()
-        try:
-            await infra.prepare_topics()
-            ctx = Context(infra, processes, Profiler(Path(args.profile)) if args.profile else None)
-            return await measure_payment_to_case_latency(
-                ctx,
-                probes=args.probes or PROBES[args.size],
-                rate=args.rate or RATES[args.size],
-                warmup_s=WARMUP_S[args.size],
-                poll=args.poll,
-                poll_ms=args.poll_ms,
-                seed=args.seed,
-                environment=dict(pair.split("=", 1) for pair in args.env),
-            )
-        finally:
-            processes.stop()
+    async with standalone(Path(args.profile) if args.profile else None) as ctx:
+        return await measure_payment_to_case_latency(
+            ctx,
+            probes=args.probes or PROBES[args.size],
+            rate=args.rate or RATES[args.size],
+            warmup_s=WARMUP_S[args.size],
+            poll=args.poll,
+            poll_ms=args.poll_ms,
+            seed=args.seed,
+            environment=dict(pair.split("=", 1) for pair in args.env),
+        )
 
 
 def main() -> None:

@@ -206,7 +206,7 @@ async def copy_limits(
             [(e.topic, e.key, e.value, "[]") for e in outbox_sample[:max_rows]],
         )
         for table, (columns, rows) in samples.items():
-            rate = await _copy_rate(connection, table, columns, rows, min_seconds)
+            rate = await copy_rate(connection, table, columns, rows, min_seconds)
             results[table] = rate.as_json(columns=columns)
     finally:
         await connection.execute("DROP SCHEMA IF EXISTS bench_copy CASCADE")
@@ -214,15 +214,22 @@ async def copy_limits(
     return results
 
 
-async def _copy_rate(
-    connection: Any, table: str, columns: list[str], rows: list[tuple[Any, ...]], min_seconds: float
+async def copy_rate(
+    connection: Any,
+    table: str,
+    columns: list[str],
+    rows: list[tuple[Any, ...]],
+    min_seconds: float,
+    schema: str = "ledger",
 ) -> Rate:
+    """COPY the rows into a copy (same columns, keys and indexes) of `schema.table` in the scratch
+    schema `bench_copy`, again and again for at least `min_seconds`."""
     size = sum(_row_size(r) for r in rows)
     records = total_bytes = 0
     seconds = 0.0
     while seconds < min_seconds or not records:
         await connection.execute(f"DROP TABLE IF EXISTS bench_copy.{table}")
-        await connection.execute(f"CREATE TABLE bench_copy.{table} (LIKE ledger.{table} INCLUDING ALL)")
+        await connection.execute(f"CREATE TABLE bench_copy.{table} (LIKE {schema}.{table} INCLUDING ALL)")
         started = time.perf_counter()
         await connection.copy_records_to_table(table, schema_name="bench_copy", columns=columns, records=rows)
         seconds += time.perf_counter() - started

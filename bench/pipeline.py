@@ -16,8 +16,9 @@ import random
 import statistics
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,9 +27,9 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
-from bench.infra import Infrastructure, libpq
+from bench.infra import Infrastructure, libpq, own_infrastructure
 from bench.portfolio import CLOCK_TOPIC, Portfolio, PortfolioEvent
-from bench.processes import Processes
+from bench.processes import Processes, with_children
 from bench.profiling import Profiler
 from bench.server import ledger_server
 from contracts.topics import catalogue
@@ -46,6 +47,28 @@ class Context:
     infra: Infrastructure
     processes: Processes
     profiler: Profiler | None = None
+
+
+def watch_infrastructure(infra: Infrastructure, profile: Path | None) -> Context:
+    """A run's context: the broker and PostgreSQL (postmaster and backends) sampled as process groups."""
+    processes = Processes()
+    processes.add("kafka", lambda: [pid] if (pid := infra.broker_pid()) else [])
+    postmaster = infra.postmaster_pid()
+    processes.add("postgres", with_children(postmaster), reaper=postmaster)
+    processes.start()
+    return Context(infra, processes, Profiler(profile) if profile else None)
+
+
+@contextlib.asynccontextmanager
+async def standalone(profile: Path | None) -> AsyncIterator[Context]:
+    """One measure alone (`python -m bench.<measure>`): its own broker, database and topics."""
+    with own_infrastructure() as infra:
+        ctx = watch_infrastructure(infra, profile)
+        try:
+            await infra.prepare_topics()
+            yield ctx
+        finally:
+            ctx.processes.stop()
 
 
 def settings(infra: Infrastructure, database_url: str, **overrides: Any) -> Settings:

@@ -36,7 +36,7 @@ CONSUMER_TABLES = (
 FALLBACK_SHAPE = "processed_events"
 """The COPY rate used for small tables without a measured shape of their own (a few rows per batch)."""
 
-NOT_BUILT = "not measured: dunning service not built yet"
+NOT_MEASURED = "not measured in this run"
 
 
 @dataclass(frozen=True)
@@ -224,8 +224,8 @@ def summary(results: dict[str, Any]) -> str:
                 f"  ({number}) {name:<13} {_number(measure['figure']):>10} events/s  "
                 f"({measure['records']:,} records, {measure['seconds']:.1f} s to lag 0){_ratio(measure)}"
             )
-    lines.append(dunning_line(m.get("dunning_evaluation", {"status": NOT_BUILT})))
-    lines.append(latency_line(m.get("payment_to_case_latency", {"status": NOT_BUILT})))
+    lines.append(dunning_line(m.get("dunning_evaluation", {"status": NOT_MEASURED})))
+    lines.append(latency_line(m.get("payment_to_case_latency", {"status": NOT_MEASURED})))
     if breakdown := breakdown_line(m.get("payment_to_case_latency", {})):
         lines.append(breakdown)
     for name, label in (

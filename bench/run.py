@@ -5,8 +5,8 @@ The measures, numbered as in docs/benchmarks.md:
   (1) ingest       events/s accepted by POST /v1/events (Kafka acknowledged)
   (2) projection   events/s from Kafka into the committed projection, catching up a backlog
   (3) replay       events/s rebuilding the projection in a new database from the same topics
-  (4) dunning business-day evaluation   } need the dunning service: `measure_dunning_evaluation`
-  (5) payment-to-case latency           } and `measure_payment_to_case_latency` say so until then
+  (4) business day   seconds for dunning to evaluate one business day for N debtors (bench/dunning_day.py)
+  (5) payment to case  latency from a payment posted over HTTP to the case showing it (bench/latency.py)
   (6) API reads    statement and portfolio aging latency, p50/p99
 """
 
@@ -22,8 +22,7 @@ from bench import dunning_day, latency, limits, pipeline
 from bench.infra import REPO, Infrastructure, machine, postgres_version
 from bench.pipeline import Context
 from bench.portfolio import PortfolioSpec, check_sample, generate, spec_for
-from bench.processes import Processes, with_children
-from bench.profiling import Profiler, summarize
+from bench.profiling import summarize
 from bench.report import add_ratios, assess, write
 from services.ledger import store
 from services.runtime.auth import create_key
@@ -80,12 +79,8 @@ def results_path(options: Options, started: dt.datetime) -> Path:
 async def run_benchmark(options: Options, infra: Infrastructure) -> dict[str, Any]:
     started_at = dt.datetime.now(dt.UTC)
     clock = time.perf_counter()
-    processes = Processes()
-    processes.add("kafka", lambda: [pid] if (pid := infra.broker_pid()) else [])
-    postmaster = infra.postmaster_pid()
-    processes.add("postgres", with_children(postmaster), reaper=postmaster)
-    processes.start()
-    ctx = Context(infra, processes, Profiler(options.profile) if options.profile else None)
+    ctx = pipeline.watch_infrastructure(infra, options.profile)
+    processes = ctx.processes
     try:
         results = await _run(options, ctx, started_at)
     finally:

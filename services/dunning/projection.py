@@ -500,22 +500,7 @@ class DunningProjection:
         columns: list[list[Any]] = [[] for _ in _CASE_COLUMNS]
         for tenant, debtor, case_id in sorted(work.changed):
             case = work.cases[(tenant, debtor)][case_id]
-            items = case.open_items()
-            row = (
-                tenant,
-                case_id,
-                debtor,
-                case.currency,
-                case.status,
-                case.step,
-                case.overdue(case.as_of) if case.as_of else 0,
-                items[0].due_date if items else None,
-                case.next_action_date,
-                case.placement.agency_id if case.placement else None,
-                case.version,
-                _encode(case),
-            )
-            for column, value in zip(columns, row, strict=True):
+            for column, value in zip(columns, case_row(case, _encode(case)), strict=True):
                 column.append(value)
         if columns[0]:
             await connection.execute(_UPSERT_CASES, *columns)
@@ -586,6 +571,25 @@ _FEED_COLUMNS = ("tenant_id", "agency_id", "case_id", "kind", "entry")
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def case_row(case: Case, state: bytes) -> tuple[Any, ...]:
+    """The case as a row of the `cases` table (`_CASE_COLUMNS`), its encoded state given."""
+    items = case.open_items()
+    return (
+        case.tenant_id,
+        case.case_id,
+        case.debtor_id,
+        case.currency,
+        case.status,
+        case.step,
+        case.overdue(case.as_of) if case.as_of else 0,
+        items[0].due_date if items else None,
+        case.next_action_date,
+        case.placement.agency_id if case.placement else None,
+        case.version,
+        state,
+    )
 
 
 def _moved(work: _Batch, case: Case) -> bool:

@@ -2,7 +2,7 @@
 
 - Kafka produce: the portfolio's own records (same keys, values and partitioning) sent to a scratch
   topic with the ledger's producer settings (idempotent, acks=all, linger 5 ms, 1 MiB batches), once
-  one `send` per record as `KafkaLog.publish` does, once with aiokafka's batch API
+  one `send` per record (`KafkaLog.publish` for a small call), once with aiokafka's batch API
   (`create_batch`/`send_batch`, records pre-partitioned with the default partitioner's murmur2).
 - Kafka consume: the same records read back from the beginning by a plain consumer with the fetch
   settings of the ledger's group consumer.
@@ -162,8 +162,10 @@ async def kafka_limits(infra: Infrastructure, events: Sequence[PortfolioEvent]) 
     batched = await produce_batched(infra.bootstrap_servers, events, batched_topic)
     consumed = await consume(infra.bootstrap_servers, per_record_topic, JOURNAL.partitions)
     return {
-        "kafka_produce": per_record.as_json(method="one send per record, as KafkaLog.publish"),
-        "kafka_produce_batched": batched.as_json(method="create_batch/send_batch per partition"),
+        "kafka_produce": per_record.as_json(method="one send per record (KafkaLog.publish, small calls)"),
+        "kafka_produce_batched": batched.as_json(
+            method="create_batch/send_batch per partition (KafkaLog.publish, large calls)"
+        ),
         "kafka_consume": consumed.as_json(method="getmany from the beginning, ledger fetch settings"),
         "partitions": JOURNAL.partitions,
     }

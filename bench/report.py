@@ -2,8 +2,9 @@
 JSON file.
 
 Which limit binds which figure:
-- ingest: the Kafka produce rate with one `send` per record (the ledger API publishes through
-  `KafkaLog.publish`, which sends record by record, and waits for the acknowledgement);
+- ingest: the Kafka produce rate with aiokafka's batch API (`KafkaLog.publish` builds per-partition
+  batches for a call of `BATCHED_FROM` records or more, as a bulk post is; the API waits for the
+  acknowledgement);
 - projection and replay: the lower of the Kafka consume rate (the consumer must read every record)
   and the COPY-equivalent rate: the events per second at which PostgreSQL could take the rows the
   projection writes per event if each table's rows came as fast as COPY puts them in. The rows per
@@ -129,10 +130,10 @@ def add_ratios(results: dict[str, Any]) -> None:
     """Put each pipeline figure beside the limit that binds it."""
     limits = results.get("limits", {})
     measures = results["measures"]
-    produce = limits.get("kafka_produce", {}).get("records_per_s")
+    produce = limits.get("kafka_produce_batched", {}).get("records_per_s")
     if "figure" in measures.get("ingest", {}) and produce:
         measures["ingest"]["binding_limit"] = {
-            "name": "kafka_produce (one send per record)",
+            "name": "kafka_produce_batched (per-partition batches)",
             "figure": produce,
         }
         measures["ingest"]["ratio_to_limit"] = round(measures["ingest"]["figure"] / produce, 3)

@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     max_events_per_request: int = Field(default=10_000, ge=1)
+    ledger_state_cache: int = Field(
+        default=10_000, ge=0, description="Debtor states the ledger consumer keeps decoded between batches"
+    )
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     consumer_max_records: int = Field(default=2_000, ge=1)
     consumer_fetch_timeout_ms: int = Field(default=200, ge=1)

@@ -58,7 +58,7 @@ from aiokafka.structs import TopicPartition
 
 from bench.infra import Infrastructure, libpq
 from bench.limits import copy_rate
-from bench.pipeline import Context, settings, standalone
+from bench.pipeline import Context, cpu_delta, outbox_rows, settings, standalone
 from contracts.collections import (
     ContactResult,
     DisputeChanged,
@@ -72,6 +72,7 @@ from contracts.money import Money
 from contracts.policy import PolicyPublished
 from contracts.receivables import ReceivableBalance, ReceivableStatus
 from contracts.topics import CASES, COMMANDS, catalogue
+from services.dunning import store as dunning_store
 from services.dunning.domain import (
     Case,
     DebtorFacts,
@@ -476,13 +477,13 @@ async def measure_dunning_evaluation(
                     raise TimeoutError(f"dunning did not evaluate the business day for {debtors} debtors")
                 await asyncio.sleep(0.1)
             evaluated = time.perf_counter()
-            cpu_evaluation = _cpu_delta(cpu_before, ctx.processes.cpu())
-            while await _outbox_rows(url) > 0:
+            cpu_evaluation = cpu_delta(cpu_before, ctx.processes.cpu())
+            while await outbox_rows(resources.sessions, dunning_store.runtime) > 0:
                 if time.perf_counter() > deadline:
                     raise TimeoutError("the dunning outbox relay did not publish everything")
                 await asyncio.sleep(0.1)
             drained = time.perf_counter()
-            cpu_total = _cpu_delta(cpu_before, ctx.processes.cpu())
+            cpu_total = cpu_delta(cpu_before, ctx.processes.cpu())
         published = service.relay.published
         applied = service.consumer.applied
         await service.stop_background()
@@ -537,17 +538,6 @@ async def measure_dunning_evaluation(
         "templates": len(built),
         "templates_seconds": round(built_s, 1),
     }
-
-
-async def _outbox_rows(url: str) -> int:
-    connection = await asyncpg.connect(libpq(url))
-    try:
-        count: int = await connection.fetchval(
-            "SELECT count(*) FROM (SELECT 1 FROM dunning.outbox LIMIT 1) AS o"
-        )
-    finally:
-        await connection.close()
-    return count
 
 
 async def _written(url: str, since: dt.datetime) -> dict[str, int]:
@@ -631,10 +621,6 @@ async def _read_back(
     finally:
         await reader.stop()
     return out[:max_rows]
-
-
-def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
 
 
 # --- `python -m bench.dunning_day`: this measure alone ---------------------------------------------------

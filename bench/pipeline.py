@@ -40,6 +40,7 @@ from services.runtime.auth import create_key
 from services.runtime.migrations import upgrade
 from services.runtime.process import open_resources
 from services.runtime.settings import Settings
+from services.runtime.tables import RuntimeTables
 
 
 @dataclass
@@ -157,7 +158,7 @@ async def measure_ingest(
         started = time.perf_counter()
         await asyncio.gather(*(client_loop(server.url, requests) for requests in work))
         seconds = time.perf_counter() - started
-        cpu = _cpu_delta(cpu_before, ctx.processes.cpu())
+        cpu = cpu_delta(cpu_before, ctx.processes.cpu())
     return {
         "figure": round(accepted / seconds, 1),
         "unit": "events/s",
@@ -209,8 +210,8 @@ async def measure_projection(ctx: Context, database_url: str, profile_name: str)
                     raise TimeoutError(f"the ledger consumer did not catch up with {records} records")
                 await asyncio.sleep(0.2)
             caught_up = time.perf_counter()
-            cpu = _cpu_delta(cpu_before, ctx.processes.cpu())
-            while await _outbox_rows(resources.sessions) > 0:
+            cpu = cpu_delta(cpu_before, ctx.processes.cpu())
+            while await outbox_rows(resources.sessions) > 0:
                 if time.perf_counter() > deadline:
                     raise TimeoutError("the outbox relay did not publish everything")
                 await asyncio.sleep(0.2)
@@ -238,11 +239,12 @@ async def measure_projection(ctx: Context, database_url: str, profile_name: str)
     }
 
 
-async def _outbox_rows(sessions: Any) -> int:
+async def outbox_rows(sessions: Any, tables: RuntimeTables = store.runtime) -> int:
+    """Rows a service's outbox relay has still to publish."""
     from sqlalchemy import func, select
 
     async with sessions() as session:
-        count: int = await session.scalar(select(func.count()).select_from(store.runtime.outbox))
+        count: int = await session.scalar(select(func.count()).select_from(tables.outbox))
     return count
 
 
@@ -351,7 +353,7 @@ def _percentiles(seconds: Sequence[float]) -> dict[str, float | None]:
     }
 
 
-def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Union, cast
 
 import orjson
-from pydantic import ValidationError
+from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 
 from contracts import clock, collections, journal, policy, receivables, topics
 from contracts.envelope import Envelope, EventData
@@ -81,20 +82,89 @@ def _field_errors(exc: ValidationError) -> list[FieldError]:
 def parse_event(raw: Mapping[str, Any], accepted: Collection[str] | None = None) -> Envelope[Any]:
     """Validate a decoded envelope against the schema its `type` names (one of `accepted`, if given)."""
     event_type = raw.get("type")
-    envelope_model = ENVELOPE_BY_TYPE.get(event_type) if isinstance(event_type, str) else None
-    if envelope_model is None:
-        raise ContractError([FieldError("type", f"unknown event type {event_type!r}")])
-    if accepted is not None and event_type not in accepted:
-        raise ContractError([FieldError("type", f"{event_type} is not accepted here")])
+    wrong_type = _type_error(event_type, accepted)
+    if wrong_type is not None:
+        raise ContractError([wrong_type])
     try:
-        envelope = envelope_model.model_validate(raw)
+        envelope = ENVELOPE_BY_TYPE[cast(str, event_type)].model_validate(raw)
     except ValidationError as exc:
         raise ContractError(_field_errors(exc)) from None
-    if envelope.data.NEEDS_DEBTOR and not envelope.debtorid:
-        raise ContractError([FieldError("debtorid", f"{event_type} needs a debtorid")])
-    if not envelope.data.NEEDS_DEBTOR and envelope.debtorid:
-        raise ContractError([FieldError("debtorid", f"{event_type} takes no debtorid")])
+    wrong_debtor = _debtor_error(envelope)
+    if wrong_debtor is not None:
+        raise ContractError([wrong_debtor])
     return envelope
+
+
+def _type_error(event_type: Any, accepted: Collection[str] | None) -> FieldError | None:
+    if not isinstance(event_type, str) or event_type not in ENVELOPE_BY_TYPE:
+        return FieldError("type", f"unknown event type {event_type!r}")
+    if accepted is not None and event_type not in accepted:
+        return FieldError("type", f"{event_type} is not accepted here")
+    return None
+
+
+def _debtor_error(envelope: Envelope[Any]) -> FieldError | None:
+    if envelope.data.NEEDS_DEBTOR and not envelope.debtorid:
+        return FieldError("debtorid", f"{envelope.type} needs a debtorid")
+    if not envelope.data.NEEDS_DEBTOR and envelope.debtorid:
+        return FieldError("debtorid", f"{envelope.type} takes no debtorid")
+    return None
+
+
+class BatchError(ValueError):
+    """Events of a batch that break their contracts: (the event's index, a wrong field) for each."""
+
+    def __init__(self, errors: list[tuple[int, FieldError]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"event {i}: {e.field}: {e.message}" for i, e in errors))
+
+
+def parse_batch(body: bytes, accepted: frozenset[str]) -> list[Envelope[Any]]:
+    """Validate a JSON array of envelopes, each against the schema its `type` names (one of
+    `accepted`), straight from the bytes: the same checks as `parse_event` for each element, without
+    building the decoded dicts first. A body that is not a JSON array raises `ContractError` (field
+    "(body)"); wrong events raise `BatchError`, naming every wrong field of every event."""
+    try:
+        envelopes = _batch_adapter(accepted).validate_json(body)
+    except ValidationError as exc:
+        whole = [p for p in exc.errors() if not p["loc"]]
+        if whole and whole[0]["type"] == "json_invalid":
+            raise ContractError([FieldError("(body)", f"not JSON: {whole[0]['msg']}")]) from None
+        if whole:
+            raise ContractError([FieldError("(body)", "expected a JSON array of event envelopes")]) from None
+        # Rare, so each event is parsed alone: the errors are exactly the ones it would have alone.
+        raise BatchError(_event_errors(orjson.loads(body), accepted)) from None
+    errors = [(i, e) for i, envelope in enumerate(envelopes) if (e := _debtor_error(envelope)) is not None]
+    if errors:
+        raise BatchError(errors)
+    return envelopes
+
+
+def _event_errors(items: list[Any], accepted: frozenset[str]) -> list[tuple[int, FieldError]]:
+    errors: list[tuple[int, FieldError]] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            errors.append((index, FieldError("(event)", "an event envelope must be a JSON object")))
+            continue
+        try:
+            parse_event(item, accepted)
+        except ContractError as exc:
+            errors.extend((index, e) for e in exc.errors)
+    return errors
+
+
+def _type_tag(value: Any) -> str | None:
+    tag = value.get("type") if isinstance(value, dict) else None
+    return tag if isinstance(tag, str) else None
+
+
+@functools.cache
+def _batch_adapter(accepted: frozenset[str]) -> TypeAdapter[list[Envelope[Any]]]:
+    choices = tuple(Annotated[ENVELOPE_BY_TYPE[t], Tag(t)] for t in sorted(accepted))
+    if len(choices) < 2:
+        raise ValueError("a batch accepts at least two event types")
+    one_of = Annotated[Union[choices], Discriminator(_type_tag)]  # type: ignore[valid-type]  # noqa: UP007
+    return TypeAdapter(list[one_of])
 
 
 _TYPE_ATTRIBUTE = re.compile(rb'"type":"([A-Za-z0-9._-]{1,200})"')

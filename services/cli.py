@@ -46,7 +46,15 @@ def demo(
 
 
 @app.command()
-def serve(service: Annotated[str, typer.Argument(help="ledger, dunning or notifier")] = "ledger") -> None:
+def serve(
+    service: Annotated[str, typer.Argument(help="ledger, dunning or notifier")] = "ledger",
+    api_only: Annotated[
+        bool,
+        typer.Option(
+            "--api-only", help="only the HTTP API: more API processes beside one with the background loops"
+        ),
+    ] = False,
+) -> None:
     """Run a service: migrations, consumer, outbox relay and HTTP API, configured by ARREARS_* variables."""
     import uvicorn
 
@@ -70,7 +78,10 @@ def serve(service: Annotated[str, typer.Argument(help="ledger, dunning or notifi
             running = services[service](resources)
             await running.migrate()
             config = uvicorn.Config(
-                running.app(), host=settings.http_host, port=settings.http_port, log_level="info"
+                running.app(run_background=not api_only),
+                host=settings.http_host,
+                port=settings.http_port,
+                log_level="info",
             )
             await uvicorn.Server(config).serve()
 

@@ -18,7 +18,9 @@ NAME = "dunning"
 
 class DunningService(Service):
     def __init__(self, resources: Resources) -> None:
-        super().__init__(NAME, resources, store.runtime, DunningProjection())
+        super().__init__(
+            NAME, resources, store.runtime, DunningProjection(resources.settings.dunning_case_cache)
+        )
 
     def routers(self) -> Sequence[APIRouter]:
         return (router(),)

@@ -68,6 +68,7 @@ from services.dunning.domain import (
     load_case_json,
     new_case,
 )
+from services.runtime.committed_cache import CommittedCache
 from services.runtime.consumer import Applied, Delivered
 from services.runtime.database import driver_connection
 from services.runtime.log import Message
@@ -108,6 +109,9 @@ class _Batch:
     """What this transaction adds to them (placements, recoveries): written as increments."""
     written: set[DebtorKey] = field(default_factory=set)
     """Debtors whose rows this transaction wrote or whose profile it stored."""
+    versions: dict[tuple[str, str], str] | None = None
+    """The consumer batch's own: the version (`xmin`) of each case row it read or wrote, by
+    (tenant, case id), so what it leaves behind can be cached. None for a day's slices."""
 
     def count(self, tenant: str, key: AgencyKey, updated: AgencyPerformance) -> None:
         """Take the tenant's agency records after a placement or recovery of kind `key`."""
@@ -127,12 +131,31 @@ class _Batch:
         self.changed.add((case.tenant_id, case.debtor_id, case.case_id))
 
 
+DEFAULT_CASE_CACHE = 10_000
+"""Debtors whose decoded cases are kept between batches."""
+CachedCases = dict[str, tuple[Case, str]]
+"""A debtor's cases by case id, each with the version of its row."""
+
+
 class DunningProjection:
+    """Applies a batch to the dunning tables.
+
+    The decoded cases of debtors the batches touch are kept between batches (`CommittedCache`:
+    committed state only), each with the version of its row; a batch uses a cached case only while
+    its row still has that version (a day's slices, and other members of the group, write rows
+    too). A day's slices neither read nor fill the cache: a business day reads every due case once."""
+
     group_id = "dunning"
     topics: tuple[str, ...] = (RECEIVABLES.name, CONTACTS.name, CLOCK.name, DEBTORS.name, POLICIES.name)
 
+    def __init__(self, case_cache_size: int = DEFAULT_CASE_CACHE) -> None:
+        self.cache: CommittedCache[DebtorKey, CachedCases] = CommittedCache(case_cache_size)
+        self.batch_committed = self.cache.batch_committed
+        self.batch_failed = self.cache.batch_failed
+        self.partitions_changed = self.cache.partitions_changed
+
     async def apply(self, session: AsyncSession, batch: Sequence[Delivered]) -> Applied:
-        work = _Batch()
+        work = _Batch(versions={})
         days: dict[str, list[tuple[dt.date, InputRef]]] = defaultdict(list)
         facts: list[Delivered] = []
         profiles: dict[DebtorKey, dict[str, Any]] = {}
@@ -187,24 +210,41 @@ class DunningProjection:
     # --- facts ----------------------------------------------------------------------------------
 
     async def _load_debtors(self, session: AsyncSession, work: _Batch, keys: Iterable[DebtorKey]) -> None:
+        """The cases of the debtors: cached ones whose rows still have the cached version, the rest
+        decoded from their rows."""
         wanted = [k for k in keys if k not in work.cases]
         if not wanted:
             return
+        cached = self.cache.lookup(wanted)
         connection = await driver_connection(session)
         for start in range(0, len(wanted), DUE_CHUNK):
             chunk = wanted[start : start + DUE_CHUNK]
+            known = [
+                (tenant, case_id, version)
+                for tenant, debtor in chunk
+                for case_id, (_, version) in cached.get((tenant, debtor), {}).items()
+            ]
             rows = await connection.fetch(
-                f"SELECT c.state FROM {_CASES} AS c"
-                " JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, debtor_id)"
-                " ON c.tenant_id = k.tenant_id AND c.debtor_id = k.debtor_id",
+                _LOAD_CASES,
                 [t for t, _ in chunk],
                 [d for _, d in chunk],
+                [t for t, _, _ in known],
+                [c for _, c, _ in known],
+                [v for _, _, v in known],
             )
             for key in chunk:
                 work.cases.setdefault(key, {})
+            decoded = 0
             for row in rows:
-                case = _decode(row["state"])
-                work.cases[(case.tenant_id, case.debtor_id)][case.case_id] = case
+                key = (row["tenant_id"], row["debtor_id"])
+                if row["state"] is None:
+                    case = cached[key][row["case_id"]][0]
+                else:
+                    case = _decode(row["state"])
+                    decoded += 1
+                work.cases[key][case.case_id] = case
+                _remember(work, case, row["version"])
+            self.cache.count(hits=len(rows) - decoded, misses=decoded)
 
     async def _load_tenant_debtors(
         self, session: AsyncSession, work: _Batch, tenant: str, debtors: Sequence[str]
@@ -215,13 +255,17 @@ class DunningProjection:
             return
         connection = await driver_connection(session)
         rows = await connection.fetch(
-            f"SELECT state FROM {_CASES} WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])", tenant, wanted
+            f"SELECT state, xmin::text AS version FROM {_CASES}"
+            " WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])",
+            tenant,
+            wanted,
         )
         for debtor in wanted:
             work.cases[(tenant, debtor)] = {}
         for row in rows:
             case = _decode(row["state"])
             work.cases[(tenant, case.debtor_id)][case.case_id] = case
+            _remember(work, case, row["version"])
 
     def _apply_fact(self, work: _Batch, d: Delivered) -> None:
         tenant, debtor = d.event.tenantid, d.event.debtorid or ""
@@ -503,9 +547,12 @@ class DunningProjection:
             for column, value in zip(columns, case_row(case, _encode(case)), strict=True):
                 column.append(value)
         if columns[0]:
-            await connection.execute(_UPSERT_CASES, *columns)
+            for row in await connection.fetch(_UPSERT_CASES, *columns):
+                if work.versions is not None:
+                    work.versions[(row["tenant_id"], row["case_id"])] = row["version"]
         work.written.update((tenant, debtor) for tenant, debtor, _ in work.changed)
         work.changed.clear()
+        self._stage(work)
         if work.timeline:
             await connection.copy_records_to_table(
                 store.timeline.name,
@@ -536,6 +583,19 @@ class DunningProjection:
             )
             work.feed.clear()
 
+    def _stage(self, work: _Batch) -> None:
+        """Leave the consumer batch's cases, as written, to the cache (once the batch commits)."""
+        versions = work.versions
+        if versions is None:
+            return
+        for (tenant, debtor), cases in work.cases.items():
+            stored = {
+                case_id: (case, version)
+                for case_id, case in cases.items()
+                if (version := versions.get((tenant, case_id))) is not None
+            }
+            self.cache.stage((tenant, debtor), stored)
+
     async def _save_performance(self, session: AsyncSession, work: _Batch) -> None:
         for tenant, added in sorted(work.performance_added.items()):
             await _add_performance(session, tenant, added)
@@ -563,8 +623,20 @@ _UPSERT_CASES = (
     " ON CONFLICT (tenant_id, case_id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c, _ in _CASE_COLUMNS[2:])
     + ", updated_at = now()"
+    + " RETURNING tenant_id, case_id, xmin::text AS version"
 )
-"""Every changed case in one statement, one array per column."""
+"""Every changed case in one statement, one array per column; each row's new version back."""
+_LOAD_CASES = (
+    "SELECT c.tenant_id, c.debtor_id, c.case_id, c.xmin::text AS version,"
+    " CASE WHEN k.version IS DISTINCT FROM c.xmin::text THEN c.state END AS state"
+    f" FROM {_CASES} AS c"
+    " JOIN unnest($1::text[], $2::text[]) AS d(tenant_id, debtor_id)"
+    " ON c.tenant_id = d.tenant_id AND c.debtor_id = d.debtor_id"
+    " LEFT JOIN unnest($3::text[], $4::text[], $5::text[]) AS k(tenant_id, case_id, version)"
+    " ON c.tenant_id = k.tenant_id AND c.case_id = k.case_id"
+)
+"""The cases of some debtors with their versions; the state only where it is not the version the
+caller holds ($3..$5: tenant, case id and version of each case it holds)."""
 _TIMELINE_COLUMNS = ("tenant_id", "case_id", "business_date", "kind", "event_id", "entry")
 _FEED_COLUMNS = ("tenant_id", "agency_id", "case_id", "kind", "entry")
 
@@ -590,6 +662,11 @@ def case_row(case: Case, state: bytes) -> tuple[Any, ...]:
         case.version,
         state,
     )
+
+
+def _remember(work: _Batch, case: Case, version: str) -> None:
+    if work.versions is not None:
+        work.versions[(case.tenant_id, case.case_id)] = version
 
 
 def _moved(work: _Batch, case: Case) -> bool:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from contracts.envelope import Envelope
-from contracts.registry import ERP_TYPES, ContractError, parse_event
+from contracts.registry import ERP_TYPES, BatchError, ContractError, parse_batch
 from services.ledger import store
 from services.ledger.aging import AgingPolicy, age
 from services.ledger.ingest import IngestResult, ingest
@@ -46,24 +46,32 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _parse_batch(raw: Any, max_events: int) -> list[Envelope[Any]]:
-    if not isinstance(raw, list):
-        raise ApiError(422, [{"field": "(body)", "message": "expected a JSON array of event envelopes"}])
-    if len(raw) > max_events:
-        raise ApiError(413, f"{len(raw)} events in one request; at most {max_events}")
-    events: list[Envelope[Any]] = []
-    errors: list[dict[str, Any]] = []
-    for index, item in enumerate(raw):
-        try:
-            events.append(parse_event(item if isinstance(item, dict) else {}, ERP_TYPES))
-        except ContractError as exc:
-            event_id = item.get("id") if isinstance(item, dict) else None
-            errors.extend(
-                {"event": index, "id": event_id, "field": e.field, "message": e.message} for e in exc.errors
-            )
-    if errors:
-        raise ApiError(422, errors)
+def _parse_batch(body: bytes, max_events: int) -> list[Envelope[Any]]:
+    try:
+        events = parse_batch(body, ERP_TYPES)
+    except ContractError as exc:  # the body as a whole
+        raise ApiError(422, [{"field": e.field, "message": e.message} for e in exc.errors]) from None
+    except BatchError as exc:
+        items = orjson.loads(body)
+        _check_count(len(items), max_events)
+        raise ApiError(
+            422,
+            [
+                {"event": i, "id": _id_of(items[i]), "field": e.field, "message": e.message}
+                for i, e in exc.errors
+            ],
+        ) from None
+    _check_count(len(events), max_events)
     return events
+
+
+def _check_count(count: int, max_events: int) -> None:
+    if count > max_events:
+        raise ApiError(413, f"{count} events in one request; at most {max_events}")
+
+
+def _id_of(item: Any) -> Any:
+    return item.get("id") if isinstance(item, dict) else None
 
 
 def _check_tenant(events: Sequence[Envelope[Any]], principal: Principal) -> None:
@@ -114,11 +122,7 @@ def router(settings: Settings) -> APIRouter:
     )
     async def post_events(request: Request, principal: Authenticated) -> dict[str, Any]:
         body = await _read_body(request, settings.max_request_bytes)
-        try:
-            raw = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise ApiError(422, [{"field": "(body)", "message": f"not JSON: {exc}"}]) from None
-        events = _parse_batch(raw, settings.max_events_per_request)
+        events = _parse_batch(body, settings.max_events_per_request)
         _check_tenant(events, principal)
         now = dt.datetime.now(dt.UTC)
         results = await ingest(

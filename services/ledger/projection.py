@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ from contracts.registry import make_event
 from contracts.topics import CLOCK, DEBTORS, JOURNAL, RECEIVABLES
 from services.ledger import store
 from services.ledger.domain import BalanceChange, ChangeKind, DebtorLedger, evolve, initial_state
+from services.runtime.committed_cache import CommittedCache
 from services.runtime.consumer import Applied, Delivered
 from services.runtime.log import Message
 
@@ -111,61 +111,31 @@ DEFAULT_STATE_CACHE = 10_000
 class LedgerProjection:
     """Applies a batch to the ledger's tables.
 
-    Decoded debtor states are kept between batches in a bounded LRU, so a debtor touched by
-    consecutive batches is not decoded from its JSON again. The cache holds committed state only:
-    what a batch computes is kept aside until the consumer loop reports the batch committed
-    (`batch_committed`); a failed batch drops every state it touched (`batch_failed`, since after a
-    failure the database may or may not hold them), and a change of partition assignment drops all
-    (`partitions_changed`). Each cached state carries the version of its row (the transaction that
-    wrote it), and a batch uses it only while the row still has that version: a debtor's journal
-    and master-data partitions may belong to different members of the group, which both write its
-    state, so a row can change without this member losing a partition."""
+    Decoded debtor states are kept between batches (`CommittedCache`: committed state only), so a
+    debtor touched by consecutive batches is not decoded from its JSON again. Each cached state
+    carries the version of its row (the transaction that wrote it), and a batch uses it only while
+    the row still has that version: a debtor's journal and master-data partitions may belong to
+    different members of the group, which both write its state, so a row can change without this
+    member losing a partition."""
 
     group_id = "ledger"
     topics: tuple[str, ...] = (JOURNAL.name, DEBTORS.name, CLOCK.name)
 
     def __init__(self, state_cache_size: int = DEFAULT_STATE_CACHE) -> None:
-        self._cache_size = max(0, state_cache_size)
-        self._cache: OrderedDict[store.DebtorKey, tuple[DebtorLedger, store.Version]] = OrderedDict()
-        self._pending: dict[store.DebtorKey, tuple[DebtorLedger, store.Version]] = {}
-        self._touched: set[store.DebtorKey] = set()
+        self.cache: CommittedCache[store.DebtorKey, tuple[DebtorLedger, store.Version]] = CommittedCache(
+            state_cache_size
+        )
         self._versions: dict[store.DebtorKey, store.Version] = {}
-        self.cache_hits = 0
-        self.cache_misses = 0
-
-    # --- the consumer loop's notifications ---------------------------------------------------
-
-    def batch_committed(self) -> None:
-        cache = self._cache
-        for key, entry in self._pending.items():
-            cache[key] = entry
-            cache.move_to_end(key)
-        while len(cache) > self._cache_size:
-            cache.popitem(last=False)
-        self._pending = {}
-        self._touched = set()
-
-    def batch_failed(self) -> None:
-        for key in self._touched:
-            self._cache.pop(key, None)
-        self._pending = {}
-        self._touched = set()
-
-    def partitions_changed(self) -> None:
-        self._cache.clear()
-        self._pending = {}
-        self._touched = set()
-
-    # --- the batch ---------------------------------------------------------------------------
+        self.batch_committed = self.cache.batch_committed
+        self.batch_failed = self.cache.batch_failed
+        self.partitions_changed = self.cache.partitions_changed
 
     async def _states(
         self, session: AsyncSession, keys: set[store.DebtorKey]
     ) -> dict[store.DebtorKey, DebtorLedger]:
         """The stored states of the keys, with their versions: from the cache where the row still
         has the cached version, the rest decoded from the database."""
-        self._touched |= keys
-        cache = self._cache
-        cached = {key: cache[key] for key in keys if key in cache}
+        cached = self.cache.lookup(keys)
         loaded, versions = await store.load_ledger_versions(
             session, keys, {key: version for key, (_, version) in cached.items()}
         )
@@ -173,8 +143,7 @@ class LedgerProjection:
         for key, (state, version) in cached.items():
             if key not in loaded and versions.get(key) == version:
                 states[key] = state
-        self.cache_hits += len(states) - len(loaded)
-        self.cache_misses += len(loaded)
+        self.cache.count(hits=len(states) - len(loaded), misses=len(loaded))
         self._versions = versions
         return states
 
@@ -214,7 +183,7 @@ class LedgerProjection:
         versions = {**self._versions, **await store.save_ledgers(session, changed)}
         await store.record_movements(session, movements)
         await store.advance_business_dates(session, business_dates)
-        self._pending.update(
-            (key, (state, versions[key])) for key, state in states.items() if key in versions
-        )
+        for key, state in states.items():
+            if key in versions:
+                self.cache.stage(key, (state, versions[key]))
         return applied

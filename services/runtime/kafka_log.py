@@ -161,10 +161,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 class KafkaGroupConsumer(LogConsumer):
     def __init__(self, bootstrap_servers: str, group_id: str, topics: list[str]) -> None:
+        self._bootstrap = bootstrap_servers
+        self._group_id = group_id
         self._topics = topics
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self, on_assigned: AssignmentCallback, on_revoked: AssignmentCallback) -> None:
+        # Made here rather than with the service: a process that only serves the API never starts it.
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            group_id=group_id,
+            bootstrap_servers=self._bootstrap,
+            group_id=self._group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=100,
@@ -172,29 +178,35 @@ class KafkaGroupConsumer(LogConsumer):
             fetch_max_bytes=32 * 1024 * 1024,
             max_poll_interval_ms=300_000,
         )
-
-    async def start(self, on_assigned: AssignmentCallback, on_revoked: AssignmentCallback) -> None:
         await self._consumer.start()
         self._consumer.subscribe(topics=self._topics, listener=_Listener(on_assigned, on_revoked))
 
+    def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise RuntimeError(f"the consumer of group {self._group_id} is not started")
+        return self._consumer
+
     async def fetch(self, max_records: int, timeout_ms: int) -> list[Record]:
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        batches = await self._started().getmany(timeout_ms=timeout_ms, max_records=max_records)
         return [_record(r) for records in batches.values() for r in records]
 
     async def seek(self, partition: TopicPartition, offset: int | None) -> None:
         tp = KafkaTopicPartition(*partition)
         if offset is None:
-            await self._consumer.seek_to_beginning(tp)
+            await self._started().seek_to_beginning(tp)
         else:
-            self._consumer.seek(tp, offset)
+            self._started().seek(tp, offset)
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
-        assigned = list(self._consumer.assignment())
+        consumer = self._started()
+        assigned = list(consumer.assignment())
         if not assigned:
             return {}
-        ends = await self._consumer.end_offsets(assigned)
+        ends = await consumer.end_offsets(assigned)
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
     async def stop(self) -> None:
+        if self._consumer is None:
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._consumer.stop(), 30)

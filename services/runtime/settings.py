@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     ledger_state_cache: int = Field(
         default=10_000, ge=0, description="Debtor states the ledger consumer keeps decoded between batches"
     )
+    dunning_case_cache: int = Field(
+        default=10_000,
+        ge=0,
+        description="Debtors whose cases the dunning consumer keeps decoded between batches",
+    )
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     consumer_max_records: int = Field(default=2_000, ge=1)
     consumer_fetch_timeout_ms: int = Field(default=200, ge=1)

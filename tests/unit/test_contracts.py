@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from contracts.generate import drift
 from contracts.money import format_major, parse_major
-from contracts.registry import ERP_TYPES, ContractError, decode_event, encode_event, parse_event
+from contracts.registry import (
+    ERP_TYPES,
+    BatchError,
+    ContractError,
+    decode_event,
+    encode_event,
+    parse_batch,
+    parse_event,
+)
 
 
 def invoice(**data: Any) -> dict[str, Any]:
@@ -98,6 +107,69 @@ def test_allocations_cannot_exceed_the_payment() -> None:
         },
     }
     assert "allocations exceed the payment amount" in " ".join(errors_of(raw).values())
+
+
+def payment(**data: Any) -> dict[str, Any]:
+    return {
+        **invoice(),
+        "id": "evt-2",
+        "type": "ar.payment.received.v1",
+        "data": {
+            "payment_id": "P-1",
+            "value_date": "2026-01-10",
+            "amount": {"amount_minor": 100, "currency": "EUR"},
+            **data,
+        },
+    }
+
+
+def test_a_batch_parses_to_the_envelopes_each_event_parses_to() -> None:
+    registered = {
+        **invoice(),
+        "id": "evt-3",
+        "type": "ar.debtor.registered.v1",
+        "data": {"name": "Acme Ltd", "country": "DE", "email": "ap@acme.example"},
+    }
+    events = [invoice(), payment(allocations=[]), registered]
+    assert parse_batch(orjson.dumps(events), ERP_TYPES) == [parse_event(e, ERP_TYPES) for e in events]
+
+
+def test_a_batch_names_every_wrong_event_and_its_field() -> None:
+    no_debtor = invoice()
+    del no_debtor["debtorid"]
+    events = [
+        invoice(),
+        invoice(amount={"amount_minor": 10.5, "currency": "EUR"}),
+        {**invoice(), "type": "ar.invoice.printed.v1"},
+        {**invoice(), "type": "collections.command.send_reminder.v1"},
+        "an invoice",
+        payment(allocations=[{"invoice_id": "INV-1", "amount": {"amount_minor": 101, "currency": "EUR"}}]),
+        no_debtor,
+    ]
+    with pytest.raises(BatchError) as caught:
+        parse_batch(orjson.dumps(events), ERP_TYPES)
+    found = [(i, e.field, e.message) for i, e in caught.value.errors]
+    assert [(i, field) for i, field, _ in found] == [
+        (1, "data.amount.amount_minor"),
+        (2, "type"),
+        (3, "type"),
+        (4, "(event)"),
+        (5, "data"),
+        (6, "debtorid"),
+    ]
+    assert found[1][2] == "unknown event type 'ar.invoice.printed.v1'"
+    assert found[2][2] == "collections.command.send_reminder.v1 is not accepted here"
+    assert "allocations exceed the payment amount" in found[4][2]
+    # The same messages as for the event alone.
+    assert found[0][2] == errors_of(events[1])["data.amount.amount_minor"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("body", "message"), [(b"[{", "not JSON"), (b'{"id": 1}', "expected a JSON array")])
+def test_a_body_that_is_no_array_of_events_is_refused_as_a_whole(body: bytes, message: str) -> None:
+    with pytest.raises(ContractError) as caught:
+        parse_batch(body, ERP_TYPES)
+    assert [e.field for e in caught.value.errors] == ["(body)"]
+    assert caught.value.errors[0].message.startswith(message)
 
 
 @pytest.mark.parametrize(

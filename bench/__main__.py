@@ -28,6 +28,9 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument("--seed", type=int, default=42, help="the portfolio's random seed")
     parser.add_argument("--clients", type=int, default=4, help="concurrent HTTP clients for the ingest")
     parser.add_argument("--batch", type=int, default=1000, help="events per POST /v1/events")
+    parser.add_argument(
+        "--api-processes", type=int, default=2, help="ledger API processes the ingest posts to (default 2)"
+    )
     parser.add_argument("--reads", type=int, default=300, help="requests per read measure")
     parser.add_argument("--raw-records", type=int, default=500_000, help="records used for the Kafka limits")
     parser.add_argument(
@@ -59,6 +62,7 @@ def parse(argv: list[str]) -> Options:
         invoices=args.invoices,
         clients=args.clients,
         batch=args.batch,
+        api_processes=args.api_processes,
         reads=args.reads,
         raw_records=args.raw_records,
         out=args.out,

@@ -31,7 +31,7 @@ from bench.infra import Infrastructure, libpq, own_infrastructure
 from bench.portfolio import CLOCK_TOPIC, Portfolio, PortfolioEvent
 from bench.processes import Processes, with_children
 from bench.profiling import Profiler
-from bench.server import ledger_server
+from bench.server import ledger_server, service_server
 from contracts.topics import catalogue
 from services.ledger import store
 from services.ledger.main import NAME, LedgerService
@@ -121,9 +121,16 @@ def ingest_bodies(
 
 
 async def measure_ingest(
-    ctx: Context, portfolio: Portfolio, database_url: str, keys: dict[str, str], clients: int, batch: int
+    ctx: Context,
+    portfolio: Portfolio,
+    database_url: str,
+    keys: dict[str, str],
+    clients: int,
+    batch: int,
+    api_processes: int = 1,
 ) -> dict[str, Any]:
-    """Events per second accepted (202, acknowledged by Kafka) by POST /v1/events."""
+    """Events per second accepted (202, acknowledged by Kafka) by POST /v1/events, served by
+    `api_processes` API processes (as behind a load balancer), the clients spread over them."""
     work = ingest_bodies(portfolio.events, clients, batch)
     latencies: list[float] = []
     accepted = 0
@@ -146,17 +153,24 @@ async def measure_ingest(
                     raise RuntimeError(f"POST /v1/events accepted {summary['accepted']} of {count}")
                 accepted += count
 
-    async with ledger_server(
-        database_url,
-        ctx.infra.bootstrap_servers,
-        processes=ctx.processes,
-        pool_size=clients + 2,
-        profiler=ctx.profiler,
-        profile_name="ingest-server",
-    ) as server:
+    async with contextlib.AsyncExitStack() as stack:
+        urls = []
+        for n in range(1, api_processes + 1):
+            server = await stack.enter_async_context(
+                service_server(
+                    database_url,
+                    ctx.infra.bootstrap_servers,
+                    processes=ctx.processes,
+                    group="api_server" if n == 1 else f"api_server_{n}",
+                    pool_size=-(-clients // api_processes) + 2,
+                    profiler=ctx.profiler,
+                    profile_name="ingest-server" if n == 1 else f"ingest-server-{n}",
+                )
+            )
+            urls.append(server.url)
         cpu_before = ctx.processes.cpu()
         started = time.perf_counter()
-        await asyncio.gather(*(client_loop(server.url, requests) for requests in work))
+        await asyncio.gather(*(client_loop(urls[k % len(urls)], requests) for k, requests in enumerate(work)))
         seconds = time.perf_counter() - started
         cpu = cpu_delta(cpu_before, ctx.processes.cpu())
     return {
@@ -167,6 +181,7 @@ async def measure_ingest(
         "requests": len(latencies),
         "clients": clients,
         "batch": batch,
+        "api_processes": api_processes,
         "request_latency_ms": _percentiles(latencies),
         "cpu_seconds": cpu,
     }

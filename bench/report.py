@@ -216,7 +216,8 @@ def summary(results: dict[str, Any]) -> str:
     if "figure" in ingest:
         lines.append(
             f"  (1) ingest        {_number(ingest['figure']):>10} events/s  ({ingest['events']:,} events, "
-            f"{ingest['clients']} clients x {ingest['batch']} per request){_ratio(ingest)}"
+            f"{ingest['clients']} clients x {ingest['batch']} per request, "
+            f"{ingest.get('api_processes', 1)} API processes){_ratio(ingest)}"
         )
     for number, name in ((2, "projection"), (3, "replay")):
         measure = m.get(name, {})

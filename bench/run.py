@@ -39,6 +39,8 @@ class Options:
     invoices: int | None = None
     clients: int = 4
     batch: int = 1000
+    api_processes: int = 2
+    """Ledger API processes the ingest is posted to (one per core of this machine)."""
     reads: int = 300
     raw_records: int = 500_000
     """At most this many of the portfolio's records are used for the raw Kafka limits."""
@@ -119,6 +121,7 @@ async def _run(options: Options, ctx: Context, started_at: dt.datetime) -> dict[
             "invoices": spec.invoices,
             "clients": options.clients,
             "batch": options.batch,
+            "api_processes": options.api_processes,
             "reads": options.reads,
             "raw_records": min(options.raw_records, len(portfolio.events)),
             "day_debtors": options.day_debtor_count(),
@@ -136,7 +139,13 @@ async def _run(options: Options, ctx: Context, started_at: dt.datetime) -> dict[
 
     ledger_url, ingest_keys = await pipeline.prepare_ledger_database(ctx, "ledger", ingest_portfolio.tenants)
     measures["ingest"] = await pipeline.measure_ingest(
-        ctx, ingest_portfolio, ledger_url, ingest_keys, options.clients, options.batch
+        ctx,
+        ingest_portfolio,
+        ledger_url,
+        ingest_keys,
+        options.clients,
+        options.batch,
+        options.api_processes,
     )
 
     backlog = await limits.produce_batched(infra.bootstrap_servers, portfolio.events)

@@ -28,12 +28,22 @@ CurrencyCode = Annotated[
 ]
 
 
+MAX_MINOR = 10**15
+"""The largest amount, in minor units, of one money field (ten trillion in a two-decimal currency):
+far beyond any receivable, and small enough that sums of millions of them fit PostgreSQL's bigint."""
+
+
 class Money(BaseModel):
     """An amount of money: `amount_minor` counts minor units (cents for EUR, yen for JPY)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    amount_minor: int = Field(strict=True, description="Integer count of the currency's minor units")
+    amount_minor: int = Field(
+        strict=True,
+        ge=-MAX_MINOR,
+        le=MAX_MINOR,
+        description="Integer count of the currency's minor units",
+    )
     currency: CurrencyCode
 
 

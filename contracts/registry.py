@@ -112,10 +112,12 @@ def _debtor_error(envelope: Envelope[Any]) -> FieldError | None:
 
 
 class BatchError(ValueError):
-    """Events of a batch that break their contracts: (the event's index, a wrong field) for each."""
+    """Events of a batch that break their contracts: (the event's index, a wrong field) for each,
+    and the id every event of the batch was sent with (None where it has none)."""
 
-    def __init__(self, errors: list[tuple[int, FieldError]]) -> None:
+    def __init__(self, errors: list[tuple[int, FieldError]], ids: list[Any]) -> None:
         self.errors = errors
+        self.ids = ids
         super().__init__("; ".join(f"event {i}: {e.field}: {e.message}" for i, e in errors))
 
 
@@ -133,10 +135,15 @@ def parse_batch(body: bytes, accepted: frozenset[str]) -> list[Envelope[Any]]:
         if whole:
             raise ContractError([FieldError("(body)", "expected a JSON array of event envelopes")]) from None
         # Rare, so each event is parsed alone: the errors are exactly the ones it would have alone.
-        raise BatchError(_event_errors(orjson.loads(body), accepted)) from None
+        try:
+            items = orjson.loads(body)
+        except orjson.JSONDecodeError as error:  # JSON to pydantic's parser, not to orjson's
+            raise ContractError([FieldError("(body)", f"not JSON: {error}")]) from None
+        ids = [item.get("id") if isinstance(item, dict) else None for item in items]
+        raise BatchError(_event_errors(items, accepted), ids) from None
     errors = [(i, e) for i, envelope in enumerate(envelopes) if (e := _debtor_error(envelope)) is not None]
     if errors:
-        raise BatchError(errors)
+        raise BatchError(errors, [envelope.id for envelope in envelopes])
     return envelopes
 
 

@@ -164,6 +164,14 @@ def test_a_batch_names_every_wrong_event_and_its_field() -> None:
     assert found[0][2] == errors_of(events[1])["data.amount.amount_minor"]  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("digits", [16, 30])
+def test_an_amount_no_ledger_could_hold_is_refused(digits: int) -> None:
+    body = orjson.dumps([invoice()]).replace(b"12345", b"1" + b"0" * digits)
+    with pytest.raises(BatchError) as caught:
+        parse_batch(body, ERP_TYPES)
+    assert [(i, e.field) for i, e in caught.value.errors] == [(0, "data.amount.amount_minor")]
+
+
 @pytest.mark.parametrize(("body", "message"), [(b"[{", "not JSON"), (b'{"id": 1}', "expected a JSON array")])
 def test_a_body_that_is_no_array_of_events_is_refused_as_a_whole(body: bytes, message: str) -> None:
     with pytest.raises(ContractError) as caught:

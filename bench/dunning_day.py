@@ -58,7 +58,7 @@ from aiokafka.structs import TopicPartition
 
 from bench.infra import Infrastructure, libpq
 from bench.limits import copy_rate
-from bench.pipeline import Context, cpu_delta, outbox_rows, settings, standalone
+from bench.pipeline import Context, caught_up_by, cpu_delta, outbox_rows, settings, standalone
 from contracts.collections import (
     ContactResult,
     DisputeChanged,
@@ -472,10 +472,7 @@ async def measure_dunning_evaluation(
             clock = time.perf_counter()
             await resources.event_log.publish(ticks)
             deadline = clock + 600 + debtors / 500
-            while await service.consumer.lag() > 0:
-                if time.perf_counter() > deadline:
-                    raise TimeoutError(f"dunning did not evaluate the business day for {debtors} debtors")
-                await asyncio.sleep(0.1)
+            await caught_up_by(service.consumer, deadline, f"dunning's business day for {debtors} debtors")
             evaluated = time.perf_counter()
             cpu_evaluation = cpu_delta(cpu_before, ctx.processes.cpu())
             while await outbox_rows(resources.sessions, dunning_store.runtime) > 0:

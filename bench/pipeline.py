@@ -37,6 +37,7 @@ from services.ledger import store
 from services.ledger.main import NAME, LedgerService
 from services.ledger.projection import LedgerProjection
 from services.runtime.auth import create_key
+from services.runtime.consumer import ConsumerLoop
 from services.runtime.migrations import upgrade
 from services.runtime.process import open_resources
 from services.runtime.settings import Settings
@@ -93,6 +94,14 @@ async def prepare_ledger_database(
             for tenant in tenants:
                 keys[tenant] = await create_key(session, store.runtime, tenant, "bench-erp", "erp")
     return url, keys
+
+
+async def caught_up_by(consumer: ConsumerLoop, deadline: float, what: str, poll_s: float = 0.1) -> None:
+    """Wait until the consumer's lag is 0; TimeoutError if it is not by `deadline` (perf_counter)."""
+    while await consumer.lag() > 0:
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"{what} did not catch up in time")
+        await asyncio.sleep(poll_s)
 
 
 # --- (1) ingest -----------------------------------------------------------------------------------
@@ -220,10 +229,7 @@ async def measure_projection(ctx: Context, database_url: str, profile_name: str)
             if ctx.profiler:
                 profiling.enter_context(ctx.profiler.attach(os.getpid(), profile_name))
             deadline = assigned + 600 + records / 50
-            while await service.consumer.lag() > 0:
-                if time.perf_counter() > deadline:
-                    raise TimeoutError(f"the ledger consumer did not catch up with {records} records")
-                await asyncio.sleep(0.2)
+            await caught_up_by(service.consumer, deadline, f"the ledger consumer with {records} records")
             caught_up = time.perf_counter()
             cpu = cpu_delta(cpu_before, ctx.processes.cpu())
             while await outbox_rows(resources.sessions) > 0:

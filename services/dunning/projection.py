@@ -126,6 +126,17 @@ class _Batch:
         )
         self.performance[tenant] = dict(updated)
 
+    def hold(self, tenant: str, debtors: Iterable[str], rows: Iterable[tuple[bytes, str | None]]) -> None:
+        """The stored cases of the tenant's `debtors` (none for a debtor without rows), from their
+        encoded states and, when known, their rows' versions."""
+        for debtor in debtors:
+            self.cases[(tenant, debtor)] = {}
+        for state, version in rows:
+            case = _decode(state)
+            self.cases[(tenant, case.debtor_id)][case.case_id] = case
+            if version is not None:
+                _remember(self, case, version)
+
     def put(self, case: Case) -> None:
         self.cases.setdefault((case.tenant_id, case.debtor_id), {})[case.case_id] = case
         self.changed.add((case.tenant_id, case.debtor_id, case.case_id))
@@ -260,12 +271,7 @@ class DunningProjection:
             tenant,
             wanted,
         )
-        for debtor in wanted:
-            work.cases[(tenant, debtor)] = {}
-        for row in rows:
-            case = _decode(row["state"])
-            work.cases[(tenant, case.debtor_id)][case.case_id] = case
-            _remember(work, case, row["version"])
+        work.hold(tenant, wanted, ((row["state"], row["version"]) for row in rows))
 
     def _apply_fact(self, work: _Batch, d: Delivered) -> None:
         tenant, debtor = d.event.tenantid, d.event.debtorid or ""
@@ -382,11 +388,7 @@ class DunningProjection:
         stays one chunk long, and a day interrupted half-way is not decided again from its start."""
         async with AsyncSession(session.bind, expire_on_commit=False) as own, own.begin():
             part = _Batch(performance=work.performance)
-            for debtor in debtors:
-                part.cases[(tenant, debtor)] = {}
-            for state in read.states:
-                case = _decode(state)
-                part.cases[(tenant, case.debtor_id)][case.case_id] = case
+            part.hold(tenant, debtors, ((state, None) for state in read.states))
             await self._decide_debtors(own, part, tenant, day, policy, debtors, tick, read.profiles)
             await self._flush(own, part)
             await self._save_performance(own, part)

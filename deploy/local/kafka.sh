@@ -12,7 +12,7 @@
 #   --controller-port N     KAFKA_CONTROLLER_PORT  default: likewise, else 9093
 #   --timeout S             KAFKA_START_TIMEOUT    default 90 (seconds to wait for the broker)
 # Also: ARREARS_CACHE (default ~/.cache/arrears), KAFKA_HEAP_OPTS (default -Xms512m -Xmx512m), JAVA_HOME
-# (Java 17 or newer), PYTHON (default python3).
+# (Java 17 or newer), PYTHON (default: the project's .venv/bin/python; topics are created with it).
 #
 # The data dir holds server.properties, broker.log, broker.pid and the KRaft storage (kraft/).
 set -euo pipefail
@@ -232,8 +232,17 @@ status() {
   fi
 }
 
+# The project's own interpreter, never whatever python3 is first on the PATH (it lacks aiokafka).
+project_python() {
+  local python="${PYTHON:-$REPO/.venv/bin/python}"
+  [[ -x "$python" ]] || die "no Python at $python: run 'make test' (or any make target) to build .venv, or set PYTHON"
+  echo "$python"
+}
+
 create_topics() {
-  (cd "$REPO" && "${PYTHON:-python3}" -m services.runtime.kafka_admin --bootstrap "127.0.0.1:$PORT")
+  local python
+  python="$(project_python)"
+  (cd "$REPO" && "$python" -m services.runtime.kafka_admin --bootstrap "127.0.0.1:$PORT")
 }
 
 cmd="${1:-}"

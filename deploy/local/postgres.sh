@@ -15,8 +15,12 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DATA_DIR="${POSTGRES_DATA_DIR:-${ARREARS_VAR:-./var}/postgres}"
 DATA_DIR="$(mkdir -p "$DATA_DIR" && cd "$DATA_DIR" && pwd)"
 
+# The project's own interpreter (PYTHON, else .venv/bin/python), never the first python3 on the PATH.
+PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
+[[ -x "$PYTHON" ]] || { echo "postgres.sh: no Python at $PYTHON: run 'make test' to build .venv, or set PYTHON" >&2; exit 1; }
+
 embedded() {
-  (cd "$REPO" && "${PYTHON:-python3}" -m services.runtime.embedded_postgres "$@")
+  (cd "$REPO" && "$PYTHON" -m services.runtime.embedded_postgres "$@")
 }
 
 case "${1:-}" in

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ def free_ports(count: int) -> list[int]:
 def _env(data_dir: Path, port: int, controller_port: int, timeout_s: float = 90.0) -> dict[str, str]:
     return {
         **os.environ,
+        "PYTHON": sys.executable,
         "KAFKA_DATA_DIR": str(data_dir),
         "KAFKA_PORT": str(port),
         "KAFKA_CONTROLLER_PORT": str(controller_port),

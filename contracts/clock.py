@@ -6,6 +6,7 @@ import datetime as dt
 from typing import ClassVar
 
 from contracts.envelope import EventData
+from contracts.scalars import BusinessDate
 from contracts.topics import CLOCK
 
 BUSINESS_DAY_STARTED = "ar.businessday.started.v1"
@@ -16,7 +17,7 @@ class BusinessDayStarted(EventData):
     TOPIC: ClassVar[str] = CLOCK.name
     NEEDS_DEBTOR: ClassVar[bool] = False
 
-    business_date: dt.date
+    business_date: BusinessDate
 
 
 def clock_event_id(tenant_id: str, business_date: dt.date) -> str:

@@ -10,11 +10,22 @@ from __future__ import annotations
 import datetime as dt
 from typing import ClassVar, Literal, Self
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from contracts.channels import Channel
-from contracts.envelope import EventData, Fragment, Identifier
-from contracts.money import Money
+from contracts.envelope import CaseId, EventData, Fragment, Identifier
+from contracts.money import CurrencyCode, Money, positive
+from contracts.scalars import (
+    MAX_DAYS,
+    MAX_INT32,
+    MAX_INT64,
+    BusinessDate,
+    Language,
+    Line,
+    QuotedText,
+    Text,
+    Version,
+)
 from contracts.topics import CASES, COMMANDS, CONTACTS
 
 Action = Literal[
@@ -51,20 +62,20 @@ COMMAND_CANCELLED = "collections.command.cancelled.v1"
 class InputRef(Fragment):
     """A record a decision was made from: the answer to "why was this sent?"."""
 
-    topic: str
-    partition: int = Field(ge=0)
-    offset: int = Field(ge=0)
-    event_id: str
+    topic: str = Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")
+    partition: int = Field(ge=0, le=MAX_INT32)
+    offset: int = Field(ge=0, le=MAX_INT64)
+    event_id: Identifier
 
 
 class CommandItem(Fragment):
     """One overdue invoice a command concerns."""
 
     invoice_id: Identifier
-    issue_date: dt.date
-    due_date: dt.date
+    issue_date: BusinessDate
+    due_date: BusinessDate
     outstanding: Money
-    days_past_due: int
+    days_past_due: int = Field(ge=-MAX_DAYS, le=MAX_DAYS)
     penalty: Money | None = Field(default=None, description="Late-payment penalty accrued on this item")
 
 
@@ -75,16 +86,18 @@ class CollectionCommand(EventData):
     TOPIC: ClassVar[str] = COMMANDS.name
 
     command_id: Identifier
-    case_id: Identifier
+    case_id: CaseId
     action: Action
-    step: str = Field(min_length=1, max_length=64, description="The policy ladder step's name")
+    step: Line = Field(min_length=1, max_length=64, description="The policy ladder step's name")
     channels: list[Channel] = Field(
         description="In order of preference; the notifier uses the first that works"
     )
-    template: str = Field(min_length=1, max_length=128)
-    language: str = Field(default="en", description="BCP 47 language of the debtor")
-    business_date: dt.date = Field(description="The business day the command was decided on")
-    case_version: int = Field(ge=0, description="The case's version it was decided from (for the last look)")
+    template: Line = Field(min_length=1, max_length=128)
+    language: Language = Field(default="en", description="BCP 47 language of the debtor")
+    business_date: BusinessDate = Field(description="The business day the command was decided on")
+    case_version: int = Field(
+        ge=0, le=MAX_INT32, description="The case's version it was decided from (for the last look)"
+    )
     items: list[CommandItem] = Field(default_factory=list)
     total: Money = Field(description="Sum of the items' outstanding amounts")
     penalty: Money | None = None
@@ -99,7 +112,7 @@ class CollectionCommand(EventData):
     send_before: AwareDatetime | None = Field(
         default=None, description="Not after this moment: the start of the next quiet hours"
     )
-    policy_version: int = Field(ge=1)
+    policy_version: Version
     inputs: list[InputRef] = Field(default_factory=list, description="Provenance of the decision")
 
     @model_validator(mode="after")
@@ -116,9 +129,9 @@ class CommandCancelled(EventData):
     TOPIC: ClassVar[str] = COMMANDS.name
 
     command_id: Identifier
-    case_id: Identifier
-    business_date: dt.date
-    reason: str = Field(max_length=500)
+    case_id: CaseId
+    business_date: BusinessDate
+    reason: Text = Field(max_length=500)
 
 
 CaseChange = Literal[
@@ -167,17 +180,19 @@ class CaseEvent(EventData):
     TYPES: ClassVar[tuple[str, ...]] = tuple(case_type(c) for c in CASE_CHANGES)
     TOPIC: ClassVar[str] = CASES.name
 
-    case_id: Identifier
+    case_id: CaseId
     change: CaseChange
-    business_date: dt.date
-    version: int = Field(ge=0)
+    business_date: BusinessDate
+    version: int = Field(ge=0, le=MAX_INT32)
     overdue: Money
-    step: str | None = None
+    step: Line | None = Field(default=None, max_length=64)
     status: Literal["open", "held", "closed"]
     agency_id: Identifier | None = None
-    next_action_date: dt.date | None = None
-    detail: str | None = Field(default=None, max_length=2000)
-    policy_version: int | None = None
+    next_action_date: dt.date | None = Field(
+        default=None, description="A business date plus the policy's days (so not bounded like one)"
+    )
+    detail: Text | None = Field(default=None, max_length=2000)
+    policy_version: Version | None = None
     inputs: list[InputRef] = Field(default_factory=list)
 
 
@@ -193,13 +208,13 @@ class ContactResult(EventData):
     TOPIC: ClassVar[str] = CONTACTS.name
 
     command_id: Identifier
-    case_id: Identifier
+    case_id: CaseId
     outcome: ContactOutcome
     channel: Channel | None = None
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: QuotedText | None = Field(default=None, max_length=2000)
     permanent: bool = Field(default=False, description="A failure that retrying will not fix")
-    attempt: int = Field(default=1, ge=1)
-    reference: str | None = Field(
+    attempt: int = Field(default=1, ge=1, le=MAX_INT32)
+    reference: QuotedText | None = Field(
         default=None, max_length=500, description="Message id, file name, call task id"
     )
 
@@ -207,8 +222,8 @@ class ContactResult(EventData):
 class Recorded(Fragment):
     """Who recorded an agreement, and on which business day it takes effect."""
 
-    recorded_by: str = Field(min_length=1, max_length=200, description="User, collector or agency id")
-    business_date: dt.date
+    recorded_by: Line = Field(min_length=1, max_length=200, description="User, collector or agency id")
+    business_date: BusinessDate
 
 
 class PromiseToPay(EventData):
@@ -217,8 +232,13 @@ class PromiseToPay(EventData):
 
     promise_id: Identifier
     amount: Money
-    promised_date: dt.date
+    promised_date: BusinessDate
     recorded: Recorded
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_positive(cls, value: Money) -> Money:
+        return positive(value, "amount")
 
 
 class DisputeChanged(EventData):
@@ -229,13 +249,18 @@ class DisputeChanged(EventData):
 
     dispute_id: Identifier
     invoice_id: Identifier
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Text | None = Field(default=None, max_length=2000)
     recorded: Recorded
 
 
 class Instalment(Fragment):
-    due_date: dt.date
+    due_date: BusinessDate
     amount: Money
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_positive(cls, value: Money) -> Money:
+        return positive(value, "amount")
 
 
 class PaymentPlanAgreed(EventData):
@@ -243,7 +268,7 @@ class PaymentPlanAgreed(EventData):
     TOPIC: ClassVar[str] = CONTACTS.name
 
     plan_id: Identifier
-    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    currency: CurrencyCode
     instalments: list[Instalment] = Field(min_length=1, max_length=120)
     recorded: Recorded
 
@@ -252,8 +277,8 @@ class PaymentPlanAgreed(EventData):
         dates = [i.due_date for i in self.instalments]
         if dates != sorted(dates):
             raise ValueError("instalments must be in due-date order")
-        if any(i.amount.currency != self.currency or i.amount.amount_minor <= 0 for i in self.instalments):
-            raise ValueError("instalments must be positive amounts in the plan's currency")
+        if any(i.amount.currency != self.currency for i in self.instalments):
+            raise ValueError("instalments must be in the plan's currency")
         return self
 
 
@@ -268,9 +293,9 @@ class HoldChanged(EventData):
 
     hold_id: Identifier
     kind: HoldKind
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
-    reason: str | None = Field(default=None, max_length=2000)
-    until: dt.date | None = Field(default=None, description="The hold expires after this date")
+    currency: CurrencyCode | None = None
+    reason: Text | None = Field(default=None, max_length=2000)
+    until: BusinessDate | None = Field(default=None, description="The hold expires after this date")
     recorded: Recorded
 
 
@@ -279,8 +304,8 @@ class CaseNote(EventData):
     TOPIC: ClassVar[str] = CONTACTS.name
 
     note_id: Identifier
-    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
-    text: str = Field(min_length=1, max_length=4000)
+    currency: CurrencyCode | None = None
+    text: Text = Field(min_length=1, max_length=4000)
     recorded: Recorded
 
 
@@ -292,8 +317,13 @@ class AgencyOutcome(EventData):
 
     outcome_id: Identifier
     agency_id: Identifier
-    case_id: Identifier
+    case_id: CaseId
     kind: Literal["contact_made", "no_contact", "promise", "dispute", "recovered"]
     amount_recovered: Money | None = None
-    detail: str | None = Field(default=None, max_length=2000)
+    detail: Text | None = Field(default=None, max_length=2000)
     recorded: Recorded
+
+    @field_validator("amount_recovered")
+    @classmethod
+    def _amount_positive(cls, value: Money | None) -> Money | None:
+        return None if value is None else positive(value, "amount_recovered")

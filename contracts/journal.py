@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from functools import cache
-from typing import ClassVar, Self
+from typing import Annotated, ClassVar, Self
 from zoneinfo import available_timezones
 
 from pydantic import Field, field_validator, model_validator
 
 from contracts.channels import Channel
 from contracts.envelope import EventData, Fragment, Identifier
-from contracts.money import Money
+from contracts.money import Money, positive
+from contracts.scalars import BusinessDate, Language, Line, Text
 from contracts.topics import DEBTORS, JOURNAL
 
 
@@ -20,10 +20,7 @@ def _time_zones() -> frozenset[str]:
     return frozenset(available_timezones())
 
 
-def _positive(money: Money, field: str) -> Money:
-    if money.amount_minor <= 0:
-        raise ValueError(f"{field} must be a positive amount")
-    return money
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f]+$"
 
 
 class DebtorProfile(EventData):
@@ -32,16 +29,18 @@ class DebtorProfile(EventData):
     TYPES: ClassVar[tuple[str, ...]] = ("ar.debtor.registered.v1", "ar.debtor.updated.v1")
     TOPIC: ClassVar[str] = DEBTORS.name
 
-    name: str = Field(min_length=1, max_length=300)
+    name: Line = Field(min_length=1, max_length=300)
     country: str | None = Field(default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
-    language: str = Field(default="en", pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", description="BCP 47")
-    timezone: str = Field(default="UTC", description="IANA time zone of the debtor")
-    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    language: Language = "en"
+    timezone: str = Field(default="UTC", max_length=64, description="IANA time zone of the debtor")
+    email: str | None = Field(default=None, max_length=320, pattern=EMAIL_PATTERN)
     phone: str | None = Field(default=None, max_length=32, pattern=r"^\+?[0-9 ()-]{3,31}$")
-    postal_address: list[str] = Field(default_factory=list, max_length=8)
-    tax_id: str | None = Field(default=None, max_length=64)
+    postal_address: list[Annotated[Line, Field(max_length=200)]] = Field(default_factory=list, max_length=8)
+    tax_id: Line | None = Field(default=None, max_length=64)
     consented_channels: list[Channel] | None = Field(
-        default=None, description="Channels the debtor agreed to be contacted on; unset: the policy's default"
+        default=None,
+        max_length=16,
+        description="Channels the debtor agreed to be contacted on; unset: the policy's default",
     )
 
     @field_validator("timezone")
@@ -57,15 +56,15 @@ class InvoiceIssued(EventData):
     TOPIC: ClassVar[str] = JOURNAL.name
 
     invoice_id: Identifier
-    issue_date: dt.date
-    due_date: dt.date
+    issue_date: BusinessDate
+    due_date: BusinessDate
     amount: Money
-    description: str | None = Field(default=None, max_length=500)
+    description: Text | None = Field(default=None, max_length=500)
 
     @field_validator("amount")
     @classmethod
     def _amount_positive(cls, value: Money) -> Money:
-        return _positive(value, "amount")
+        return positive(value, "amount")
 
     @model_validator(mode="after")
     def _due_after_issue(self) -> Self:
@@ -81,15 +80,15 @@ class InvoiceAdjusted(EventData):
     TOPIC: ClassVar[str] = JOURNAL.name
 
     invoice_id: Identifier
-    adjustment_date: dt.date
+    adjustment_date: BusinessDate
     new_amount: Money
-    due_date: dt.date | None = None
-    reason: str | None = Field(default=None, max_length=500)
+    due_date: BusinessDate | None = None
+    reason: Text | None = Field(default=None, max_length=500)
 
     @field_validator("new_amount")
     @classmethod
     def _amount_positive(cls, value: Money) -> Money:
-        return _positive(value, "new_amount")
+        return positive(value, "new_amount")
 
 
 class InvoiceCancelled(EventData):
@@ -97,8 +96,8 @@ class InvoiceCancelled(EventData):
     TOPIC: ClassVar[str] = JOURNAL.name
 
     invoice_id: Identifier
-    cancellation_date: dt.date
-    reason: str | None = Field(default=None, max_length=500)
+    cancellation_date: BusinessDate
+    reason: Text | None = Field(default=None, max_length=500)
 
 
 class CreditNoteIssued(EventData):
@@ -108,15 +107,15 @@ class CreditNoteIssued(EventData):
     TOPIC: ClassVar[str] = JOURNAL.name
 
     credit_note_id: Identifier
-    issue_date: dt.date
+    issue_date: BusinessDate
     amount: Money
     invoice_id: Identifier | None = None
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Text | None = Field(default=None, max_length=500)
 
     @field_validator("amount")
     @classmethod
     def _amount_positive(cls, value: Money) -> Money:
-        return _positive(value, "amount")
+        return positive(value, "amount")
 
 
 class Allocation(Fragment):
@@ -126,7 +125,7 @@ class Allocation(Fragment):
     @field_validator("amount")
     @classmethod
     def _amount_positive(cls, value: Money) -> Money:
-        return _positive(value, "amount")
+        return positive(value, "amount")
 
 
 def _check_allocations(total: Money, allocations: list[Allocation]) -> None:
@@ -145,15 +144,15 @@ class PaymentReceived(EventData):
     TOPIC: ClassVar[str] = JOURNAL.name
 
     payment_id: Identifier
-    value_date: dt.date
+    value_date: BusinessDate
     amount: Money
     allocations: list[Allocation] = Field(default_factory=list, max_length=1000)
-    reference: str | None = Field(default=None, max_length=200)
+    reference: Line | None = Field(default=None, max_length=200)
 
     @field_validator("amount")
     @classmethod
     def _amount_positive(cls, value: Money) -> Money:
-        return _positive(value, "amount")
+        return positive(value, "amount")
 
     @model_validator(mode="after")
     def _allocations_fit(self) -> Self:
@@ -168,7 +167,7 @@ class PaymentAllocated(EventData):
     TOPIC: ClassVar[str] = JOURNAL.name
 
     payment_id: Identifier
-    allocation_date: dt.date
+    allocation_date: BusinessDate
     allocations: list[Allocation] = Field(min_length=1, max_length=1000)
 
     @model_validator(mode="after")
@@ -188,8 +187,8 @@ class PaymentReversed(EventData):
     TOPIC: ClassVar[str] = JOURNAL.name
 
     payment_id: Identifier
-    reversal_date: dt.date
-    reason: str | None = Field(default=None, max_length=500)
+    reversal_date: BusinessDate
+    reason: Text | None = Field(default=None, max_length=500)
 
 
 class WriteOffPosted(EventData):
@@ -200,14 +199,14 @@ class WriteOffPosted(EventData):
 
     writeoff_id: Identifier
     invoice_id: Identifier
-    posting_date: dt.date
+    posting_date: BusinessDate
     amount: Money | None = None
-    reason: str | None = Field(default=None, max_length=500)
+    reason: Text | None = Field(default=None, max_length=500)
 
     @field_validator("amount")
     @classmethod
     def _amount_positive(cls, value: Money | None) -> Money | None:
-        return None if value is None else _positive(value, "amount")
+        return None if value is None else positive(value, "amount")
 
 
 JournalEntry = (

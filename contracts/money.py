@@ -15,7 +15,7 @@ def _known_currencies() -> frozenset[str]:
     return frozenset(list_currencies())
 
 
-def _check_currency(code: str) -> str:
+def check_currency(code: str) -> str:
     if code not in _known_currencies():
         raise ValueError(f"{code!r} is not an ISO 4217 currency code")
     return code
@@ -24,7 +24,7 @@ def _check_currency(code: str) -> str:
 CurrencyCode = Annotated[
     str,
     Field(pattern=r"^[A-Z]{3}$", description="ISO 4217 alphabetic code", examples=["EUR"]),
-    AfterValidator(_check_currency),
+    AfterValidator(check_currency),
 ]
 
 
@@ -45,6 +45,12 @@ class Money(BaseModel):
         description="Integer count of the currency's minor units",
     )
     currency: CurrencyCode
+
+
+def positive(money: Money, field: str) -> Money:
+    if money.amount_minor <= 0:
+        raise ValueError(f"{field} must be a positive amount")
+    return money
 
 
 def minor_unit_exponent(currency: str) -> int:

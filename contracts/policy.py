@@ -23,7 +23,8 @@ from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, mo
 from contracts.channels import Channel
 from contracts.collections import Action
 from contracts.envelope import EventData, Fragment, Identifier
-from contracts.money import CurrencyCode
+from contracts.money import MAX_MINOR, CurrencyCode
+from contracts.scalars import MAX_INT32, BusinessDate, Line, Version
 from contracts.topics import POLICIES
 
 POLICY_PUBLISHED = "collections.policy.published.v1"
@@ -71,7 +72,7 @@ Rate = Annotated[
     ),
 ]
 MinorAmounts = Annotated[
-    dict[CurrencyCode, Annotated[int, Field(strict=True, ge=0)]],
+    dict[CurrencyCode, Annotated[int, Field(strict=True, ge=0, le=MAX_MINOR)]],
     Field(description="Integer minor units per ISO 4217 currency; an unlisted currency has none"),
 ]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")]
@@ -147,7 +148,7 @@ class AmountBand(Fragment):
     """Overdue amounts from `from_minor` up to the next band's start."""
 
     name: Name
-    from_minor: int = Field(strict=True, ge=0)
+    from_minor: int = Field(strict=True, ge=0, le=MAX_MINOR)
     shift_days: int = Field(default=0, ge=-60, le=60, description="Moves every step; negative: earlier")
 
 
@@ -214,7 +215,7 @@ class DiscountTier(Fragment):
 
 class Agency(Fragment):
     agency_id: Identifier
-    name: str | None = Field(default=None, max_length=200)
+    name: Line | None = Field(default=None, max_length=200)
     currencies: list[CurrencyCode] = Field(default_factory=list, description="Empty: any currency")
     segments: list[Name] = Field(default_factory=list, description="Empty: any risk segment")
 
@@ -228,7 +229,7 @@ class AgencyRules(Fragment):
     fallback: list[Identifier] = Field(
         default_factory=list, description="Order of choice without history; empty: the agencies' order"
     )
-    min_placements: int = Field(default=5, ge=1)
+    min_placements: int = Field(default=5, ge=1, le=MAX_INT32)
     recall_after_days: int = Field(
         default=90, ge=1, le=3650, description="Recall after this long without recovery"
     )
@@ -262,7 +263,7 @@ def _channels(*channels: Channel) -> list[Channel]:
 class DunningPolicy(Fragment):
     """A tenant's dunning policy."""
 
-    name: str = Field(min_length=1, max_length=100)
+    name: Line = Field(min_length=1, max_length=100)
     steps: list[LadderStep] = Field(min_length=1, max_length=50, description="Ordered by days")
     min_days_between_steps: int = Field(
         default=7,
@@ -323,8 +324,8 @@ class PolicyPublished(EventData):
     TOPIC: ClassVar[str] = POLICIES.name
     NEEDS_DEBTOR: ClassVar[bool] = False
 
-    version: int = Field(ge=1)
-    effective_from: dt.date = Field(description="The business date from which this version decides")
+    version: Version
+    effective_from: BusinessDate = Field(description="The business date from which this version decides")
     document: DunningPolicy
 
 

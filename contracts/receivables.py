@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from contracts.envelope import EventData, Identifier
 from contracts.money import Money
+from contracts.scalars import BusinessDate
 from contracts.topics import RECEIVABLES
 
 ReceivableStatus = Literal["open", "settled", "written_off", "cancelled"]
@@ -35,12 +35,16 @@ class ReceivableBalance(EventData):
     TOPIC: ClassVar[str] = RECEIVABLES.name
 
     invoice_id: Identifier
-    issue_date: dt.date
-    due_date: dt.date
+    issue_date: BusinessDate
+    due_date: BusinessDate
     amount: Money = Field(description="The invoice's total")
     outstanding: Money = Field(description="What is still owed after this change")
     change: Money = Field(description="Signed change of the outstanding amount")
     status: ReceivableStatus
-    effective_date: dt.date = Field(description="Business date the change takes effect")
-    cause_type: str = Field(description="Type of the journal event that caused the change")
-    cause_id: str = Field(description="Id of the journal event that caused the change")
+    effective_date: BusinessDate = Field(description="Business date the change takes effect")
+    cause_type: str = Field(
+        max_length=200,
+        pattern=r"^[a-z][a-z0-9_.]*$",
+        description="Type of the journal event that caused the change",
+    )
+    cause_id: Identifier = Field(description="Id of the journal event that caused the change")

@@ -11,9 +11,11 @@ from typing import Annotated, Any, Union, cast
 
 import orjson
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from contracts import clock, collections, journal, policy, receivables, topics
 from contracts.envelope import Envelope, EventData
+from contracts.scalars import PATTERN_MEANINGS
 
 DATA_MODELS: tuple[type[EventData], ...] = (
     journal.DebtorProfile,
@@ -76,7 +78,16 @@ def _dotted(loc: Iterable[int | str]) -> str:
 
 
 def _field_errors(exc: ValidationError) -> list[FieldError]:
-    return [FieldError(_dotted(e["loc"]) or "(envelope)", e["msg"]) for e in exc.errors()]
+    return [FieldError(_dotted(e["loc"]) or "(envelope)", _message(e)) for e in exc.errors()]
+
+
+def _message(error: ErrorDetails) -> str:
+    """Pydantic's message, but a text pattern said in words rather than as its regular expression."""
+    if error["type"] == "string_pattern_mismatch":
+        meaning = PATTERN_MEANINGS.get(str(error.get("ctx", {}).get("pattern")))
+        if meaning is not None:
+            return meaning
+    return error["msg"]
 
 
 def parse_event(raw: Mapping[str, Any], accepted: Collection[str] | None = None) -> Envelope[Any]:

@@ -1,7 +1,8 @@
 """HTTP for the collections team (cases, timelines, promises, disputes, plans, holds, notes) and for
 collection agencies (their case feed and their outcomes).
 
-What people record is published as a contact record on `ar.contacts.v1` and reaches the case through
+What people record is written to the dunning outbox with the claim of its id (durable before the
+202, broker or not), published as a contact record on `ar.contacts.v1`, and reaches the case through
 the dunning consumer like every other fact, so a replay of the log reproduces it. The answer is 202
 with the event id; an `Idempotency-Key` header makes a retried request a no-op.
 """
@@ -10,46 +11,65 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import uuid
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import and_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from contracts import collections as c
-from contracts.envelope import EventData, Identifier
-from contracts.money import Money
+from contracts.envelope import IDENTIFIER_PATTERN, CaseId, EventData, Identifier
+from contracts.money import MAX_MINOR, Money, positive
 from contracts.policy import DunningPolicy, PolicyPublished
 from contracts.registry import encode_event, make_event
+from contracts.scalars import FIRST_DATE, LAST_DATE, MAX_INT32, MAX_INT64, BusinessDate, Line, Text
 from contracts.topics import CONTACTS, POLICIES
 from services.dunning import store
 from services.runtime.auth import Principal
 from services.runtime.http import ApiError, ReadSession, authenticator, require_role
 from services.runtime.log import Message
+from services.runtime.outbox import write_outbox
 
 SOURCE = "arrears/dunning/api"
 Authenticated = Annotated[Principal, Depends(authenticator(store.runtime))]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=100)]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=100, pattern=IDENTIFIER_PATTERN)
+]
+CasePath = Annotated[CaseId, Path(description='The case: "{debtor id}:{ISO 4217 currency}", e.g. C-1042:EUR')]
+IdPath = Annotated[Identifier, Path()]
+MAX_ID = 128
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 
 
-def _split_case_id(case_id: str) -> tuple[str, str]:
-    debtor_id, _, currency = case_id.rpartition(":")
-    if not debtor_id or len(currency) != 3:
-        raise ApiError(404, f"no case {case_id}")
-    return debtor_id, currency
+def _id(text: str) -> str:
+    """`text` as an event or hold id: itself when it is one, else a digest of it (stable, so a retry
+    names the same record)."""
+    if len(text) <= MAX_ID and _IDENTIFIER.fullmatch(text):
+        return text
+    return f"sha256:{hashlib.sha256(text.encode()).hexdigest()}"
+
+
+def _invalid(field: str, message: str) -> ApiError:
+    return ApiError(422, [{"field": field, "message": message}])
 
 
 class PromiseBody(BaseModel):
     amount: Money
-    promised_date: dt.date
+    promised_date: BusinessDate
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_positive(cls, value: Money) -> Money:
+        return positive(value, "amount")
 
 
 class DisputeBody(BaseModel):
     invoice_id: Identifier
-    reason: str | None = Field(default=None, max_length=2000)
+    reason: Text | None = Field(default=None, max_length=2000)
 
 
 class PlanBody(BaseModel):
@@ -58,16 +78,16 @@ class PlanBody(BaseModel):
 
 class HoldBody(BaseModel):
     kind: Literal["manual", "insolvency"] = "manual"
-    reason: str = Field(min_length=1, max_length=2000)
-    until: dt.date | None = None
+    reason: Text = Field(min_length=1, max_length=2000)
+    until: BusinessDate | None = None
 
 
 class NoteBody(BaseModel):
-    text: str = Field(min_length=1, max_length=4000)
+    text: Text = Field(min_length=1, max_length=4000)
 
 
 class PolicyBody(BaseModel):
-    effective_from: dt.date
+    effective_from: BusinessDate
     document: DunningPolicy
 
 
@@ -86,7 +106,12 @@ def policy_message(tenant_id: str, policy: PolicyPublished, now: dt.datetime) ->
 class OutcomeBody(BaseModel):
     kind: Literal["contact_made", "no_contact", "promise", "dispute", "recovered"]
     amount_recovered: Money | None = None
-    detail: str | None = Field(default=None, max_length=2000)
+    detail: Text | None = Field(default=None, max_length=2000)
+
+    @field_validator("amount_recovered")
+    @classmethod
+    def _amount_positive(cls, value: Money | None) -> Money | None:
+        return None if value is None else positive(value, "amount_recovered")
 
 
 CASE_COLUMNS = (
@@ -105,6 +130,26 @@ CASE_COLUMNS = (
 
 def _case_row(row: Any) -> dict[str, Any]:
     return {column.name: getattr(row, column.name) for column in CASE_COLUMNS}
+
+
+async def _case(session: ReadSession, principal: Principal, case_id: str) -> Any:
+    """The tenant's case (its listed columns); 404 when there is none, so that what a collector
+    records never opens a case of its own."""
+    row = (
+        await session.execute(
+            select(*CASE_COLUMNS).where(
+                store.cases.c.tenant_id == principal.tenant_id, store.cases.c.case_id == case_id
+            )
+        )
+    ).first()
+    if row is None:
+        raise ApiError(404, f"no case {case_id}")
+    return row
+
+
+def _not_before(day: dt.date, business_date: dt.date, field: str) -> None:
+    if day < business_date:
+        raise _invalid(field, f"{day} is before the business date {business_date}")
 
 
 async def _business_date(session: ReadSession, tenant_id: str) -> dt.date:
@@ -153,9 +198,10 @@ async def _record(
             if known != digest:
                 raise ApiError(409, f"Idempotency-Key {event_id} was used for another request")
             return {"id": event_id, "status": "duplicate"}
-        await request.app.state.event_log.publish(
-            [Message(CONTACTS.name, event.key.encode(), encode_event(event))]
+        await write_outbox(
+            session, store.runtime, [Message(CONTACTS.name, event.key.encode(), encode_event(event))]
         )
+    request.app.state.outbox_written()
     return {"id": event_id, "status": "accepted"}
 
 
@@ -168,7 +214,7 @@ async def _recorded(session: ReadSession, principal: Principal) -> c.Recorded:
 
 
 def _event_id(kind: str, key: str | None) -> str:
-    return f"{kind}:{key}" if key else f"{kind}:{uuid.uuid4()}"
+    return _id(f"{kind}:{key}" if key else f"{kind}:{uuid.uuid4()}")
 
 
 def router() -> APIRouter:
@@ -179,14 +225,17 @@ def router() -> APIRouter:
         principal: Authenticated,
         session: ReadSession,
         status: Literal["open", "held", "closed"] | None = None,
-        step: str | None = None,
+        step: Annotated[Line | None, Query(max_length=64)] = None,
         currency: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
-        agency_id: str | None = None,
-        debtor_id: str | None = None,
-        min_overdue_minor: Annotated[int | None, Query(ge=0)] = None,
-        due_by: Annotated[dt.date | None, Query(description="Next action on or before this date")] = None,
+        agency_id: Annotated[Identifier | None, Query()] = None,
+        debtor_id: Annotated[Identifier | None, Query()] = None,
+        min_overdue_minor: Annotated[int | None, Query(ge=0, le=MAX_MINOR)] = None,
+        due_by: Annotated[
+            dt.date | None,
+            Query(ge=FIRST_DATE, le=LAST_DATE, description="Next action on or before this date"),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     ) -> dict[str, Any]:
         require_role(principal, "collector", "operations")
         t = store.cases
@@ -214,17 +263,9 @@ def router() -> APIRouter:
         return {"cases": [_case_row(r) for r in rows], "limit": limit, "offset": offset}
 
     @api.get("/cases/{case_id}", tags=["cases"], summary="One case with its full timeline")
-    async def get_case(case_id: str, principal: Authenticated, session: ReadSession) -> dict[str, Any]:
+    async def get_case(case_id: CasePath, principal: Authenticated, session: ReadSession) -> dict[str, Any]:
         require_role(principal, "collector", "operations")
-        row = (
-            await session.execute(
-                select(*CASE_COLUMNS).where(
-                    store.cases.c.tenant_id == principal.tenant_id, store.cases.c.case_id == case_id
-                )
-            )
-        ).first()
-        if row is None:
-            raise ApiError(404, f"no case {case_id}")
+        row = await _case(session, principal, case_id)
         entries = await session.execute(
             select(store.timeline.c.business_date, store.timeline.c.kind, store.timeline.c.entry)
             .where(store.timeline.c.tenant_id == principal.tenant_id, store.timeline.c.case_id == case_id)
@@ -237,7 +278,7 @@ def router() -> APIRouter:
 
     @api.post("/cases/{case_id}/promises", status_code=202, tags=["cases"], summary="Record a promise to pay")
     async def promise(
-        case_id: str,
+        case_id: CasePath,
         body: PromiseBody,
         request: Request,
         principal: Authenticated,
@@ -245,23 +286,22 @@ def router() -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         require_role(principal, "collector")
-        debtor_id, currency = _split_case_id(case_id)
-        if body.amount.currency != currency:
-            raise ApiError(422, [{"field": "amount.currency", "message": f"the case is in {currency}"}])
+        case = await _case(session, principal, case_id)
+        if body.amount.currency != case.currency:
+            raise _invalid("amount.currency", f"the case is in {case.currency}")
+        recorded = await _recorded(session, principal)
+        _not_before(body.promised_date, recorded.business_date, "promised_date")
         event_id = _event_id("promise", idempotency_key)
         data = c.PromiseToPay(
-            promise_id=event_id,
-            amount=body.amount,
-            promised_date=body.promised_date,
-            recorded=await _recorded(session, principal),
+            promise_id=event_id, amount=body.amount, promised_date=body.promised_date, recorded=recorded
         )
-        return await _record(request, principal, debtor_id, "ar.promise.made.v1", data, event_id)
+        return await _record(request, principal, case.debtor_id, "ar.promise.made.v1", data, event_id)
 
     @api.post(
         "/cases/{case_id}/disputes", status_code=202, tags=["cases"], summary="Open a dispute on an item"
     )
     async def open_dispute(
-        case_id: str,
+        case_id: CasePath,
         body: DisputeBody,
         request: Request,
         principal: Authenticated,
@@ -269,7 +309,7 @@ def router() -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         require_role(principal, "collector")
-        debtor_id, _ = _split_case_id(case_id)
+        debtor_id = (await _case(session, principal, case_id)).debtor_id
         event_id = _event_id("dispute", idempotency_key)
         data = c.DisputeChanged(
             dispute_id=event_id,
@@ -286,15 +326,15 @@ def router() -> APIRouter:
         summary="Resolve a dispute; escalation of that item resumes",
     )
     async def resolve_dispute(
-        case_id: str,
-        dispute_id: str,
+        case_id: CasePath,
+        dispute_id: IdPath,
         body: DisputeBody,
         request: Request,
         principal: Authenticated,
         session: ReadSession,
     ) -> dict[str, Any]:
         require_role(principal, "collector")
-        debtor_id, _ = _split_case_id(case_id)
+        debtor_id = (await _case(session, principal, case_id)).debtor_id
         data = c.DisputeChanged(
             dispute_id=dispute_id,
             invoice_id=body.invoice_id,
@@ -302,14 +342,14 @@ def router() -> APIRouter:
             recorded=await _recorded(session, principal),
         )
         return await _record(
-            request, principal, debtor_id, "ar.dispute.resolved.v1", data, f"{dispute_id}:resolved"
+            request, principal, debtor_id, "ar.dispute.resolved.v1", data, _id(f"{dispute_id}:resolved")
         )
 
     @api.post(
         "/cases/{case_id}/plans", status_code=202, tags=["cases"], summary="Record an agreed payment plan"
     )
     async def plan(
-        case_id: str,
+        case_id: CasePath,
         body: PlanBody,
         request: Request,
         principal: Authenticated,
@@ -317,18 +357,20 @@ def router() -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         require_role(principal, "collector")
-        debtor_id, currency = _split_case_id(case_id)
+        case = await _case(session, principal, case_id)
+        for index, instalment in enumerate(body.instalments):
+            if instalment.amount.currency != case.currency:
+                raise _invalid(f"instalments[{index}].amount.currency", f"the case is in {case.currency}")
+        recorded = await _recorded(session, principal)
+        _not_before(body.instalments[0].due_date, recorded.business_date, "instalments[0].due_date")
         event_id = _event_id("plan", idempotency_key)
         try:
             data = c.PaymentPlanAgreed(
-                plan_id=event_id,
-                currency=currency,
-                instalments=body.instalments,
-                recorded=await _recorded(session, principal),
+                plan_id=event_id, currency=case.currency, instalments=body.instalments, recorded=recorded
             )
         except ValueError as exc:
-            raise ApiError(422, [{"field": "instalments", "message": str(exc)}]) from None
-        return await _record(request, principal, debtor_id, "ar.plan.agreed.v1", data, event_id)
+            raise _invalid("instalments", str(exc)) from None
+        return await _record(request, principal, case.debtor_id, "ar.plan.agreed.v1", data, event_id)
 
     async def _hold(
         request: Request,
@@ -341,23 +383,20 @@ def router() -> APIRouter:
         until: dt.date | None,
         placed: bool,
     ) -> dict[str, Any]:
-        debtor_id, currency = _split_case_id(case_id)
+        case = await _case(session, principal, case_id)
+        recorded = await _recorded(session, principal)
+        if until is not None:
+            _not_before(until, recorded.business_date, "until")
         data = c.HoldChanged(
-            hold_id=hold_id,
-            kind=kind,
-            currency=currency,
-            reason=reason,
-            until=until,
-            recorded=await _recorded(session, principal),
+            hold_id=hold_id, kind=kind, currency=case.currency, reason=reason, until=until, recorded=recorded
         )
         event_type = "ar.hold.placed.v1" if placed else "ar.hold.released.v1"
-        return await _record(
-            request, principal, debtor_id, event_type, data, f"{hold_id}:{'on' if placed else 'off'}"
-        )
+        event_id = _id(f"{hold_id}:{'on' if placed else 'off'}")
+        return await _record(request, principal, case.debtor_id, event_type, data, event_id)
 
     @api.post("/cases/{case_id}/holds", status_code=202, tags=["cases"], summary="Put a hold on the case")
     async def hold(
-        case_id: str,
+        case_id: CasePath,
         body: HoldBody,
         request: Request,
         principal: Authenticated,
@@ -372,32 +411,32 @@ def router() -> APIRouter:
 
     @api.delete("/cases/{case_id}/holds/{hold_id}", status_code=202, tags=["cases"], summary="Release a hold")
     async def release(
-        case_id: str, hold_id: str, request: Request, principal: Authenticated, session: ReadSession
+        case_id: CasePath, hold_id: IdPath, request: Request, principal: Authenticated, session: ReadSession
     ) -> dict[str, Any]:
         require_role(principal, "collector")
         return await _hold(request, principal, session, case_id, hold_id, "manual", None, None, False)
 
     @api.post("/cases/{case_id}/pause", status_code=202, tags=["cases"], summary="Pause escalation")
     async def pause(
-        case_id: str, body: NoteBody, request: Request, principal: Authenticated, session: ReadSession
+        case_id: CasePath, body: NoteBody, request: Request, principal: Authenticated, session: ReadSession
     ) -> dict[str, Any]:
         require_role(principal, "collector")
         return await _hold(
-            request, principal, session, case_id, f"pause:{case_id}", "paused", body.text, None, True
+            request, principal, session, case_id, _id(f"pause:{case_id}"), "paused", body.text, None, True
         )
 
     @api.post("/cases/{case_id}/resume", status_code=202, tags=["cases"], summary="Resume a paused case")
     async def resume(
-        case_id: str, request: Request, principal: Authenticated, session: ReadSession
+        case_id: CasePath, request: Request, principal: Authenticated, session: ReadSession
     ) -> dict[str, Any]:
         require_role(principal, "collector")
         return await _hold(
-            request, principal, session, case_id, f"pause:{case_id}", "paused", None, None, False
+            request, principal, session, case_id, _id(f"pause:{case_id}"), "paused", None, None, False
         )
 
     @api.post("/cases/{case_id}/notes", status_code=202, tags=["cases"], summary="Add a note to the timeline")
     async def note(
-        case_id: str,
+        case_id: CasePath,
         body: NoteBody,
         request: Request,
         principal: Authenticated,
@@ -405,15 +444,15 @@ def router() -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         require_role(principal, "collector")
-        debtor_id, currency = _split_case_id(case_id)
+        case = await _case(session, principal, case_id)
         event_id = _event_id("note", idempotency_key)
         data = c.CaseNote(
             note_id=event_id,
-            currency=currency,
+            currency=case.currency,
             text=body.text,
             recorded=await _recorded(session, principal),
         )
-        return await _record(request, principal, debtor_id, "ar.case.noted.v1", data, event_id)
+        return await _record(request, principal, case.debtor_id, "ar.case.noted.v1", data, event_id)
 
     # --- policies -------------------------------------------------------------------------------
 
@@ -424,7 +463,10 @@ def router() -> APIRouter:
         summary="Publish a version of the tenant's dunning policy, in force from a business date",
     )
     async def publish_policy(
-        version: Annotated[int, Path(ge=1)], body: PolicyBody, request: Request, principal: Authenticated
+        version: Annotated[int, Path(ge=1, le=MAX_INT32)],
+        body: PolicyBody,
+        request: Request,
+        principal: Authenticated,
     ) -> dict[str, Any]:
         require_role(principal, "operations")
         published = PolicyPublished(
@@ -442,7 +484,8 @@ def router() -> APIRouter:
             )
             if claimed is None:
                 raise ApiError(409, f"policy version {version} was published already; publish a new version")
-            await request.app.state.event_log.publish([message])
+            await write_outbox(session, store.runtime, [message])
+        request.app.state.outbox_written()
         return {"id": event_id, "status": "accepted"}
 
     @api.get("/policies", tags=["policies"], summary="The tenant's policy versions")
@@ -480,7 +523,9 @@ def router() -> APIRouter:
     async def agency_feed(
         principal: Authenticated,
         session: ReadSession,
-        after: Annotated[int, Query(ge=0, description="The cursor: the position of the last entry seen")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=MAX_INT64, description="The cursor: the position of the last entry seen")
+        ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         require_role(principal, "agency")
@@ -501,7 +546,9 @@ def router() -> APIRouter:
         return {"entries": entries, "next": rows[-1].position if rows else after}
 
     @api.get("/agency/cases/{case_id}", tags=["agencies"], summary="A case placed with this agency")
-    async def agency_case(case_id: str, principal: Authenticated, session: ReadSession) -> dict[str, Any]:
+    async def agency_case(
+        case_id: CasePath, principal: Authenticated, session: ReadSession
+    ) -> dict[str, Any]:
         require_role(principal, "agency")
         row = await _placed_with(session, principal, case_id)
         return {k: v for k, v in _case_row(row).items() if k not in ("version",)}
@@ -513,7 +560,7 @@ def router() -> APIRouter:
         summary="Report a contact result, promise, dispute or recovery",
     )
     async def agency_outcome(
-        case_id: str,
+        case_id: CasePath,
         body: OutcomeBody,
         request: Request,
         principal: Authenticated,
@@ -523,9 +570,7 @@ def router() -> APIRouter:
         require_role(principal, "agency")
         row = await _placed_with(session, principal, case_id)
         if body.amount_recovered is not None and body.amount_recovered.currency != row.currency:
-            raise ApiError(
-                422, [{"field": "amount_recovered.currency", "message": f"the case is in {row.currency}"}]
-            )
+            raise _invalid("amount_recovered.currency", f"the case is in {row.currency}")
         event_id = _event_id(f"agency:{principal.name}", idempotency_key)
         data = c.AgencyOutcome(
             outcome_id=event_id,

@@ -109,9 +109,12 @@ class _Batch:
     """What this transaction adds to them (placements, recoveries): written as increments."""
     written: set[DebtorKey] = field(default_factory=set)
     """Debtors whose rows this transaction wrote or whose profile it stored."""
-    versions: dict[tuple[str, str], str] | None = None
-    """The consumer batch's own: the version (`xmin`) of each case row it read or wrote, by
-    (tenant, case id), so what it leaves behind can be cached. None for a day's slices."""
+    versions: dict[tuple[str, str], str] = field(default_factory=dict)
+    """The version (`xmin`) of each case row this transaction read or wrote, by (tenant, case id).
+    A case is written only while its row still has that version, and a case without one only while
+    it still has no row (`_save`); what the consumer batch leaves behind is cached with it."""
+    caches: bool = False
+    """The consumer batch's own (not a day's slice): what it leaves behind is cached."""
 
     def count(self, tenant: str, key: AgencyKey, updated: AgencyPerformance) -> None:
         """Take the tenant's agency records after a placement or recovery of kind `key`."""
@@ -126,16 +129,15 @@ class _Batch:
         )
         self.performance[tenant] = dict(updated)
 
-    def hold(self, tenant: str, debtors: Iterable[str], rows: Iterable[tuple[bytes, str | None]]) -> None:
+    def hold(self, tenant: str, debtors: Iterable[str], rows: Iterable[tuple[bytes, str]]) -> None:
         """The stored cases of the tenant's `debtors` (none for a debtor without rows), from their
-        encoded states and, when known, their rows' versions."""
+        encoded states and their rows' versions."""
         for debtor in debtors:
             self.cases[(tenant, debtor)] = {}
         for state, version in rows:
             case = _decode(state)
             self.cases[(tenant, case.debtor_id)][case.case_id] = case
-            if version is not None:
-                _remember(self, case, version)
+            _remember(self, case, version)
 
     def put(self, case: Case) -> None:
         self.cases.setdefault((case.tenant_id, case.debtor_id), {})[case.case_id] = case
@@ -166,7 +168,7 @@ class DunningProjection:
         self.partitions_changed = self.cache.partitions_changed
 
     async def apply(self, session: AsyncSession, batch: Sequence[Delivered]) -> Applied:
-        work = _Batch(versions={})
+        work = _Batch(caches=True)
         days: dict[str, list[tuple[dt.date, InputRef]]] = defaultdict(list)
         facts: list[Delivered] = []
         profiles: dict[DebtorKey, dict[str, Any]] = {}
@@ -388,7 +390,7 @@ class DunningProjection:
         stays one chunk long, and a day interrupted half-way is not decided again from its start."""
         async with AsyncSession(session.bind, expire_on_commit=False) as own, own.begin():
             part = _Batch(performance=work.performance)
-            part.hold(tenant, debtors, ((state, None) for state in read.states))
+            part.hold(tenant, debtors, read.rows)
             await self._decide_debtors(own, part, tenant, day, policy, debtors, tick, read.profiles)
             await self._flush(own, part)
             await self._save_performance(own, part)
@@ -543,15 +545,7 @@ class DunningProjection:
 
     async def _save(self, session: AsyncSession, work: _Batch, *, feed: bool = True) -> None:
         connection = await driver_connection(session)
-        columns: list[list[Any]] = [[] for _ in _CASE_COLUMNS]
-        for tenant, debtor, case_id in sorted(work.changed):
-            case = work.cases[(tenant, debtor)][case_id]
-            for column, value in zip(columns, case_row(case, _encode(case)), strict=True):
-                column.append(value)
-        if columns[0]:
-            for row in await connection.fetch(_UPSERT_CASES, *columns):
-                if work.versions is not None:
-                    work.versions[(row["tenant_id"], row["case_id"])] = row["version"]
+        await _write_cases(connection, work)
         work.written.update((tenant, debtor) for tenant, debtor, _ in work.changed)
         work.changed.clear()
         self._stage(work)
@@ -587,9 +581,9 @@ class DunningProjection:
 
     def _stage(self, work: _Batch) -> None:
         """Leave the consumer batch's cases, as written, to the cache (once the batch commits)."""
-        versions = work.versions
-        if versions is None:
+        if not work.caches:
             return
+        versions = work.versions
         for (tenant, debtor), cases in work.cases.items():
             stored = {
                 case_id: (case, version)
@@ -619,15 +613,26 @@ _CASE_COLUMNS = (
     ("version", "integer"),
     ("state", "bytea"),
 )
-_UPSERT_CASES = (
-    f"INSERT INTO {_CASES} ({', '.join(c for c, _ in _CASE_COLUMNS)}, updated_at)"
-    f" SELECT *, now() FROM unnest({', '.join(f'${n}::{t}[]' for n, (_, t) in enumerate(_CASE_COLUMNS, 1))})"
-    " ON CONFLICT (tenant_id, case_id) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c, _ in _CASE_COLUMNS[2:])
-    + ", updated_at = now()"
-    + " RETURNING tenant_id, case_id, xmin::text AS version"
+_NAMES = ", ".join(c for c, _ in _CASE_COLUMNS)
+_WRITE_CASES = (
+    "WITH r AS (SELECT * FROM unnest("
+    + ", ".join(f"${n}::{t}[]" for n, (_, t) in enumerate(_CASE_COLUMNS, 1))
+    + f", ${len(_CASE_COLUMNS) + 1}::text[]) AS r({_NAMES}, read_version)),"
+    f" updated AS (UPDATE {_CASES} AS c SET "
+    + ", ".join(f"{c} = r.{c}" for c, _ in _CASE_COLUMNS[2:])
+    + ", updated_at = now() FROM r"
+    " WHERE c.tenant_id = r.tenant_id AND c.case_id = r.case_id AND c.xmin::text = r.read_version"
+    " RETURNING c.tenant_id, c.case_id, c.xmin::text AS version),"
+    f" inserted AS (INSERT INTO {_CASES} ({_NAMES}, updated_at)"
+    f" SELECT {_NAMES}, now() FROM r WHERE r.read_version IS NULL"
+    " ON CONFLICT (tenant_id, case_id) DO NOTHING"
+    " RETURNING tenant_id, case_id, xmin::text AS version)"
+    " SELECT * FROM updated UNION ALL SELECT * FROM inserted"
 )
-"""Every changed case in one statement, one array per column; each row's new version back."""
+"""Every changed case in one statement, one array per column and the version each row was read
+with (null: it had none): a row is updated only while it has that version, inserted only while
+there is none. Each row written comes back with its new version; one that does not was changed by
+another writer since it was read."""
 _LOAD_CASES = (
     "SELECT c.tenant_id, c.debtor_id, c.case_id, c.xmin::text AS version,"
     " CASE WHEN k.version IS DISTINCT FROM c.xmin::text THEN c.state END AS state"
@@ -667,8 +672,27 @@ def case_row(case: Case, state: bytes) -> tuple[Any, ...]:
 
 
 def _remember(work: _Batch, case: Case, version: str) -> None:
-    if work.versions is not None:
-        work.versions[(case.tenant_id, case.case_id)] = version
+    work.versions[(case.tenant_id, case.case_id)] = version
+
+
+async def _write_cases(connection: Any, work: _Batch) -> None:
+    """Write the batch's changed cases, each on the condition that its row is as the batch read it;
+    raise `CaseChanged` (the whole batch is then read again) when one is not."""
+    changed = sorted(work.changed)
+    if not changed:
+        return
+    columns: list[list[Any]] = [[] for _ in range(len(_CASE_COLUMNS) + 1)]
+    for tenant, debtor, case_id in changed:
+        case = work.cases[(tenant, debtor)][case_id]
+        row = (*case_row(case, _encode(case)), work.versions.get((tenant, case_id)))
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    rows = await connection.fetch(_WRITE_CASES, *columns)
+    written = {(r["tenant_id"], r["case_id"]): r["version"] for r in rows}
+    lost = [(tenant, case_id) for tenant, _, case_id in changed if (tenant, case_id) not in written]
+    if lost:
+        raise store.CaseChanged(lost)
+    work.versions.update(written)
 
 
 def _moved(work: _Batch, case: Case) -> bool:
@@ -768,7 +792,8 @@ async def _store_debtors(session: AsyncSession, profiles: dict[DebtorKey, dict[s
 
 @dataclass(frozen=True)
 class _Chunk:
-    states: list[bytes]
+    rows: list[tuple[bytes, str]]
+    """Each case's encoded state and its row's version."""
     profiles: dict[str, DebtorProfile]
 
 
@@ -777,13 +802,14 @@ async def _read_chunk(session: AsyncSession, tenant: str, debtors: Sequence[str]
     async with AsyncSession(session.bind) as reader:
         connection = await driver_connection(reader)
         rows = await connection.fetch(
-            f"SELECT state FROM {_CASES} WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])",
+            f"SELECT state, xmin::text AS version FROM {_CASES}"
+            " WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])",
             tenant,
             list(debtors),
         )
         profiles = await _profile_rows(connection, tenant, debtors)
         await reader.rollback()
-    return _Chunk([r["state"] for r in rows], profiles)
+    return _Chunk([(r["state"], r["version"]) for r in rows], profiles)
 
 
 async def _profiles(session: AsyncSession, tenant: str, debtors: Sequence[str]) -> dict[str, DebtorProfile]:

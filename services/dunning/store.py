@@ -18,11 +18,23 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
+from services.runtime.consumer import StaleOffsets
 from services.runtime.tables import RuntimeTables
 
 SCHEMA = "dunning"
 metadata = MetaData(schema=SCHEMA)
 runtime = RuntimeTables(metadata, SCHEMA)
+
+
+class CaseChanged(StaleOffsets):
+    """A case row changed between a batch's read and its write (another member of the group wrote it,
+    as partitions moved in a rebalance): the batch is rolled back and read again from the stored
+    offsets, so neither write is lost."""
+
+    def __init__(self, cases: list[tuple[str, str]]) -> None:
+        self.cases = cases
+        super().__init__(f"changed since read: {', '.join(f'{t}/{c}' for t, c in cases[:10])}")
+
 
 # One row per debtor and currency. `state` is the domain's case; the other columns are copies of
 # its fields for listing and for selecting the cases due on a business date in one query.

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import orjson
 import pytest
 
-from contracts.generate import drift
+from contracts.collections import ContactResult
+from contracts.generate import SCHEMAS, drift
 from contracts.money import format_major, parse_major
+from contracts.policy import POLICY_PUBLISHED, PolicyPublished
 from contracts.registry import (
     ERP_TYPES,
     BatchError,
@@ -18,6 +21,7 @@ from contracts.registry import (
     parse_batch,
     parse_event,
 )
+from services.dunning.policies import default_policy
 
 
 def invoice(**data: Any) -> dict[str, Any]:
@@ -192,3 +196,160 @@ def test_major_units_convert_exactly(text: str, currency: str, minor: int) -> No
 def test_sub_minor_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="more decimals"):
         parse_major("10.001", "EUR")
+
+
+# --- what PostgreSQL and the services cannot store or compute with is refused at the contract ------
+
+
+def registration(**data: Any) -> dict[str, Any]:
+    return {
+        **invoice(),
+        "id": "reg-1",
+        "type": "ar.debtor.registered.v1",
+        "data": {"name": "Acme Ltd", **data},
+    }
+
+
+def batch_errors(*events: dict[str, Any]) -> list[tuple[int, Any, str, str]]:
+    """What the ledger API answers for a batch: (event, id, field, message) of every wrong field."""
+    with pytest.raises(BatchError) as caught:
+        parse_batch(orjson.dumps(list(events)), ERP_TYPES)
+    return [(i, caught.value.ids[i], e.field, e.message) for i, e in caught.value.errors]
+
+
+def test_a_nul_in_a_debtor_name_is_refused_naming_the_field() -> None:
+    found = batch_errors(registration(), registration(name="Acme\x00Ltd"))
+    assert [(event, event_id, field) for event, event_id, field, _ in found] == [(1, "reg-1", "data.name")]
+    assert found[0][3] == "must be one line of text without control characters (such as NUL)"
+    assert "data.name" in errors_of(registration(name="Acme\x00Ltd"))
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\n", "\t"])
+def test_one_line_text_refuses_every_control_character(control: str) -> None:
+    assert "data.name" in errors_of(registration(name=f"Acme{control}Ltd"))
+    assert "data.postal_address[0]" in errors_of(registration(postal_address=[f"1 Main{control}Street"]))
+    assert "source" in errors_of({**invoice(), "source": f"erp{control}"})
+
+
+def test_free_text_takes_line_breaks_and_tabs_but_no_other_control_character() -> None:
+    parse_event(invoice(description="line one\r\nline two\tcolumn"))
+    assert "data.description" in errors_of(invoice(description="a\x00b"))
+    assert "data.description" in errors_of(invoice(description="bell\x07"))
+
+
+@pytest.mark.parametrize("address", ["ap\x00@acme.example", "ap@acme\x00.example", "ap@acme.example\x1b"])
+def test_an_email_address_with_a_control_character_is_refused(address: str) -> None:
+    assert "data.email" in errors_of(registration(email=address))
+
+
+def test_a_lone_surrogate_is_refused_as_json_the_services_cannot_encode() -> None:
+    with pytest.raises(ContractError) as caught:
+        parse_batch(b'[{"id": "reg-1", "data": {"name": "\\ud800"}}]', ERP_TYPES)
+    assert [e.field for e in caught.value.errors] == ["(body)"]
+
+
+@pytest.mark.parametrize("bad", ["0001-01-01", "1899-12-31", "3000-01-01", "9999-12-31"])
+def test_business_dates_lie_between_1900_and_2999(bad: str) -> None:
+    assert "data.issue_date" in errors_of(invoice(issue_date=bad, due_date="2026-02-04"))
+    assert "data.due_date" in errors_of(invoice(issue_date="2026-01-05", due_date=bad))
+    assert "data.value_date" in errors_of(payment(value_date=bad))
+
+
+def test_the_first_and_last_business_dates_are_accepted() -> None:
+    parse_event(invoice(issue_date="1900-01-01", due_date="2999-12-31"))
+
+
+@pytest.mark.parametrize("moment", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_an_envelope_time_out_of_range_is_refused(moment: str) -> None:
+    assert "time" in errors_of({**invoice(), "time": moment})
+
+
+def test_a_debtor_id_leaves_room_for_its_case_id() -> None:
+    parse_event({**invoice(), "debtorid": "D" * 124})
+    assert "debtorid" in errors_of({**invoice(), "debtorid": "D" * 125})
+
+
+def contact(event_type: str, data: dict[str, Any]) -> dict[str, Any]:
+    recorded = {"recorded_by": "collector:alice", "business_date": "2026-01-05"}
+    return {**invoice(), "id": "c-1", "type": event_type, "data": {**data, "recorded": recorded}}
+
+
+def test_a_note_or_hold_in_no_iso_currency_is_refused() -> None:
+    note = {"note_id": "N-1", "text": "called", "currency": "XYZ"}
+    assert "data.currency" in errors_of(contact("ar.case.noted.v1", note))
+    hold = {"hold_id": "H-1", "kind": "manual", "currency": "XYZ"}
+    assert "data.currency" in errors_of(contact("ar.hold.placed.v1", hold))
+    parse_event(contact("ar.case.noted.v1", {**note, "currency": "EUR", "text": "called\nno answer"}))
+    assert "data.text" in errors_of(contact("ar.case.noted.v1", {**note, "currency": "EUR", "text": "\x00"}))
+
+
+@pytest.mark.parametrize("case_id", ["A1:XYZ", "A1", ":EUR", "A1:eur", "A 1:EUR"])
+def test_a_case_id_names_a_debtor_and_an_iso_currency(case_id: str) -> None:
+    outcome = {"outcome_id": "O-1", "agency_id": "agency-a", "case_id": case_id, "kind": "contact_made"}
+    assert "data.case_id" in errors_of(contact("ar.agency.outcome.v1", outcome))
+
+
+@pytest.mark.parametrize("amount", [-5, 0])
+def test_a_promise_is_of_a_positive_amount(amount: int) -> None:
+    promise = {"promise_id": "PR-1", "amount": {"amount_minor": amount, "currency": "EUR"}}
+    found = errors_of(contact("ar.promise.made.v1", {**promise, "promised_date": "2026-02-01"}))
+    assert "data.amount" in found
+    assert "positive" in found["data.amount"]
+
+
+def test_an_instalment_is_of_a_positive_amount_on_a_business_date() -> None:
+    instalments = [
+        {"due_date": "2026-02-01", "amount": {"amount_minor": 100, "currency": "EUR"}},
+        {"due_date": "0001-03-01", "amount": {"amount_minor": -1, "currency": "EUR"}},
+    ]
+    found = errors_of(
+        contact("ar.plan.agreed.v1", {"plan_id": "PL-1", "currency": "EUR", "instalments": instalments})
+    )
+    assert {"data.instalments[1].due_date", "data.instalments[1].amount"} <= set(found)
+
+
+def test_integers_fit_their_columns() -> None:
+    ref = {"topic": "ar.receivables.v1", "partition": 0, "offset": 0, "event_id": "e-1"}
+    case_event = {
+        "case_id": "D-1:EUR",
+        "change": "opened",
+        "business_date": "2026-01-05",
+        "version": 1,
+        "overdue": {"amount_minor": 0, "currency": "EUR"},
+        "status": "open",
+        "inputs": [ref],
+    }
+    event = {**invoice(), "type": "collections.case.opened.v1", "data": case_event}
+    parse_event(event)
+    assert "data.version" in errors_of({**event, "data": {**case_event, "version": 2**31}})
+    assert "data.policy_version" in errors_of({**event, "data": {**case_event, "policy_version": 2**31}})
+    too_far = [{**ref, "partition": 2**31}, {**ref, "offset": 2**63}]
+    found = errors_of({**event, "data": {**case_event, "inputs": too_far}})
+    assert {"data.inputs[0].partition", "data.inputs[1].offset"} <= set(found)
+
+
+def test_a_policy_version_fits_an_integer_column() -> None:
+    published = PolicyPublished(version=1, effective_from=dt.date(2026, 1, 1), document=default_policy())
+    raw = {**invoice(), "type": POLICY_PUBLISHED, "data": published.model_dump(mode="json")}
+    del raw["debtorid"]
+    parse_event(raw)
+    assert "data.version" in errors_of({**raw, "data": {**raw["data"], "version": 2**31}})
+    assert "data.effective_from" in errors_of(
+        {**raw, "data": {**raw["data"], "effective_from": "0001-01-01"}}
+    )
+
+
+def test_a_mail_servers_error_quoted_in_a_contact_result_loses_its_control_characters() -> None:
+    result = ContactResult(
+        command_id="C-1", case_id="D-1:EUR", outcome="failed", reason="550 no such user\x00\x1b[0m\r\n"
+    )
+    assert result.reason == "550 no such user\ufffd\ufffd[0m\r\n"
+
+
+def test_the_schemas_carry_the_bounds() -> None:
+    schema = orjson.loads((SCHEMAS / "ar.debtor.registered.v1.json").read_bytes())
+    profile = schema["$defs"]["DebtorProfile"]["properties"]
+    assert "\\x00" in profile["name"]["pattern"]
+    issued = orjson.loads((SCHEMAS / "ar.invoice.issued.v1.json").read_bytes())
+    due = issued["$defs"]["InvoiceIssued"]["properties"]["due_date"]
+    assert (due["formatMinimum"], due["formatMaximum"]) == ("1900-01-01", "2999-12-31")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
+import signal
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,6 +16,7 @@ import typer
 from services.runtime.settings import Settings
 
 if TYPE_CHECKING:
+    from services.runtime.log import EventLog
     from services.runtime.process import Resources
     from services.runtime.service import Service
 
@@ -30,6 +33,29 @@ app.add_typer(policy_app, name="policy")
 
 def _logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@contextlib.asynccontextmanager
+async def _services_log(settings: Settings) -> AsyncIterator[EventLog]:
+    """The log the services read: Kafka, or with none configured the PostgreSQL log in their database
+    (the embedded server of ARREARS_DATA_DIR, running or not, or DATABASE_URL)."""
+    from services.runtime.kafka_log import KafkaLog
+    from services.runtime.process import open_resources
+
+    if not settings.kafka_bootstrap_servers:
+        async with open_resources(settings) as resources:
+            yield resources.event_log
+        return
+    log = KafkaLog(settings.kafka_bootstrap_servers, timeout_s=settings.producer_timeout_s)
+    await log.start()
+    try:
+        yield log
+    finally:
+        await log.stop()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @app.command()
@@ -85,6 +111,10 @@ def serve(
             )
             await uvicorn.Server(config).serve()
 
+    # uvicorn shuts down gracefully on SIGTERM and then raises it again for the handler it found; with
+    # Python's default one the process would end there, before open_resources stops the embedded
+    # PostgreSQL it started.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     asyncio.run(run())
 
 
@@ -156,21 +186,12 @@ def advance_clock(
 ) -> None:
     """Publish one business-day-started event per day up to --to. Repeating a day is harmless."""
     from services.runtime import clock
-    from services.runtime.kafka_log import KafkaLog
-
-    settings = Settings()
-    if not settings.kafka_bootstrap_servers:
-        raise typer.BadParameter("set ARREARS_KAFKA_BOOTSTRAP_SERVERS: the clock publishes to Kafka")
 
     async def run() -> list[dt.date]:
-        log = KafkaLog(settings.kafka_bootstrap_servers or "")
-        await log.start()
-        try:
+        async with _services_log(Settings()) as log:
             return await clock.advance(
                 log, tenant, to.date(), dt.datetime.now(dt.UTC), start.date() if start else None
             )
-        finally:
-            await log.stop()
 
     days = asyncio.run(run())
     typer.echo(
@@ -192,11 +213,7 @@ def publish_policy(
     """Validate a dunning policy and publish it on collections.policies.v1."""
     from contracts.policy import PolicyPublished, load_policy
     from services.dunning.api import policy_message
-    from services.runtime.kafka_log import KafkaLog
 
-    settings = Settings()
-    if not settings.kafka_bootstrap_servers:
-        raise typer.BadParameter("set ARREARS_KAFKA_BOOTSTRAP_SERVERS: the policy is published to Kafka")
     try:
         document = load_policy(file)
     except ValueError as exc:
@@ -204,12 +221,8 @@ def publish_policy(
     published = PolicyPublished(version=version, effective_from=effective_from.date(), document=document)
 
     async def run() -> None:
-        log = KafkaLog(settings.kafka_bootstrap_servers or "")
-        await log.start()
-        try:
+        async with _services_log(Settings()) as log:
             await log.publish([policy_message(tenant, published, dt.datetime.now(dt.UTC))])
-        finally:
-            await log.stop()
 
     asyncio.run(run())
     typer.echo(f"{tenant}: policy version {version} in force from {effective_from.date()}")

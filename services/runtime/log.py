@@ -1,4 +1,5 @@
-"""The event log interface shared by the Kafka adapter and the in-process log of the embedded default."""
+"""The event log interface shared by the Kafka adapter, the PostgreSQL log of the embedded default and
+the in-memory log of some tests."""
 
 from __future__ import annotations
 

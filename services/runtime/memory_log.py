@@ -1,4 +1,5 @@
-"""The in-process log of the embedded default: the same interface as Kafka, nothing to install."""
+"""A log in memory behind the same interface as Kafka, for tests that want records handed over at once
+(the embedded default keeps its log in PostgreSQL: services/runtime/postgres_log.py)."""
 
 from __future__ import annotations
 
@@ -88,7 +89,10 @@ class _InProcessConsumer(LogConsumer):
         for tp, position in self._positions.items():
             if len(out) >= max_records:
                 break
-            chunk = self._log.records(*tp)[position : position + max_records - len(out)]
+            records = self._log.records(*tp)
+            if position > len(records):  # past the end: from the beginning, as Kafka's earliest reset
+                position = 0
+            chunk = records[position : position + max_records - len(out)]
             if chunk:
                 out.extend(chunk)
                 self._positions[tp] = position + len(chunk)

@@ -18,7 +18,7 @@ class Settings(BaseSettings):
         description="postgresql+asyncpg://… ; unset means an embedded PostgreSQL under data_dir",
     )
     kafka_bootstrap_servers: str | None = Field(
-        default=None, description="host:port[,host:port]; unset means the in-process log (one process only)"
+        default=None, description="host:port[,host:port]; unset keeps the log in PostgreSQL (schema eventlog)"
     )
     data_dir: Path = Field(default=Path("var"), description="Where the embedded PostgreSQL keeps its data")
     http_host: str = "127.0.0.1"

@@ -11,6 +11,16 @@ So that an invoice's outstanding as of every date stays within [0, its amount], 
 each invoice's timeline (its net movements by effective date) and dates a reduction no earlier than
 the first date from which the invoice has, as of that date and every later one, room for it;
 amount and due-date adjustments take effect no earlier than the invoice's previous adjustment.
+
+Nothing accepted is dropped for arriving early. An event that names a payment or an invoice not known
+yet (a reversal or re-allocation before its payment; a write-off, adjustment or cancellation before
+its invoice) is parked in the debtor's state and applied, in arrival order, right after the payment
+or invoice arrives, exactly as if it had come then; applied then, it may still be rejected. Cash
+earmarked for an invoice not known yet waits the same way (`CashSource.directed`).
+
+Currencies never mix: an allocation naming a known invoice in another currency is refused, never
+re-routed to other invoices (see `_claim_earmarks` for an invoice that turns out to be in another
+currency only when it arrives).
 """
 
 from __future__ import annotations
@@ -82,7 +92,9 @@ class CashSource:
     """A payment or a credit note: money the debtor has, applied to invoices or held unapplied.
 
     `directed` holds amounts earmarked for invoices not known yet; they are applied when the
-    invoice arrives and are never applied automatically elsewhere."""
+    invoice arrives and are never applied automatically elsewhere. An earmark whose invoice arrives
+    in another currency stays here, under that invoice's id, until the source is re-allocated or
+    reversed (see `_claim_earmarks`)."""
 
     source_id: str
     kind: SourceKind
@@ -129,6 +141,18 @@ class WriteOff:
     posting_date: dt.date
 
 
+ParkableEvent = PaymentReversed | PaymentAllocated | WriteOffPosted | InvoiceAdjusted | InvoiceCancelled
+
+
+@dataclass(frozen=True)
+class Parked:
+    """An event naming a payment or invoice not known yet, with its envelope id when the caller gave
+    one; applied when that payment or invoice arrives."""
+
+    event_id: str | None
+    event: ParkableEvent
+
+
 @dataclass(frozen=True)
 class DebtorLedger:
     tenant_id: str
@@ -140,6 +164,11 @@ class DebtorLedger:
     next_seq: int = 0
     timelines: Mapping[str, Timeline] = field(default_factory=dict)
     """Per invoice id: the sum of its movements per effective date (what its movements add up to)."""
+    parked: tuple[Parked, ...] = ()
+    """Events waiting for the payment or invoice they name, in arrival order."""
+    earmarked_by: Mapping[str, str] = field(default_factory=dict)
+    """Per source with earmarks (`CashSource.directed`): the envelope id of the event that made them,
+    when known, so that an earmark refused later can be reported against it."""
 
 
 @dataclass(frozen=True)
@@ -165,10 +194,20 @@ class BalanceChange:
 
 @dataclass(frozen=True)
 class Transition:
+    """What one event did. `rejection`: why the event itself was refused (the state is unchanged).
+    `parked`: the event waits in the state for the payment or invoice it names. `resolved`: the
+    waiting things this event decided, as (envelope id, rejection reason or None when applied):
+    parked events it released (their movements and changes are part of this transition), and
+    earmarks refused because the invoice arrived in another currency (the id is the event that made
+    the earmark; its cash stays unapplied, see `_claim_earmarks`). Entries parked without an id are
+    applied all the same but not reported."""
+
     state: DebtorLedger
     movements: tuple[Movement, ...] = ()
     changes: tuple[BalanceChange, ...] = ()
     rejection: str | None = None
+    parked: bool = False
+    resolved: tuple[tuple[str, str | None], ...] = ()
 
 
 LedgerEvent = JournalEntry | DebtorProfile
@@ -212,9 +251,32 @@ def initial_state(tenant_id: str, debtor_id: str) -> DebtorLedger:
     return DebtorLedger(tenant_id=tenant_id, debtor_id=debtor_id)
 
 
-def evolve(state: DebtorLedger, event: LedgerEvent) -> Transition:
-    """Apply one event. Unknown references and currency mismatches are rejected with a reason and
-    leave the state unchanged; an event already applied (same business id) changes nothing."""
+def evolve(state: DebtorLedger, event: LedgerEvent, event_id: str | None = None) -> Transition:
+    """Apply one event (`event_id`: its envelope id, kept with it if it is parked and reported in
+    `Transition.resolved` when it is decided later). An event naming a payment or invoice not known
+    yet is parked; one that makes a payment or invoice known applies what waited for it. Other
+    unknown references and currency mismatches are rejected with a reason and leave the state
+    unchanged; an event already applied (same business id) changes nothing."""
+    if isinstance(event, _PARKABLE) and _waits(state, event):
+        return _park(state, Parked(event_id, event))
+    transition = _step(state, event, event_id)
+    arrived = _arrival(event)
+    if arrived is None or transition.state is state or not transition.state.parked:
+        return transition
+    return _release_parked(state, transition, arrived)
+
+
+def _step(state: DebtorLedger, event: LedgerEvent, event_id: str | None) -> Transition:
+    transition = _dispatch(state, event)
+    if transition.rejection is not None or transition.state is state:
+        return transition
+    earmarked_by = _earmarks_by(transition.state, _earmarking_source(event), event_id)
+    if earmarked_by is transition.state.earmarked_by:
+        return transition
+    return replace(transition, state=replace(transition.state, earmarked_by=earmarked_by))
+
+
+def _dispatch(state: DebtorLedger, event: LedgerEvent) -> Transition:
     match event:
         case DebtorProfile():
             return Transition(state if state.profile == event else replace(state, profile=event))
@@ -240,6 +302,112 @@ def evolve(state: DebtorLedger, event: LedgerEvent) -> Transition:
             assert_never(event)
 
 
+# --- events that wait for their payment or invoice ----------------------------------------------
+
+Referent = tuple[Literal["source", "invoice"], str]
+"""A payment (or credit note) or an invoice, by id: what a parked event waits for."""
+
+
+def _referent(event: ParkableEvent) -> Referent:
+    if isinstance(event, PaymentReversed | PaymentAllocated):
+        return ("source", event.payment_id)
+    return ("invoice", event.invoice_id)
+
+
+_PARKABLE = (PaymentReversed, PaymentAllocated, WriteOffPosted, InvoiceAdjusted, InvoiceCancelled)
+
+
+def _waits(state: DebtorLedger, event: ParkableEvent) -> bool:
+    """Whether the event names a payment or invoice not known yet."""
+    if isinstance(event, WriteOffPosted) and event.writeoff_id in state.write_offs:
+        return False  # already applied: a no-op
+    kind, referent_id = _referent(event)
+    return referent_id not in (state.sources if kind == "source" else state.invoices)
+
+
+def _arrival(event: LedgerEvent) -> Referent | None:
+    """What the event makes known, if it is a payment, credit note or invoice."""
+    if isinstance(event, PaymentReceived):
+        return ("source", event.payment_id)
+    if isinstance(event, CreditNoteIssued):
+        return ("source", event.credit_note_id)
+    if isinstance(event, InvoiceIssued):
+        return ("invoice", event.invoice_id)
+    return None
+
+
+def _park(state: DebtorLedger, entry: Parked) -> Transition:
+    if entry in state.parked:  # the same event delivered again
+        return Transition(state, parked=True)
+    return Transition(replace(state, parked=(*state.parked, entry)), parked=True)
+
+
+def _release_parked(before: DebtorLedger, arrival: Transition, arrived: Referent) -> Transition:
+    """Apply, in arrival order, the parked events that waited for what `arrival` made known, as if
+    each had come right after it; one merged transition."""
+    waiting = [p for p in arrival.state.parked if _referent(p.event) == arrived]
+    if not waiting:
+        return arrival
+    state = replace(arrival.state, parked=tuple(p for p in arrival.state.parked if p not in waiting))
+    steps, resolved = [arrival], list(arrival.resolved)
+    for entry in waiting:
+        step = _step(state, entry.event, entry.event_id)
+        if entry.event_id is not None:
+            resolved.append((entry.event_id, step.rejection))
+        if step.rejection is None:
+            steps.append(step)
+            state = step.state
+    return _merged(before, state, steps, tuple(resolved))
+
+
+def _merged(
+    before: DebtorLedger,
+    after: DebtorLedger,
+    steps: list[Transition],
+    resolved: tuple[tuple[str, str | None], ...],
+) -> Transition:
+    """The steps as one transition: their movements, and at most one balance change per invoice,
+    from the invoice before the first step to the invoice after the last."""
+    parts: dict[str, list[BalanceChange]] = {}
+    for step in steps:
+        for change in step.changes:
+            parts.setdefault(change.invoice.invoice_id, []).append(change)
+    changes = []
+    for invoice_id in sorted(parts):
+        old, new = before.invoices.get(invoice_id), after.invoices[invoice_id]
+        if old == new:
+            continue
+        written_off = invoice_id if any(c.kind == "written_off" for c in parts[invoice_id]) else None
+        effective = max(c.effective_date for c in parts[invoice_id])
+        delta = new.outstanding - (old.outstanding if old else 0)
+        changes.append(BalanceChange(_change_kind(old, new, written_off), new, delta, effective))
+    movements = tuple(m for step in steps for m in step.movements)
+    return Transition(after, movements, tuple(changes), resolved=resolved)
+
+
+def _earmarking_source(event: LedgerEvent) -> str | None:
+    """The source whose earmarks the event sets, if any."""
+    if isinstance(event, PaymentReceived | PaymentAllocated):
+        return event.payment_id
+    if isinstance(event, CreditNoteIssued):
+        return event.credit_note_id
+    return None
+
+
+def _earmarks_by(state: DebtorLedger, source_id: str | None, event_id: str | None) -> Mapping[str, str]:
+    """`state.earmarked_by` after an event that set the earmarks of `source_id` (if given), without
+    the sources left with no earmark; the same object when nothing changes."""
+    current = state.earmarked_by
+    if source_id is None and not current:
+        return current
+    updated = {s: e for s, e in current.items() if state.sources[s].directed}
+    if source_id is not None:
+        updated.pop(source_id, None)
+        if event_id is not None and state.sources[source_id].directed:
+            updated[source_id] = event_id
+    return current if updated == current else updated
+
+
 # --- event handlers -----------------------------------------------------------------------------
 
 
@@ -254,7 +422,15 @@ def _issue_invoice(state: DebtorLedger, event: InvoiceIssued) -> Transition:
         amount=event.amount.amount_minor,
     )
     work = _record(_Work(state, event.issue_date), invoice, invoice.amount, event.issue_date)
-    return _finish(state, _claim_earmarks(work, event.invoice_id))
+    transition = _finish(state, _claim_earmarks(work, event.invoice_id))
+    refused = tuple(
+        (event_id, _refused_earmark(source, invoice))
+        for source, event_id in sorted(
+            ((state.sources[s], e) for s, e in state.earmarked_by.items()), key=lambda p: p[0].seq
+        )
+        if event.invoice_id in source.directed and source.currency != invoice.currency
+    )
+    return replace(transition, resolved=refused) if refused else transition
 
 
 def _adjust_invoice(state: DebtorLedger, event: InvoiceAdjusted) -> Transition:
@@ -305,6 +481,9 @@ def _receive(
 ) -> Transition:
     if source_id in state.sources:
         return Transition(state)
+    what = "payment" if kind == "payment" else "credit note"
+    if (reason := _currency_conflict(state, what, source_id, event.amount.currency, directions)) is not None:
+        return Transition(state, rejection=reason)
     source = CashSource(
         source_id=source_id,
         kind=kind,
@@ -334,9 +513,12 @@ def _allocate_payment(state: DebtorLedger, event: PaymentAllocated) -> Transitio
     if total > source.amount:
         reason = f"allocations of {total} exceed the amount {source.amount} of payment {source.source_id!r}"
         return Transition(state, rejection=reason)
+    directions = [(a.invoice_id, a.amount.amount_minor) for a in event.allocations]
+    conflict = _currency_conflict(state, "payment", source.source_id, currency, dict(directions))
+    if conflict is not None:
+        return Transition(state, rejection=conflict)
     work = _release_source(_Work(state, event.allocation_date), source.source_id)
     work = _put_source(work, replace(work.state.sources[source.source_id], directed={}))
-    directions = [(a.invoice_id, a.amount.amount_minor) for a in event.allocations]
     return _finish(state, _direct(work, source.source_id, directions))
 
 
@@ -386,6 +568,20 @@ def _target(state: DebtorLedger, invoice_id: str, action: str) -> Invoice | str:
     if invoice.cancelled_on:
         return f"cannot {action} invoice {invoice_id!r}: it was cancelled on {invoice.cancelled_on}"
     return invoice
+
+
+def _currency_conflict(
+    state: DebtorLedger, what: str, source_id: str, currency: str, directions: Mapping[str, int]
+) -> str | None:
+    """Why cash in `currency` cannot pay the known invoices it names, if one is in another currency."""
+    for invoice_id in directions:
+        invoice = state.invoices.get(invoice_id)
+        if invoice is not None and invoice.currency != currency:
+            return (
+                f"{what} {source_id!r} in {currency} cannot pay invoice {invoice_id!r} "
+                f"in {invoice.currency}: an allocation must name an invoice in the cash's currency"
+            )
+    return None
 
 
 def _currency_rejection(state: DebtorLedger, action: str, invoice: Invoice, currency: str) -> Transition:
@@ -523,18 +719,40 @@ def _direct(work: _Work, source_id: str, directions: Iterable[tuple[str, int]]) 
 
 
 def _claim_earmarks(work: _Work, invoice_id: str) -> _Work:
-    """Apply the cash earmarked for a newly known invoice, in arrival order; any excess is undirected."""
+    """Apply the cash earmarked for a newly known invoice, in arrival order; any excess is undirected.
+
+    Cash earmarked for an invoice that arrives in another currency is neither applied to it nor
+    released to pay other invoices: the ERP said what the money pays, and that cannot be, so a
+    person has to say where it goes. It stays unapplied (on the statement too) and earmarked under
+    that invoice's id until the ERP re-allocates (`ar.payment.allocated.v1`) or reverses the payment;
+    the invoice's transition reports the refusal against the event that made the earmark."""
     earmarking = sorted(
         (s for s in work.state.sources.values() if invoice_id in s.directed), key=lambda s: s.seq
     )
+    currency = work.state.invoices[invoice_id].currency
     for source in earmarking:
+        if source.currency != currency:
+            continue
         amount = source.directed[invoice_id]
         directed = {k: v for k, v in source.directed.items() if k != invoice_id}
         work = _put_source(work, replace(source, directed=directed))
         invoice = work.state.invoices[invoice_id]
-        if invoice.currency == source.currency and (fit := min(amount, invoice.outstanding)) > 0:
+        if (fit := min(amount, invoice.outstanding)) > 0:
             work = _apply(work, source.source_id, invoice_id, fit)
     return work
+
+
+def _refused_earmark(source: CashSource, invoice: Invoice) -> str:
+    what, until = (
+        ("payment", "re-allocated or reversed")
+        if source.kind == "payment"
+        else ("credit note", "re-allocated")
+    )
+    return (
+        f"{what} {source.source_id!r} in {source.currency} cannot pay invoice {invoice.invoice_id!r} "
+        f"in {invoice.currency}: the {source.directed[invoice.invoice_id]} allocated to it stays unapplied "
+        f"and is not applied elsewhere until the {what} is {until}"
+    )
 
 
 def _auto_apply(work: _Work) -> _Work:

@@ -1,5 +1,6 @@
-"""Properties of the ledger over random event sequences: repeats, unknown references, reversals,
-re-allocations, adjustments, cancellations, write-offs, several currencies, dates in any order."""
+"""Properties of the ledger over random event sequences: repeats, unknown references (parked until
+they arrive), reversals, re-allocations, adjustments, cancellations, write-offs, several currencies,
+dates in any order."""
 
 from __future__ import annotations
 
@@ -23,7 +24,16 @@ from contracts.journal import (
     PaymentReversed,
     WriteOffPosted,
 )
-from services.ledger.domain import DebtorLedger, LedgerEvent, Movement, Transition, evolve, initial_state
+from services.ledger.domain import (
+    DebtorLedger,
+    LedgerEvent,
+    Movement,
+    Transition,
+    _referent,
+    evolve,
+    initial_state,
+    replace,
+)
 from services.ledger.statement import statement
 
 from . import money, profile
@@ -155,24 +165,29 @@ class Run:
     movements: dict[str, list[Movement]] = field(default_factory=lambda: defaultdict(list))
     largest_amount: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    def apply(self, event: LedgerEvent) -> Transition:
-        transition = evolve(self.state, event)
+    def apply(self, event: LedgerEvent, event_id: str) -> Transition:
+        waiting = {p.event_id: p.event for p in self.state.parked}
+        transition = evolve(self.state, event, event_id)
         self.transitions.append(transition)
         for movement in transition.movements:
             self.movements[movement.invoice_id].append(movement)
+        changed = transition.state is not self.state and not transition.parked
         self.state = transition.state
-        for invoice in self.state.invoices.values():
-            self.largest_amount[invoice.invoice_id] = max(
-                self.largest_amount[invoice.invoice_id], invoice.amount
-            )
+        # The amounts an invoice had during the transition (parked events it released may change it).
+        applied = [event] if changed else []
+        applied += [waiting[i] for i, reason in transition.resolved if reason is None and i in waiting]
+        for e in applied:
+            if isinstance(e, InvoiceIssued | InvoiceAdjusted):
+                amount = (e.amount if isinstance(e, InvoiceIssued) else e.new_amount).amount_minor
+                self.largest_amount[e.invoice_id] = max(self.largest_amount[e.invoice_id], amount)
         return transition
 
 
-def run(history: Sequence[LedgerEvent]) -> Run:
+def run(history: Sequence[LedgerEvent], ids: Sequence[str] | None = None) -> Run:
     result = Run()
-    for event in history:
+    for index, event in enumerate(history):
         before = result.state
-        transition = result.apply(event)
+        transition = result.apply(event, ids[index] if ids else f"e{index}")
         check_transition(before, transition)
         check_state(transition.state)
     return result
@@ -213,7 +228,11 @@ def check_state(state: DebtorLedger) -> None:
     for source in sources.values():
         assert all(invoices[a.invoice_id].currency == source.currency for a in source.applications)
         assert all(a.amount > 0 for a in source.applications)
-        assert all(amount > 0 and i not in invoices for i, amount in source.directed.items())
+        # Earmarked for an invoice not known yet, or held: its invoice came in another currency.
+        assert all(
+            amount > 0 and (i not in invoices or invoices[i].currency != source.currency)
+            for i, amount in source.directed.items()
+        )
         assert 0 <= source.undirected <= source.unapplied <= source.amount
         if source.reversed_on:
             assert not source.applications and not source.directed
@@ -222,6 +241,11 @@ def check_state(state: DebtorLedger) -> None:
             assert not open_here, "free cash while an invoice of its currency is open"
     for currency in {i.currency for i in invoices.values()} | {s.currency for s in sources.values()}:
         assert ledger_identity(state, currency)
+    for entry in state.parked:
+        kind, referent = _referent(entry.event)
+        assert referent not in (sources if kind == "source" else invoices), (
+            "parked while its referent is known"
+        )
 
 
 def ledger_identity(state: DebtorLedger, currency: str) -> bool:
@@ -280,18 +304,43 @@ def test_applying_each_event_twice_is_applying_it_once(history: list[LedgerEvent
 @settings(max_examples=300, deadline=None)
 @for_all(histories())
 def test_replaying_the_accepted_history_onto_its_result_changes_nothing(history: list[LedgerEvent]) -> None:
-    """Every accepted event keyed by a business id (invoice, payment, credit note, write-off, the
+    """Every applied event keyed by a business id (invoice, payment, credit note, write-off, the
     reversal of a payment) or closing something for good (cancellation) is a no-op the second time,
-    wherever it comes. Not so for an event rejected the first time (its invoice or payment was not
-    known yet) nor for adjustments and re-allocations, which carry no business id and say "from now
-    on it is so": replayed out of place they apply again. Their duplicates are caught by the envelope
-    id; an immediate repeat of any event is a no-op (see above)."""
+    wherever it comes. Not so for an event rejected or parked the first time (its invoice or payment
+    was not known yet) nor for adjustments and re-allocations, which carry no business id and say
+    "from now on it is so": replayed out of place they apply again. Their duplicates are caught by
+    the envelope id; an immediate repeat of any event is a no-op (see above)."""
     result = run(history)
     replayed = result.state
     for event, transition in zip(history, result.transitions, strict=True):
-        if transition.rejection is None and not isinstance(event, InvoiceAdjusted | PaymentAllocated):
+        applied = transition.rejection is None and not transition.parked
+        if applied and not isinstance(event, InvoiceAdjusted | PaymentAllocated):
             replayed = evolve(replayed, event).state
     assert replayed == result.state
+
+
+@settings(max_examples=300, deadline=None)
+@for_all(histories())
+def test_an_event_parked_for_its_payment_or_invoice_is_applied_as_if_it_came_right_after_it(
+    history: list[LedgerEvent],
+) -> None:
+    ids = [f"e{n}" for n in range(len(history))]
+    parked_run = run(history, ids)
+    held: dict[str, LedgerEvent] = {}
+    reordered: list[tuple[str, LedgerEvent]] = []
+    for event_id, event, transition in zip(ids, history, parked_run.transitions, strict=True):
+        if transition.parked:
+            held[event_id] = event
+            continue
+        reordered.append((event_id, event))
+        reordered.extend((i, held.pop(i)) for i, _ in transition.resolved if i in held)
+    in_order = run([e for _, e in reordered], [i for i, _ in reordered])
+
+    assert [p.event_id for p in parked_run.state.parked] == list(held), "still waiting: never arrived"
+    assert not any(t.parked for t in in_order.transitions)
+    assert replace(parked_run.state, parked=()) == in_order.state
+    for invoice_id, movements in in_order.movements.items():
+        assert sum(m.delta for m in parked_run.movements[invoice_id]) == sum(m.delta for m in movements)
 
 
 @settings(max_examples=200, deadline=None)

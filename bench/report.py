@@ -3,8 +3,9 @@ JSON file.
 
 Which limit binds which figure:
 - ingest: the Kafka produce rate with aiokafka's batch API (`KafkaLog.publish` builds per-partition
-  batches for a call of `BATCHED_FROM` records or more, as a bulk post is; the API waits for the
-  acknowledgement);
+  batches for a call of `BATCHED_FROM` records or more, as the outbox relay's are): the API makes
+  each event durable in the outbox and the relay publishes it, so the two together carry what a
+  producer would;
 - projection and replay: the lower of the Kafka consume rate (the consumer must read every record)
   and the COPY-equivalent rate: the events per second at which PostgreSQL could take the rows the
   projection writes per event if each table's rows came as fast as COPY puts them in. The rows per
@@ -219,6 +220,11 @@ def summary(results: dict[str, Any]) -> str:
             f"{ingest['clients']} clients x {ingest['batch']} per request, "
             f"{ingest.get('api_processes', 1)} API processes){_ratio(ingest)}"
         )
+        if ingest.get("relayed_events_per_s"):
+            lines.append(
+                f"      outbox relay  {_number(ingest['relayed_events_per_s']):>10} events/s  "
+                f"(published to Kafka in {ingest['relay_seconds']:.1f} s after the last 202)"
+            )
     for number, name in ((2, "projection"), (3, "replay")):
         measure = m.get(name, {})
         if "figure" in measure:

@@ -95,20 +95,26 @@ class Loop:
             (self.dunning.relay, dunning_store.runtime.outbox),
             (self.notifier.relay, notifier_store.runtime.outbox),
         ]
+        quiet = 0
         while True:
+            # Read in the order work moves, so a move between two reads is seen by the later one: a
+            # consumer's commit takes records off its lag (read first) into the deliveries and outboxes,
+            # the sender takes deliveries into the notifier's outbox, a relay takes outbox rows into the
+            # log (the lags, read again last).
             lag = sum([await c.lag() for c in consumers])
             async with self.resources.sessions() as session:
-                waiting = 0
-                for _, outbox in relays:
-                    waiting += await session.scalar(select(func.count()).select_from(outbox)) or 0
                 d = notifier_store.deliveries
-                waiting += (
+                waiting = (
                     await session.scalar(
                         select(func.count()).select_from(d).where(d.c.status.in_(("pending", "sending")))
                     )
                     or 0
                 )
-            if lag == 0 and waiting == 0:
+                for _, outbox in relays:
+                    waiting += await session.scalar(select(func.count()).select_from(outbox)) or 0
+            lag += sum([await c.lag() for c in consumers])
+            quiet = quiet + 1 if lag == 0 and waiting == 0 else 0
+            if quiet == 2:  # twice in a row: nothing a consumer wrote meanwhile is still in flight
                 return
             if time.monotonic() > deadline:
                 raise TimeoutError("the services did not settle")

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from contracts.envelope import Envelope
 from contracts.registry import ERP_TYPES, BatchError, ContractError, parse_batch
-from services.ledger import store
+from services.ledger import admission, store
 from services.ledger.aging import AgingPolicy, age
 from services.ledger.ingest import IngestResult, ingest
 from services.ledger.open_items_csv import open_items_from_csv
@@ -115,10 +115,10 @@ def router(settings: Settings) -> APIRouter:
         body = await _read_body(request, settings.max_request_bytes)
         events = _parse_batch(body, settings.max_events_per_request)
         _check_tenant(events, principal)
+        await admission.check(request.app.state.sessions, principal.tenant_id, events)
         now = dt.datetime.now(dt.UTC)
-        results = await ingest(
-            request.app.state.sessions, request.app.state.event_log, principal.tenant_id, events, now
-        )
+        results = await ingest(request.app.state.sessions, principal.tenant_id, events, now)
+        request.app.state.outbox_written()
         return _summary(results)
 
     @api.post("/imports/open-items", status_code=202, summary="Load an initial open-item list from CSV")
@@ -138,12 +138,37 @@ def router(settings: Settings) -> APIRouter:
         chunk = settings.max_events_per_request
         for start in range(0, len(events), chunk):
             batch = events[start : start + chunk]
-            results += await ingest(
-                request.app.state.sessions, request.app.state.event_log, principal.tenant_id, batch, now
-            )
+            results += await ingest(request.app.state.sessions, principal.tenant_id, batch, now)
+            request.app.state.outbox_written()
         summary = _summary(results)
         del summary["results"]
         return {"events": len(events), **summary}
+
+    @api.get(
+        "/events/{event_id}",
+        summary="What became of an accepted event: accepted (not applied yet), applied, parked or rejected",
+    )
+    async def event_outcome(event_id: str, principal: Authenticated, session: ReadSession) -> dict[str, Any]:
+        found = await store.event_state(session, principal.tenant_id, event_id)
+        if found is None:
+            raise ApiError(404, f"no event {event_id} was accepted for tenant {principal.tenant_id}")
+        return {
+            "id": found.event_id,
+            "status": found.status,
+            "reason": found.reason,
+            "accepted_at": found.accepted_at,
+            "decided_at": found.decided_at,
+        }
+
+    @api.get("/rejections", summary="Accepted events the ledger rejected, with the reason, oldest first")
+    async def rejection_feed(
+        principal: Authenticated,
+        session: ReadSession,
+        after: Annotated[int, Query(ge=0, le=2**63 - 1, description="The `next` of the last page")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> dict[str, Any]:
+        page = await store.rejections(session, principal.tenant_id, after, limit)
+        return {"rejections": page, "next": page[-1]["seq"] if page else after}
 
     @api.get("/business-date", summary="The tenant's current business date, as the clock set it")
     async def business_date(principal: Authenticated, session: ReadSession) -> dict[str, Any]:

@@ -1,4 +1,8 @@
-"""Accepting ERP events: idempotent by event id, published to the log before the answer."""
+"""Accepting ERP events: idempotent by event id, durable before the answer.
+
+A 202 means the event is in PostgreSQL: its id is claimed and the record to publish is written to
+the ledger's outbox in ONE transaction, and the outbox relay publishes it to the log. So an accepted
+event survives a crash at any line, and the API keeps accepting while the broker is away."""
 
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from contracts.envelope import Envelope
 from contracts.registry import topic_of
 from services.ledger import store
 from services.runtime import metrics
-from services.runtime.log import EventLog, Message
+from services.runtime.log import Message
+from services.runtime.outbox import write_outbox
 
 IngestStatus = Literal["accepted", "duplicate", "conflict"]
 
@@ -54,15 +59,13 @@ def _without_none(value: Any) -> Any:
 
 async def ingest(
     sessions: async_sessionmaker[AsyncSession],
-    event_log: EventLog,
     tenant_id: str,
     events: Sequence[Envelope[Any]],
     now: dt.datetime,
 ) -> list[IngestResult]:
-    """Claim the event ids, publish the new events and wait for the log's acknowledgement, then commit.
+    """Claim the event ids and write the new events to the outbox in one transaction.
 
-    If publishing fails nothing is claimed and the caller may retry. If the commit fails after the
-    log acknowledged, a retry publishes again and consumers drop the repeat by event id.
+    Nothing is claimed unless everything commits, so a failed request may simply be retried.
     Same id with the same content is a duplicate; same id with other content is a conflict.
     """
     encoded, content = [], []
@@ -74,19 +77,16 @@ async def ingest(
     for event, digest in zip(events, content, strict=True):
         digests.setdefault(event.id, digest)
 
-    timestamp_ms = int(now.timestamp() * 1000)
     async with sessions() as session, session.begin():
         new = await store.claim_event_ids(session, tenant_id, digests, now)
         known = await store.known_digests(session, tenant_id, digests.keys() - new)
-        published: set[str] = set()
+        written: set[str] = set()
         messages: list[Message] = []
         for event, value in zip(events, encoded, strict=True):
-            if event.id in new and event.id not in published:
-                published.add(event.id)
-                messages.append(
-                    Message(topic_of(event), event.key.encode(), value, timestamp_ms=timestamp_ms)
-                )
-        await event_log.publish(messages)
+            if event.id in new and event.id not in written:
+                written.add(event.id)
+                messages.append(Message(topic_of(event), event.key.encode(), value))
+        await write_outbox(session, store.runtime, messages)
 
     results: list[IngestResult] = []
     reported: set[str] = set()

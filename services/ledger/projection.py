@@ -17,10 +17,17 @@ from contracts.money import Money
 from contracts.registry import make_event
 from contracts.topics import CLOCK, DEBTORS, JOURNAL, RECEIVABLES
 from services.ledger import store
-from services.ledger.domain import BalanceChange, ChangeKind, DebtorLedger, evolve, initial_state
+from services.ledger.domain import (
+    BalanceChange,
+    ChangeKind,
+    DebtorLedger,
+    Transition,
+    evolve,
+    initial_state,
+)
 from services.runtime.committed_cache import CommittedCache
 from services.runtime.consumer import Applied, Delivered
-from services.runtime.log import Message
+from services.runtime.log import Message, Record
 
 SOURCE = "arrears/ledger"
 _FACT_NAMESPACE = uuid.UUID("5f0c8d3e-0a4b-4c1f-9a57-6c1f3c2d9e10")
@@ -160,11 +167,13 @@ class LedgerProjection:
         states = await self._states(session, keys)
         changed: dict[store.DebtorKey, DebtorLedger] = {}
         movements: list[store.MovementRow] = []
+        outcomes: list[store.Outcome] = []
         messages = applied.messages
         for d in journal:
             event = d.event
             key = (event.tenantid, event.debtorid or "")
-            transition = evolve(states.get(key) or initial_state(*key), event.data)
+            transition = evolve(states.get(key) or initial_state(*key), event.data, event_id=event.id)
+            outcomes.extend(_outcomes(event, transition))
             if transition.rejection:
                 applied.rejected.append((d, transition.rejection))
                 continue
@@ -180,10 +189,51 @@ class LedgerProjection:
             )
             messages.extend(receivable_fact(event, c, at) for c in transition.changes)
 
-        versions = {**self._versions, **await store.save_ledgers(session, changed)}
+        versions = {**self._versions, **await store.save_ledgers(session, changed, self._versions)}
         await store.record_movements(session, movements)
+        await store.record_outcomes(session, outcomes)
         await store.advance_business_dates(session, business_dates)
         for key, state in states.items():
             if key in versions:
                 self.cache.stage(key, (state, versions[key]))
         return applied
+
+    async def dead_lettered(self, session: AsyncSession, dead: list[tuple[Record, str]]) -> None:
+        """Every event that goes to the dead-letter topic is rejected, with the reason, in the
+        tenant's rejection feed (the domain's rejections and records no projection could apply)."""
+        outcomes = []
+        for record, reason in dead:
+            identity = _identity(record.value)
+            if identity is not None:
+                tenant_id, event_id, event_type = identity
+                outcomes.append(store.Outcome(tenant_id, event_id, "rejected", reason, event_type))
+        await store.record_outcomes(session, outcomes)
+
+
+def _outcomes(event: Envelope[Any], transition: Transition) -> list[store.Outcome]:
+    """What this event's transition decided beyond a plain application: the event parked, and the
+    parked events it released, applied or rejected. (Its own rejection is dead-lettered.)"""
+    tenant_id = event.tenantid
+    found = [
+        store.Outcome(tenant_id, event_id, "rejected" if reason else "applied", reason)
+        for event_id, reason in transition.resolved
+    ]
+    if transition.parked:
+        found.append(
+            store.Outcome(tenant_id, event.id, "parked", "waiting for what it refers to", event.type)
+        )
+    return found
+
+
+def _identity(value: bytes) -> tuple[str, str, str | None] | None:
+    """(tenant, event id, type) of a record, if it has them: a record that failed its contract may not."""
+    try:
+        envelope = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(envelope, dict):
+        return None
+    tenant_id, event_id, event_type = envelope.get("tenantid"), envelope.get("id"), envelope.get("type")
+    if not isinstance(tenant_id, str) or not isinstance(event_id, str):
+        return None
+    return tenant_id, event_id, event_type if isinstance(event_type, str) else None

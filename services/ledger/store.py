@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, TypeAdapter
@@ -24,6 +24,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     func,
     select,
 )
@@ -32,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ledger.domain import DebtorLedger
+from services.runtime.consumer import StaleState
 from services.runtime.database import driver_connection
 from services.runtime.tables import RuntimeTables
 
@@ -87,6 +89,27 @@ ingested_events = Table(
     Column("event_id", String(128), primary_key=True),
     Column("payload_sha256", LargeBinary, nullable=False),
     Column("accepted_at", DateTime(timezone=True), nullable=False),
+)
+
+event_outcomes = Table(
+    "event_outcomes",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("event_id", String(256), primary_key=True),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("decided_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+event_rejections = Table(
+    "event_rejections",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=True),
+    Column("tenant_id", String(64), nullable=False),
+    Column("event_id", String(256), nullable=False),
+    Column("event_type", String(128), nullable=True),
+    Column("reason", Text, nullable=False),
+    Column("rejected_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 aging_policies = Table(
@@ -168,22 +191,44 @@ async def load_ledger_versions(
 
 
 async def save_ledgers(
-    session: AsyncSession, states: Mapping[DebtorKey, DebtorLedger]
+    session: AsyncSession, states: Mapping[DebtorKey, DebtorLedger], read: Mapping[DebtorKey, Version]
 ) -> dict[DebtorKey, Version]:
-    """Write the states; return the version each row has once this transaction commits."""
+    """Write the states, each only if its row is still as this batch read it: at the version in
+    `read`, or still absent when `read` has none. Return the version each row has once this
+    transaction commits; raise `StaleState` (nothing may be kept) when a row changed meanwhile."""
     if not states:
         return {}
     ordered = sorted(states.items())  # one lock order for every writer
+    existing = [(key, state) for key, state in ordered if key in read]
+    new = [(key, state) for key, state in ordered if key not in read]
     connection = await driver_connection(session)
-    rows = await connection.fetch(
-        f"INSERT INTO {SCHEMA}.debtor_ledgers (tenant_id, debtor_id, state)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])"
-        " ON CONFLICT (tenant_id, debtor_id) DO UPDATE SET state = EXCLUDED.state, updated_at = now()"
-        " RETURNING tenant_id, debtor_id, xmin::text AS version",
-        [t for (t, _), _ in ordered],
-        [d for (_, d), _ in ordered],
-        [encode_ledger(state) for _, state in ordered],
-    )
+    rows = []
+    if existing:
+        rows += await connection.fetch(
+            f"UPDATE {SCHEMA}.debtor_ledgers AS l SET state = k.state, updated_at = now()"
+            " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])"
+            " AS k(tenant_id, debtor_id, state, version)"
+            " WHERE l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id AND l.xmin::text = k.version"
+            " RETURNING l.tenant_id, l.debtor_id, l.xmin::text AS version",
+            [t for (t, _), _ in existing],
+            [d for (_, d), _ in existing],
+            [encode_ledger(state) for _, state in existing],
+            [read[key] for key, _ in existing],
+        )
+    if new:
+        rows += await connection.fetch(
+            f"INSERT INTO {SCHEMA}.debtor_ledgers (tenant_id, debtor_id, state)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])"
+            " ON CONFLICT (tenant_id, debtor_id) DO NOTHING"
+            " RETURNING tenant_id, debtor_id, xmin::text AS version",
+            [t for (t, _), _ in new],
+            [d for (_, d), _ in new],
+            [encode_ledger(state) for _, state in new],
+        )
+    if len(rows) != len(ordered):
+        written = {(r["tenant_id"], r["debtor_id"]) for r in rows}
+        changed = [key for key, _ in ordered if key not in written]
+        raise StaleState(f"{len(changed)} debtor states changed since read, e.g. {changed[:3]}")
     return {(r["tenant_id"], r["debtor_id"]): r["version"] for r in rows}
 
 
@@ -338,3 +383,106 @@ async def known_digests(session: AsyncSession, tenant_id: str, event_ids: Iterab
         ids,
     )
     return {r["event_id"]: r["payload_sha256"] for r in rows}
+
+
+# --- what became of accepted events ---------------------------------------------------------------
+
+EventStatus = Literal["accepted", "applied", "parked", "rejected"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    tenant_id: str
+    event_id: str
+    outcome: Literal["applied", "parked", "rejected"]
+    reason: str | None = None
+    event_type: str | None = None
+
+
+async def record_outcomes(session: AsyncSession, outcomes: Sequence[Outcome]) -> None:
+    """Record events that were parked, rejected, or applied after being parked; a rejection also
+    joins the tenant's rejection feed. (An event simply applied needs no row: the consumer's
+    processed ids say it was seen, and no outcome row says otherwise.)"""
+    if not outcomes:
+        return
+    latest = {(o.tenant_id, o.event_id): o for o in outcomes}
+    ordered = sorted(latest.values(), key=lambda o: (o.tenant_id, o.event_id))
+    connection = await driver_connection(session)
+    await connection.execute(
+        f"INSERT INTO {SCHEMA}.event_outcomes AS o (tenant_id, event_id, outcome, reason)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
+        " ON CONFLICT (tenant_id, event_id)"
+        " DO UPDATE SET outcome = EXCLUDED.outcome, reason = EXCLUDED.reason, decided_at = now()",
+        [o.tenant_id for o in ordered],
+        [o.event_id for o in ordered],
+        [o.outcome for o in ordered],
+        [o.reason for o in ordered],
+    )
+    rejected = [o for o in outcomes if o.outcome == "rejected"]
+    if rejected:
+        await connection.copy_records_to_table(
+            "event_rejections",
+            schema_name=SCHEMA,
+            columns=("tenant_id", "event_id", "event_type", "reason"),
+            records=[(o.tenant_id, o.event_id, o.event_type, o.reason or "") for o in rejected],
+        )
+
+
+@dataclass(frozen=True)
+class EventState:
+    event_id: str
+    status: EventStatus
+    accepted_at: dt.datetime
+    reason: str | None
+    decided_at: dt.datetime | None
+
+
+async def event_state(session: AsyncSession, tenant_id: str, event_id: str) -> EventState | None:
+    """What became of an accepted event, or None when it was never accepted."""
+    row = (
+        await session.execute(
+            select(
+                ingested_events.c.accepted_at,
+                event_outcomes.c.outcome,
+                event_outcomes.c.reason,
+                event_outcomes.c.decided_at,
+                runtime.processed_events.c.event_id.label("processed"),
+            )
+            .select_from(
+                ingested_events.outerjoin(
+                    event_outcomes,
+                    (event_outcomes.c.tenant_id == ingested_events.c.tenant_id)
+                    & (event_outcomes.c.event_id == ingested_events.c.event_id),
+                ).outerjoin(
+                    runtime.processed_events,
+                    (runtime.processed_events.c.tenant_id == ingested_events.c.tenant_id)
+                    & (runtime.processed_events.c.event_id == ingested_events.c.event_id),
+                )
+            )
+            .where(ingested_events.c.tenant_id == tenant_id, ingested_events.c.event_id == event_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    status: EventStatus = row.outcome or ("applied" if row.processed is not None else "accepted")
+    return EventState(event_id, status, row.accepted_at, row.reason, row.decided_at)
+
+
+async def rejections(session: AsyncSession, tenant_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+    r = event_rejections.c
+    rows = await session.execute(
+        select(r.seq, r.event_id, r.event_type, r.reason, r.rejected_at)
+        .where(r.tenant_id == tenant_id, r.seq > after)
+        .order_by(r.seq)
+        .limit(limit)
+    )
+    return [
+        {
+            "seq": x.seq,
+            "id": x.event_id,
+            "type": x.event_type,
+            "reason": x.reason,
+            "rejected_at": x.rejected_at,
+        }
+        for x in rows
+    ]

@@ -12,7 +12,8 @@ from services.notifier.api import router
 from services.notifier.projection import NotifierProjection
 from services.notifier.sender import Sender
 from services.runtime.process import Resources
-from services.runtime.service import Loop, Service
+from services.runtime.service import Service
+from services.runtime.supervisor import Loop
 
 NAME = "notifier"
 

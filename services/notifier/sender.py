@@ -41,6 +41,7 @@ from services.notifier.rendering import Addressee, render
 from services.runtime.log import Message
 from services.runtime.outbox import write_outbox
 from services.runtime.settings import Settings
+from services.runtime.supervisor import Health
 
 log = logging.getLogger(__name__)
 SOURCE = "arrears/notifier"
@@ -111,13 +112,16 @@ class Sender:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def run(self, stopping: asyncio.Event) -> None:
+    async def run(self, stopping: asyncio.Event, health: Health | None = None) -> None:
+        health = health or Health(running=True)
         try:
             while not stopping.is_set():
                 try:
                     done = await self.send_due()
-                except Exception:
+                    health.recover()
+                except Exception as exc:
                     log.exception("notifier sender failed; retrying")
+                    health.fail(f"{type(exc).__name__}: {exc}")
                     done = 0
                     await asyncio.sleep(1)
                 if done == 0:

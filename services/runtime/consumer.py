@@ -11,20 +11,25 @@ Delivery guarantee: exactly-once effect. For each batch, in ONE transaction:
   4. write those, and a dead letter for every record that could not be parsed or was rejected, to
      the outbox.
 Nothing is committed to Kafka. On partition assignment the consumer seeks to the stored offsets.
-A batch that fails on a transient error (database or connection) is retried from the stored offsets
-with back-off; one that fails otherwise is replayed record by record so the one poison record goes
-to the dead-letter topic and the rest are applied.
+A batch that fails on a transient error (database, broker or connection) is retried from the stored
+offsets with back-off, as long as the outage lasts; one that fails otherwise is replayed record by
+record, and a record that fails alone a few times goes to the dead-letter topic with the reason,
+and the rest are applied. The loop never ends on a record: only on `stopping`, or on an error of its
+own (then its supervisor starts it again and readiness is false meanwhile).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+import asyncpg
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from sqlalchemy import CursorResult, and_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -36,6 +41,7 @@ from services.runtime import metrics
 from services.runtime.database import driver_connection
 from services.runtime.log import EventLog, Message, Record, TopicPartition
 from services.runtime.outbox import write_outbox
+from services.runtime.supervisor import Health
 from services.runtime.tables import RuntimeTables
 
 log = logging.getLogger(__name__)
@@ -61,7 +67,9 @@ class Projection(Protocol):
       - `batch_committed()`: the transaction of the last `apply` committed;
       - `batch_failed()`: it did not (rolled back, or its outcome is unknown);
       - `partitions_changed()`: partitions were assigned or revoked, or the loop re-seeks to the
-        stored offsets; another member may have written what this one holds.
+        stored offsets; another member may have written what this one holds;
+      - `async dead_lettered(session, dead)`: these records, with the reasons, go to the dead-letter
+        topic in this batch's transaction (a service that reports outcomes records them).
     """
 
     group_id: str
@@ -84,14 +92,23 @@ class StaleOffsets(Exception):
     """Another member advanced a partition first, or this member no longer owns it."""
 
 
-def dead_letter(record: Record, reason: str, group_id: str) -> Message:
+class StaleState(StaleOffsets):
+    """A state row changed between this batch's read and its write (another member wrote it, as a
+    rebalance hands partitions over): the batch is rolled back and read again from stored offsets."""
+
+
+ATTEMPTS_BEFORE_DEAD_LETTER = 3
+"""Times a record that fails alone (not on a transient error) is tried before it is dead-lettered."""
+
+
+def dead_letter(record: Record, reason: str, group_id: str, *, keep_headers: bool = True) -> Message:
     return Message(
         topic=f"{record.topic}.dlq",
         key=record.key,
         value=record.value,
         headers=(
-            *record.headers,
-            ("dlq.reason", reason.encode()[:4000]),
+            *(record.headers if keep_headers else ()),
+            ("dlq.reason", printable(reason).encode()[:4000]),
             ("dlq.topic", record.topic.encode()),
             ("dlq.partition", str(record.partition).encode()),
             ("dlq.offset", str(record.offset).encode()),
@@ -100,10 +117,37 @@ def dead_letter(record: Record, reason: str, group_id: str) -> Message:
     )
 
 
+def printable(text: str) -> str:
+    """The text without NUL and other control characters (a reason quotes what it refused)."""
+    return "".join(c if c.isprintable() or c in "\t\n" else f"\\x{ord(c):02x}" for c in text)
+
+
+_TRANSIENT_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    OSError,
+    TimeoutError,
+    ConnectionError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+
 def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, OperationalError | InterfaceError | OSError | TimeoutError | ConnectionError)
+    """An outage or a race worth waiting out, as opposed to a record the service cannot apply."""
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        exc = exc.orig.__cause__ or exc.orig if exc.orig is not None else exc
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or isinstance(exc, KafkaConnectionError | KafkaTimeoutError)
+    return isinstance(exc, _TRANSIENT_ERRORS)
 
 
 class ConsumerLoop:
@@ -126,9 +170,17 @@ class ConsumerLoop:
         self._fetch_timeout_ms = fetch_timeout_ms
         self._on_committed = on_committed
         self._positions: dict[TopicPartition, int | None] = {}
+        """Where each assigned partition was seeked to (then advanced by each commit): only these
+        partitions may be committed."""
+        self._assigned: set[TopicPartition] = set()
+        self._seek_pending = False
+        self._failures: dict[tuple[TopicPartition, int], int] = {}
         self._batch_committed = _hook(projection, "batch_committed")
         self._batch_failed = _hook(projection, "batch_failed")
         self._partitions_changed = _hook(projection, "partitions_changed")
+        self._dead_lettered: Callable[[AsyncSession, list[tuple[Record, str]]], Awaitable[None]] | None = (
+            getattr(projection, "dead_lettered", None)
+        )
         self.applied = 0
         self.dead_lettered = 0
         self.started = asyncio.Event()
@@ -150,47 +202,72 @@ class ConsumerLoop:
             }
 
     async def _on_assigned(self, partitions: list[TopicPartition]) -> None:
-        self._partitions_changed()
-        stored = await self._stored_offsets(partitions)
-        for tp in partitions:
-            self._positions[tp] = stored.get(tp)
-            await self._consumer.seek(tp, stored.get(tp))
+        self._assigned.update(partitions)
+        try:
+            await self._seek_to_stored(partitions)
+        except Exception as exc:
+            # Called by the client's group coordinator, which would only log the error and go on
+            # fetching from the wrong place: seek before the next batch instead.
+            log.warning("%s: could not seek to the stored offsets (%s); will retry", self.group_id, exc)
+            self._seek_pending = True
+            return
         log.info("%s assigned %s", self.group_id, sorted(partitions))
         self.started.set()
+
+    async def _seek_to_stored(self, partitions: list[TopicPartition]) -> None:
+        self._partitions_changed()
+        for tp in partitions:
+            self._positions.pop(tp, None)
+        stored = await self._stored_offsets(partitions)
+        for tp in partitions:
+            await self._consumer.seek(tp, stored.get(tp))
+            self._positions[tp] = stored.get(tp)
 
     async def _on_revoked(self, partitions: list[TopicPartition]) -> None:
         self._partitions_changed()
         for tp in partitions:
             self._positions.pop(tp, None)
+            self._assigned.discard(tp)
 
     async def _reseek(self) -> None:
-        await self._on_assigned(list(self._positions))
+        self._seek_pending = True
+        await self._seek_to_stored(sorted(self._assigned))
+        self._seek_pending = False
+        self.started.set()
 
-    async def run(self, stopping: asyncio.Event) -> None:
+    async def run(self, stopping: asyncio.Event, health: Health | None = None) -> None:
+        health = health or Health(running=True)
         await self._consumer.start(self._on_assigned, self._on_revoked)
         backoff = 0.1
         try:
             while not stopping.is_set():
-                records = await self._consumer.fetch(self._max_records, self._fetch_timeout_ms)
-                if not records:
-                    continue
                 try:
-                    await self.process(records)
+                    if self._seek_pending:
+                        await self._reseek()
+                    records = await self._consumer.fetch(self._max_records, self._fetch_timeout_ms)
+                    if records:
+                        await self.process(records)
                     backoff = 0.1
+                    health.recover()
                 except StaleOffsets:
-                    await self._reseek()
+                    self._seek_pending = True
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
                     log.warning("%s: transient failure, retrying in %.1fs: %s", self.group_id, backoff, exc)
-                    await asyncio.sleep(backoff)
+                    health.fail(f"waiting out {type(exc).__name__}: {exc}")
+                    self._seek_pending = True
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), backoff)
                     backoff = min(backoff * 2, 10.0)
-                    await self._reseek()
         finally:
             await self._consumer.stop()
 
     async def process(self, records: list[Record]) -> None:
         started = time.perf_counter()
+        records = self._not_yet_applied(records)
+        if not records:
+            return
         good: list[Delivered] = []
         broken: list[tuple[Record, str]] = []
         for record in records:
@@ -203,28 +280,58 @@ class ConsumerLoop:
         except StaleOffsets:
             raise
         except Exception as exc:
-            if is_transient(exc) or len(records) == 1:
+            if is_transient(exc):
                 raise
-            log.warning("%s: batch failed (%s); isolating the record that fails", self.group_id, exc)
-            await self._isolate(records)
+            if len(records) == 1:
+                await self._retry_or_dead_letter(records[0], exc)
+            else:
+                log.warning("%s: batch failed (%s); isolating the record that fails", self.group_id, exc)
+                for record in records:
+                    await self.process([record])
         metrics.BATCH_SECONDS.labels(self.group_id).observe(time.perf_counter() - started)
 
-    async def _isolate(self, records: list[Record]) -> None:
-        for record in records:
-            try:
-                await self.process([record])
-            except StaleOffsets:
+    def _not_yet_applied(self, records: list[Record]) -> list[Record]:
+        """The records at or past the stored position of their partition (a fetch that raced a seek
+        may return records this group already applied)."""
+        positions = self._positions
+        return [r for r in records if (positions.get(r.topic_partition) or 0) <= r.offset]
+
+    async def _retry_or_dead_letter(self, record: Record, exc: Exception) -> None:
+        """A record that failed alone: raise (to be fetched and tried again) until it has failed
+        `ATTEMPTS_BEFORE_DEAD_LETTER` times, then dead-letter it with the reason."""
+        where = (record.topic_partition, record.offset)
+        failures = self._failures[where] = self._failures.get(where, 0) + 1
+        if failures < ATTEMPTS_BEFORE_DEAD_LETTER:
+            log.warning(
+                "%s: %s/%s@%s failed (%d of %d): %s",
+                self.group_id,
+                *record.topic_partition,
+                record.offset,
+                failures,
+                ATTEMPTS_BEFORE_DEAD_LETTER,
+                exc,
+            )
+            raise StaleOffsets(record.topic_partition) from exc
+        del self._failures[where]
+        reason = f"{type(exc).__name__}: {exc}"
+        log.error(
+            "%s: dead-lettering %s/%s@%s: %s", self.group_id, *record.topic_partition, record.offset, reason
+        )
+        try:
+            await self._commit([record], [], [(record, reason)])
+        except Exception as again:
+            if is_transient(again) or isinstance(again, StaleOffsets):
                 raise
-            except Exception as exc:
-                if is_transient(exc):
-                    raise
-                log.exception(
-                    "%s: dead-lettering %s/%s@%s", self.group_id, *record.topic_partition, record.offset
-                )
-                await self._commit([record], [], [(record, f"{type(exc).__name__}: {exc}")])
+            # Its headers may hold what the outbox cannot store: the record and the reason alone.
+            await self._commit([record], [], [(record, reason)], keep_headers=False)
 
     async def _commit(
-        self, records: list[Record], good: list[Delivered], broken: list[tuple[Record, str]]
+        self,
+        records: list[Record],
+        good: list[Delivered],
+        broken: list[tuple[Record, str]],
+        *,
+        keep_headers: bool = True,
     ) -> None:
         try:
             async with self._sessions() as session, session.begin():
@@ -232,16 +339,22 @@ class ConsumerLoop:
                 fresh = await self._first_seen(session, good)
                 applied = await self._projection.apply(session, fresh) if fresh else Applied()
                 dead = broken + [(d.record, f"rejected: {reason}") for d, reason in applied.rejected]
+                if dead and self._dead_lettered is not None:
+                    await self._dead_lettered(session, dead)
                 await write_outbox(
                     session,
                     self._tables,
-                    applied.messages + [dead_letter(r, why, self.group_id) for r, why in dead],
+                    applied.messages
+                    + [dead_letter(r, why, self.group_id, keep_headers=keep_headers) for r, why in dead],
                 )
         except BaseException:
             self._batch_failed()
             raise
         self._batch_committed()
         self._positions.update(advanced)
+        if self._failures:
+            for record in records:
+                self._failures.pop((record.topic_partition, record.offset), None)
         self.applied += len(fresh) - len(applied.rejected)
         self.dead_lettered += len(dead)
         metrics.RECORDS.labels(self.group_id, "applied").inc(len(fresh) - len(applied.rejected))

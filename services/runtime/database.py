@@ -16,7 +16,16 @@ def make_sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 async def driver_connection(session: AsyncSession) -> Any:
-    """The asyncpg connection inside the session's transaction, for COPY and array statements."""
+    """The asyncpg connection inside the session's transaction, for COPY and array statements.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN lazily, with its first statement: a statement sent on
+    the driver connection before any SQLAlchemy statement would run outside the transaction and
+    commit alone. So the transaction is started here when it has not been yet."""
     connection = await session.connection()
     raw = await connection.get_raw_connection()
+    adapted: Any = raw.dbapi_connection
+    if connection.in_transaction() and getattr(adapted, "_transaction", False) is None:
+        async with adapted._execute_mutex:
+            if adapted._transaction is None:
+                await adapted._start_transaction()
     return raw.driver_connection

@@ -1,14 +1,22 @@
 """The Kafka adapter of the event log: an idempotent producer (acks=all) and group consumers whose
-offsets live in PostgreSQL, so nothing is ever committed to Kafka by Arrears."""
+offsets live in PostgreSQL, so nothing is ever committed to Kafka by Arrears.
+
+A publish that fails leaves the producer in a state it may never leave: after a broker restart the
+idempotent producer's sequence numbers have a gap and every later send fails with
+OutOfOrderSequenceNumber. So a failed publish retires its producer, and the next publish starts a
+new one (a new producer id, its own sequence). Nothing is lost across the switch: every caller
+publishes from a durable outbox or answers the failure, and consumers drop repeats by event id."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition as KafkaTopicPartition
 
@@ -20,51 +28,93 @@ ones join the producer's open batches record by record. A batch of a call waits 
 batch before it has been sent, so small concurrent calls (API requests, idle relays) would queue behind
 each other; large ones (a backlog, a bulk post) gain about ninefold."""
 _HASH_CACHE_SIZE = 100_000
+log = logging.getLogger(__name__)
 
 
 class KafkaLog(EventLog):
     def __init__(self, bootstrap_servers: str, *, linger_ms: int = 5, timeout_s: float = 30.0) -> None:
         self._bootstrap = bootstrap_servers
         self._timeout_s = timeout_s
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=linger_ms,
-            max_batch_size=1024 * 1024,
-            max_request_size=8 * 1024 * 1024,
-            request_timeout_ms=int(timeout_s * 1000),
-        )
+        self._linger_ms = linger_ms
+        self._producer: AIOKafkaProducer | None = None
+        self._failure: str | None = None
+        self._replacing = asyncio.Lock()
         self._hashes: dict[bytes, int] = {}
         self._round_robin = 0
+        self.producers_started = 0
+
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=self._linger_ms,
+            max_batch_size=1024 * 1024,
+            max_request_size=8 * 1024 * 1024,
+            request_timeout_ms=int(self._timeout_s * 1000),
+        )
 
     async def start(self) -> None:
-        await asyncio.wait_for(self._producer.start(), self._timeout_s)
+        await self._ready_producer()
 
     async def stop(self) -> None:
-        # aiokafka's stop() can hang while the broker is unreachable.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._producer.stop(), self._timeout_s)
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _stop_producer(producer, self._timeout_s)
+
+    async def _ready_producer(self) -> AIOKafkaProducer:
+        """The producer to send with: the current one, or a new one when the last publish failed."""
+        producer = self._producer
+        if producer is not None and self._failure is None:
+            return producer
+        async with self._replacing:
+            if self._producer is not None and self._failure is None:
+                return self._producer
+            old, self._producer = self._producer, None
+            if old is not None:
+                log.warning("replacing the Kafka producer after a failed publish: %s", self._failure)
+                await _stop_producer(old, 5.0)
+            producer = self._new_producer()
+            try:
+                await asyncio.wait_for(producer.start(), self._timeout_s)
+            except BaseException as exc:
+                self._failure = f"the producer did not start: {type(exc).__name__}: {exc}"
+                await _stop_producer(producer, 5.0)
+                raise
+            self._producer, self._failure = producer, None
+            self.producers_started += 1
+            return producer
 
     async def publish(self, messages: Sequence[Message]) -> None:
         if not messages:
             return
-        if len(messages) >= BATCHED_FROM:
-            deliveries = await self._send_batches(messages)
-        else:
-            deliveries = [
-                await self._producer.send(
-                    m.topic, value=m.value, key=m.key, headers=list(m.headers), timestamp_ms=m.timestamp_ms
-                )
-                for m in messages
-            ]
-        await asyncio.wait_for(asyncio.gather(*deliveries), self._timeout_s)
+        producer = await self._ready_producer()
+        try:
+            if len(messages) >= BATCHED_FROM:
+                deliveries = await self._send_batches(producer, messages)
+            else:
+                deliveries = [
+                    await producer.send(
+                        m.topic,
+                        value=m.value,
+                        key=m.key,
+                        headers=list(m.headers),
+                        timestamp_ms=m.timestamp_ms,
+                    )
+                    for m in messages
+                ]
+            await asyncio.wait_for(asyncio.gather(*deliveries), self._timeout_s)
+        except BaseException as exc:
+            if producer is self._producer and self._failure is None:
+                self._failure = f"{type(exc).__name__}: {exc}"
+            raise
 
-    async def _send_batches(self, messages: Sequence[Message]) -> list[asyncio.Future[Any]]:
+    async def _send_batches(
+        self, producer: AIOKafkaProducer, messages: Sequence[Message]
+    ) -> list[asyncio.Future[Any]]:
         """The messages in per-partition batches, in their order, placed as the default partitioner
         places them (murmur2 of the key, as the Java client), so a key's records stay in order in one
         partition whichever path published them."""
-        producer = self._producer
         open_batches: dict[tuple[str, int], Any] = {}
         partitions_of: dict[str, list[int]] = {}
         deliveries: list[asyncio.Future[Any]] = []
@@ -119,11 +169,25 @@ class KafkaLog(EventLog):
             await reader.stop()
 
     async def healthy(self) -> bool:
+        """The broker answers and the last publish did not fail (a failed producer is replaced by the
+        next publish; until one succeeds the log is not healthy)."""
+        if self._failure is not None:
+            with contextlib.suppress(Exception):
+                await self._ready_producer()
+        producer = self._producer
+        if producer is None or self._failure is not None:
+            return False
         try:
-            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 5)
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), 5)
         except Exception:
             return False
         return True
+
+
+async def _stop_producer(producer: AIOKafkaProducer, timeout_s: float) -> None:
+    # aiokafka's stop() can hang while the broker is unreachable.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.stop(), timeout_s)
 
 
 async def _partitions(consumer: Any, topic: str) -> set[int]:
@@ -177,6 +241,10 @@ class KafkaGroupConsumer(LogConsumer):
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
             max_poll_interval_ms=300_000,
+            # Partition i of every topic to the same member: a debtor's journal and master data
+            # (same key, same partition count) meet in one consumer. aiokafka's default, round
+            # robin, spreads them over members.
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         await self._consumer.start()
         self._consumer.subscribe(topics=self._topics, listener=_Listener(on_assigned, on_revoked))

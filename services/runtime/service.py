@@ -3,9 +3,8 @@ optional extra background loops, and a FastAPI app whose lifespan runs them."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from fastapi import APIRouter, FastAPI
 
@@ -13,10 +12,9 @@ from services.runtime.consumer import ConsumerLoop, Projection
 from services.runtime.http import install_error_handler, install_health
 from services.runtime.migrations import upgrade
 from services.runtime.outbox import OutboxRelay
-from services.runtime.process import BackgroundTasks, Resources
+from services.runtime.process import Resources
+from services.runtime.supervisor import BackgroundTasks, Loop
 from services.runtime.tables import RuntimeTables
-
-Loop = Callable[[asyncio.Event], Awaitable[None]]
 
 
 class Service:
@@ -81,6 +79,8 @@ class Service:
         app = FastAPI(title=f"Arrears {self.name}", version="1", lifespan=lifespan)
         app.state.sessions = self.resources.sessions
         app.state.event_log = self.resources.event_log
+        app.state.background = self.background
+        app.state.outbox_written = self.relay.wake.set
         install_error_handler(app)
         install_health(app)
         for router in self.routers():

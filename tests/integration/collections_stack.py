@@ -94,8 +94,8 @@ class CollectionsStack:
         # could be applied before the facts of its day.
         for consumer in consumers:
             await asyncio.wait_for(consumer.started.wait(), timeout_s)
+        quiet = 0
         while True:
-            lag = sum([await c.lag() for c in consumers])
             async with self.resources.sessions() as session:
                 waiting = 0
                 for outbox in (
@@ -111,7 +111,10 @@ class CollectionsStack:
                     )
                     or 0
                 )
-            if lag == 0 and waiting == 0:
+            # After the outboxes: what they held before is in the log by now, so the lag counts it.
+            lag = sum([await c.lag() for c in consumers])
+            quiet = quiet + 1 if lag == 0 and waiting == 0 else 0
+            if quiet == 2:  # twice in a row: nothing a consumer wrote meanwhile is still in flight
                 return
             if loop.time() > deadline:
                 raise TimeoutError(f"not settled: lag {lag}, waiting {waiting}")

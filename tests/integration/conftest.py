@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import func, select
 
 from contracts.topics import catalogue
 from services.ledger import store
@@ -81,14 +82,20 @@ class LedgerStack:
         return httpx.AsyncClient(base_url=self.url, headers={"X-API-Key": key or self.api_key}, timeout=30)
 
     async def caught_up(self, timeout_s: float = 60) -> None:
-        """Wait until the ledger consumer has applied everything in its topics."""
+        """Wait until every accepted event is published from the outbox and the ledger consumer has
+        applied everything in its topics."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         await asyncio.wait_for(self.service.consumer.started.wait(), timeout_s)
-        while await self.service.consumer.lag() > 0:
+        while await outbox_rows(self.resources) > 0 or await self.service.consumer.lag() > 0:
             if loop.time() > deadline:
                 raise TimeoutError("the ledger did not catch up")
             await asyncio.sleep(0.02)
+
+
+async def outbox_rows(resources: Resources) -> int:
+    async with resources.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(store.runtime.outbox)) or 0
 
 
 @contextlib.asynccontextmanager

@@ -208,12 +208,17 @@ async def test_unparseable_and_rejected_records_go_to_the_dead_letter_topic(
     good_before = invoice(t, "D9", "A", "2026-01-01", "2026-01-31", 1_000)
     schema_violation = invoice(t, "D9", "B", "2026-01-01", "2026-01-31", 1_000)
     schema_violation["data"]["amount"] = money(-5)
-    unknown_invoice = envelope(
+    other_currency = envelope(
         "ar.writeoff.posted.v1",
         t,
         "D9",
         "wo-1",
-        {"writeoff_id": "wo-1", "invoice_id": "NOPE", "posting_date": "2026-02-01"},
+        {
+            "writeoff_id": "wo-1",
+            "invoice_id": "A",
+            "posting_date": "2026-02-01",
+            "amount": {"amount_minor": 100, "currency": "USD"},
+        },
     )
     good_after = payment(t, "D9", "P1", "2026-02-01", 400, allocate_to="A")
     await kafka_log.publish(
@@ -221,7 +226,7 @@ async def test_unparseable_and_rejected_records_go_to_the_dead_letter_topic(
             Message("ar.journal.v1", key, orjson.dumps(good_before)),
             Message("ar.journal.v1", key, b"\x00not json"),
             Message("ar.journal.v1", key, orjson.dumps(schema_violation)),
-            Message("ar.journal.v1", key, orjson.dumps(unknown_invoice)),
+            Message("ar.journal.v1", key, orjson.dumps(other_currency)),
             Message("ar.journal.v1", key, orjson.dumps(good_after)),
         ]
     )
@@ -235,11 +240,14 @@ async def test_unparseable_and_rejected_records_go_to_the_dead_letter_topic(
     assert len(dead) == 3
     assert reasons[0].startswith("contract: (record): not JSON")
     assert "data.amount" in reasons[1]
-    assert reasons[2].startswith("rejected:") and "NOPE" in reasons[2]
+    assert reasons[2].startswith("rejected:") and "USD" in reasons[2]
     assert dead[0].value == b"\x00not json"
     async with stack.client() as api:
         statement = (await api.get("/v1/debtors/D9/statement", params={"as_of": "2026-02-02"})).json()
+        feed = (await api.get("/v1/rejections")).json()
     assert [i["outstanding"] for i in statement["open_items"]] == [600]
+    rejected = {r["id"]: r["reason"] for r in feed["rejections"]}
+    assert "USD" in rejected["wo-1"] and "data.amount" in rejected[schema_violation["id"]]
 
 
 async def asyncio_sleep() -> None:

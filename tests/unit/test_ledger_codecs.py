@@ -28,7 +28,7 @@ from services.ledger import projection as ledger_projection
 from services.ledger import store
 from services.ledger.domain import DebtorLedger, LedgerEvent, evolve, initial_state
 from services.ledger.projection import FACT_TYPE, LedgerProjection, receivable_fact
-from services.runtime.consumer import Delivered
+from services.runtime.consumer import Delivered, StaleState
 from services.runtime.log import Record
 
 from . import adjusted, allocated, cancelled, credit_note, invoice, payment, profile, reversed_, written_off
@@ -181,6 +181,7 @@ class FakeStore:
         monkeypatch.setattr(store, "save_ledgers", self.save_ledgers)
         monkeypatch.setattr(store, "record_movements", self.nothing)
         monkeypatch.setattr(store, "advance_business_dates", self.nothing)
+        monkeypatch.setattr(store, "record_outcomes", self.nothing)
 
     def write(self, key: store.DebtorKey, state: DebtorLedger) -> str:
         self.writes += 1
@@ -198,8 +199,11 @@ class FakeStore:
         return decoded, {k: version for k, (_, version) in found.items()}
 
     async def save_ledgers(
-        self, session: Any, states: dict[store.DebtorKey, DebtorLedger]
+        self, session: Any, states: dict[store.DebtorKey, DebtorLedger], read: dict[store.DebtorKey, str]
     ) -> dict[store.DebtorKey, str]:
+        changed = [k for k in states if read.get(k) != self.rows.get(k, (b"", None))[1]]
+        if changed:
+            raise StaleState(str(changed))
         return {k: self.write(k, v) for k, v in states.items()}
 
     async def nothing(self, *args: Any) -> None:

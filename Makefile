@@ -30,7 +30,7 @@ integration: $(STAMP)
 
 test: lint $(STAMP)
 	bash deploy/local/kafka.sh fetch
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=15
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -85,7 +85,7 @@ class CollectionsStack:
             timeout=30,
         )
 
-    async def settled(self, timeout_s: float = 60) -> None:
+    async def settled(self, timeout_s: float = 180) -> None:
         """Every consumer caught up and every outbox and send queue empty."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s

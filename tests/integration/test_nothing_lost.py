@@ -20,7 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from contracts.topics import CONTACTS
 from services.runtime.embedded_postgres import start_embedded_postgres, stop_embedded_postgres
+from services.runtime.kafka_log import KafkaLog
+from services.runtime.log import Message
 from tests.infra.kafka_broker import KafkaBroker, start_kafka_broker
 from tests.infra.postgres_server import PostgresServer, start_postgres
 from tests.integration.fault_processes import (
@@ -399,3 +402,50 @@ async def test_four_ledgers_in_one_group_keep_every_invoice_on_its_statement(
     assert not problems, "\n".join(
         [findings.summary(), *problems, f"POST outcomes {dict(poster.outcomes())}", str(step)]
     )
+
+
+# --- 5. the producer across a broker restart ------------------------------------------------------------
+
+
+async def test_a_producer_that_failed_is_replaced_and_publishes_again_without_a_restart(
+    broker: KafkaBroker,
+) -> None:
+    """A publish while the broker is away fails, the log says it is not healthy, and once the broker
+    is back the next publish goes through on a new producer: every record acknowledged is in the
+    topic. (A publish that failed may still have reached the broker: its caller retries from the
+    outbox and consumers drop the repeat by event id, so it may be there too, never anything else.)"""
+    event_log = KafkaLog(broker.bootstrap_servers, timeout_s=5)
+    await event_log.start()
+    broker_down = False
+    try:
+        acknowledged: list[bytes] = []
+
+        async def publish(value: bytes) -> bool:
+            try:
+                await event_log.publish([Message(CONTACTS.name, b"t:D1", value)])
+            except Exception:
+                return False
+            acknowledged.append(value)
+            return True
+
+        assert await publish(b"before")
+        broker_down = True
+        await asyncio.to_thread(kafka_sh, broker, "stop")
+        assert not await publish(b"while down"), "a publish while the broker is down cannot succeed"
+        assert not await event_log.healthy()
+        await asyncio.to_thread(kafka_sh, broker, "start")
+        broker_down = False
+        deadline = now() + 60
+        while not await publish(b"after"):
+            assert now() < deadline, "no publish went through within 60 s of the broker's return"
+            await asyncio.sleep(0.5)
+        assert await event_log.healthy()
+        assert event_log.producers_started >= 2, "the failed producer was replaced"
+        in_topic = [r.value for r in await event_log.read_all(CONTACTS.name) if r.key == b"t:D1"]
+    finally:
+        await event_log.stop()
+        if broker_down:
+            await asyncio.to_thread(kafka_sh, broker, "start")
+    assert sorted(acknowledged) == [b"after", b"before"]
+    assert set(acknowledged) <= set(in_topic) <= {b"before", b"while down", b"after"}
+    assert in_topic.count(b"before") == 1

@@ -170,7 +170,9 @@ def command(
     )
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 60) -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 240) -> None:
+    # A fresh notifier reads every topic from the start: late in a test session that is the backlog
+    # of every earlier test on the session's broker, a minute's work on a busy two-core machine.
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not await check():
         if asyncio.get_running_loop().time() > deadline:

@@ -61,3 +61,16 @@ def age(
     for due_date, amount in items:
         buckets[policy.bucket_of(days_past_due(due_date, as_of))] += amount
     return buckets
+
+
+def age_by_currency(
+    items: Iterable[tuple[str, dt.date, int]], as_of: dt.date, policy: AgingPolicy = DEFAULT_POLICY
+) -> dict[str, dict[str, int]]:
+    """`age` of `(currency, due_date, amount)` items, per currency present, in currency order.
+
+    The portfolio aging and a debtor's statement both age the balance movements effective by the
+    date this way, so a debtor's aging is its share of the portfolio's."""
+    by_currency: dict[str, list[tuple[dt.date, int]]] = {}
+    for currency, due_date, amount in items:
+        by_currency.setdefault(currency, []).append((due_date, amount))
+    return {currency: age(by_currency[currency], as_of, policy) for currency in sorted(by_currency)}

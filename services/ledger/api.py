@@ -13,9 +13,15 @@ from pydantic import BaseModel, Field
 from contracts.envelope import Envelope
 from contracts.registry import ERP_TYPES, BatchError, ContractError, parse_batch
 from services.ledger import admission, store
-from services.ledger.aging import AgingPolicy, age
-from services.ledger.ingest import IngestResult, ingest
-from services.ledger.open_items_csv import open_items_from_csv
+from services.ledger.aging import AgingPolicy, age_by_currency
+from services.ledger.ingest import Conflicts, IngestResult, ingest
+from services.ledger.open_items_csv import (
+    LineError,
+    OpenItemsError,
+    conflict_errors,
+    load_report,
+    open_items_from_csv,
+)
 from services.ledger.statement import statement
 from services.runtime.auth import Principal
 from services.runtime.http import ApiError, ReadSession, authenticator
@@ -83,6 +89,11 @@ def _summary(results: list[IngestResult]) -> dict[str, Any]:
     }
 
 
+def _not_utf8(body: bytes, exc: UnicodeDecodeError) -> LineError:
+    line = body.count(b"\n", 0, exc.start) + 1
+    return LineError(line, None, f"byte {body[exc.start]:#04x} is not UTF-8: save the file as UTF-8")
+
+
 async def _as_of(session: ReadSession, tenant_id: str, as_of: dt.date | None) -> dt.date:
     if as_of:
         return as_of
@@ -90,6 +101,20 @@ async def _as_of(session: ReadSession, tenant_id: str, as_of: dt.date | None) ->
     if current is None:
         raise ApiError(409, "no business date yet: advance the clock (arrears clock advance) or pass as_of")
     return current
+
+
+AsOf = Annotated[dt.date | None, Query(description="Business date; default: the current one")]
+KnownAt = Annotated[
+    dt.datetime | None,
+    Query(description="Only what Arrears had recorded by this moment (ISO 8601 with offset)"),
+]
+
+
+def _check_known_at(known_at: dt.datetime | None) -> None:
+    if known_at is not None and known_at.tzinfo is None:
+        raise ApiError(
+            422, [{"field": "known_at", "message": "give a time zone offset, e.g. 2026-06-30T23:59:59Z"}]
+        )
 
 
 async def _policy(session: ReadSession, tenant_id: str) -> AgingPolicy:
@@ -121,7 +146,11 @@ def router(settings: Settings) -> APIRouter:
         request.app.state.outbox_written()
         return _summary(results)
 
-    @api.post("/imports/open-items", status_code=202, summary="Load an initial open-item list from CSV")
+    @api.post(
+        "/imports/open-items",
+        status_code=202,
+        summary="Load an initial open-item list from CSV: the whole file, or nothing and every error",
+    )
     async def import_open_items(
         request: Request, principal: Authenticated, session: ReadSession, as_of: dt.date | None = None
     ) -> dict[str, Any]:
@@ -129,20 +158,19 @@ def router(settings: Settings) -> APIRouter:
         now = dt.datetime.now(dt.UTC)
         valued_at = as_of or await store.business_date(session, principal.tenant_id)
         try:
-            events = open_items_from_csv(body.decode("utf-8-sig"), principal.tenant_id, valued_at, now)
-        except ContractError as exc:
-            raise ApiError(422, [{"field": e.field, "message": e.message} for e in exc.errors]) from None
-        except UnicodeDecodeError:
-            raise ApiError(422, [{"field": "(body)", "message": "the CSV must be UTF-8"}]) from None
-        results: list[IngestResult] = []
-        chunk = settings.max_events_per_request
-        for start in range(0, len(events), chunk):
-            batch = events[start : start + chunk]
-            results += await ingest(request.app.state.sessions, principal.tenant_id, batch, now)
-            request.app.state.outbox_written()
-        summary = _summary(results)
-        del summary["results"]
-        return {"events": len(events), **summary}
+            loaded = open_items_from_csv(body.decode("utf-8-sig"), principal.tenant_id, valued_at, now)
+        except OpenItemsError as exc:
+            raise ApiError(422, [e.as_json() for e in exc.lines]) from None
+        except UnicodeDecodeError as exc:
+            raise ApiError(422, [_not_utf8(body, exc).as_json()]) from None
+        try:
+            results = await ingest(
+                request.app.state.sessions, principal.tenant_id, loaded.events, now, all_or_nothing=True
+            )
+        except Conflicts as exc:
+            raise ApiError(422, [e.as_json() for e in conflict_errors(loaded, set(exc.ids))]) from None
+        request.app.state.outbox_written()
+        return load_report(loaded, {r.id: r.status for r in results})
 
     @api.get(
         "/events/{event_id}",
@@ -178,38 +206,39 @@ def router(settings: Settings) -> APIRouter:
         }
 
     @api.get(
-        "/debtors/{debtor_id}/statement", summary="A debtor's open items, balances, aging and payment history"
+        "/debtors/{debtor_id}/statement",
+        summary="A debtor's open items, balances, aging, payments and credit-note settlements as of a date,"
+        " optionally as known at a moment",
     )
     async def debtor_statement(
-        debtor_id: str, principal: Authenticated, session: ReadSession, as_of: dt.date | None = None
+        debtor_id: str,
+        principal: Authenticated,
+        session: ReadSession,
+        as_of: AsOf = None,
+        known_at: KnownAt = None,
     ) -> Any:
+        _check_known_at(known_at)
+        day = await _as_of(session, principal.tenant_id, as_of)
+        # The movements before the state: every invoice they name is then in the state read after.
+        movements = await store.debtor_movements(session, principal.tenant_id, debtor_id, day, known_at)
         state = await store.load_ledger(session, principal.tenant_id, debtor_id)
         if state is None:
             raise ApiError(404, f"no debtor {debtor_id}")
-        day = await _as_of(session, principal.tenant_id, as_of)
-        return statement(state, day, await _policy(session, principal.tenant_id)).to_json()
+        policy = await _policy(session, principal.tenant_id)
+        return statement(state, day, policy, movements=movements, known_at=known_at).to_json()
 
     @api.get("/aging", summary="Portfolio aging per currency, as of a date, optionally as known at a moment")
     async def portfolio_aging(
-        principal: Authenticated,
-        session: ReadSession,
-        as_of: Annotated[dt.date | None, Query(description="Business date; default: the current one")] = None,
-        known_at: Annotated[
-            dt.datetime | None,
-            Query(description="Only what Arrears had recorded by this moment (ISO 8601 with offset)"),
-        ] = None,
+        principal: Authenticated, session: ReadSession, as_of: AsOf = None, known_at: KnownAt = None
     ) -> dict[str, Any]:
-        if known_at is not None and known_at.tzinfo is None:
-            raise ApiError(
-                422, [{"field": "known_at", "message": "give a time zone offset, e.g. 2026-06-30T23:59:59Z"}]
-            )
+        _check_known_at(known_at)
         day = await _as_of(session, principal.tenant_id, as_of)
         policy = await _policy(session, principal.tenant_id)
         rows = await store.outstanding_by_due_date(session, principal.tenant_id, day, known_at)
-        currencies: dict[str, dict[str, Any]] = {}
-        for currency in sorted({c for c, _, _ in rows}):
-            buckets = age(((due, amount) for c, due, amount in rows if c == currency), day, policy)
-            currencies[currency] = {"total_minor": sum(buckets.values()), "buckets_minor": buckets}
+        currencies = {
+            currency: {"total_minor": sum(buckets.values()), "buckets_minor": buckets}
+            for currency, buckets in age_by_currency(rows, day, policy).items()
+        }
         return {
             "tenant_id": principal.tenant_id,
             "as_of": day,

@@ -88,6 +88,18 @@ class Application:
 
 
 @dataclass(frozen=True)
+class Released:
+    """Part of a cash source that was applied to an invoice from `effective_date` until `released_on`
+    (undone by a re-allocation, a reversal, or the invoice lowered or cancelled): kept so that what
+    the source paid as of a past date can still be told."""
+
+    invoice_id: str
+    amount: int
+    effective_date: dt.date
+    released_on: dt.date
+
+
+@dataclass(frozen=True)
 class CashSource:
     """A payment or a credit note: money the debtor has, applied to invoices or held unapplied.
 
@@ -105,6 +117,8 @@ class CashSource:
     directed: Mapping[str, int] = field(default_factory=dict)
     applications: tuple[Application, ...] = ()
     reversed_on: dt.date | None = None
+    released: tuple[Released, ...] = ()
+    """Applications undone, in the order they were; only those that were in effect for a day or more."""
 
     # The sums below are computed once per instance (instances are immutable; a change makes a new
     # one) and kept in the instance's __dict__ under a leading underscore, which keeps them out of
@@ -672,9 +686,12 @@ def _release(work: _Work, source_id: str, index: int, amount: int) -> _Work:
     rest = application.amount - amount
     kept = (replace(application, amount=rest),) if rest else ()
     applications = (*source.applications[:index], *kept, *source.applications[index + 1 :])
-    work = _put_source(work, replace(source, applications=applications))
-    invoice = work.state.invoices[application.invoice_id]
     day = max(work.date, application.effective_date)
+    released = source.released
+    if day > application.effective_date:
+        released = (*released, Released(application.invoice_id, amount, application.effective_date, day))
+    work = _put_source(work, replace(source, applications=applications, released=released))
+    invoice = work.state.invoices[application.invoice_id]
     return _record(work, replace(invoice, applied=invoice.applied - amount), amount, day)
 
 

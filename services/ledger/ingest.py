@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -57,16 +57,28 @@ def _without_none(value: Any) -> Any:
     return value
 
 
+class Conflicts(Exception):
+    """A request refused whole: these event ids were accepted before with other content."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+        super().__init__(f"{len(ids)} event id(s) accepted before with other content: {', '.join(ids[:5])}")
+
+
 async def ingest(
     sessions: async_sessionmaker[AsyncSession],
     tenant_id: str,
     events: Sequence[Envelope[Any]],
     now: dt.datetime,
+    *,
+    all_or_nothing: bool = False,
 ) -> list[IngestResult]:
     """Claim the event ids and write the new events to the outbox in one transaction.
 
     Nothing is claimed unless everything commits, so a failed request may simply be retried.
     Same id with the same content is a duplicate; same id with other content is a conflict.
+    With `all_or_nothing`, one conflict refuses the request: the transaction that found it rolls
+    back and `Conflicts` names the ids, so nothing of the request is claimed or written.
     """
     encoded, content = [], []
     for event in events:
@@ -80,6 +92,11 @@ async def ingest(
     async with sessions() as session, session.begin():
         new = await store.claim_event_ids(session, tenant_id, digests, now)
         known = await store.known_digests(session, tenant_id, digests.keys() - new)
+        results = _results(events, content, digests, new, known)
+        conflicts = [r.id for r in results if r.status == "conflict"]
+        if all_or_nothing and conflicts:
+            _count(results)
+            raise Conflicts(conflicts)
         written: set[str] = set()
         messages: list[Message] = []
         for event, value in zip(events, encoded, strict=True):
@@ -87,7 +104,17 @@ async def ingest(
                 written.add(event.id)
                 messages.append(Message(topic_of(event), event.key.encode(), value))
         await write_outbox(session, store.runtime, messages)
+    _count(results)
+    return results
 
+
+def _results(
+    events: Sequence[Envelope[Any]],
+    content: Sequence[bytes],
+    digests: Mapping[str, bytes],
+    new: set[str],
+    known: Mapping[str, bytes],
+) -> list[IngestResult]:
     results: list[IngestResult] = []
     reported: set[str] = set()
     for event, digest in zip(events, content, strict=True):
@@ -97,7 +124,10 @@ async def ingest(
             status = "duplicate" if known.get(event.id, digests[event.id]) == digest else "conflict"
         reported.add(event.id)
         results.append(IngestResult(event.id, status))
+    return results
+
+
+def _count(results: Sequence[IngestResult]) -> None:
     # One increment per status, not per event: a labelled metric's lookup is costly on this hot path.
     for status, count in Counter(r.status for r in results).items():
         metrics.INGESTED.labels(status).inc(count)
-    return results

@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ledger.domain import DebtorLedger
+from services.ledger.statement import MovementLine
 from services.runtime.consumer import StaleState
 from services.runtime.database import driver_connection
 from services.runtime.tables import RuntimeTables
@@ -63,6 +64,7 @@ balance_movements = Table(
     Column("effective_date", Date, nullable=False),
     Column("recorded_at", DateTime(timezone=True), nullable=False),
     Index("balance_movements_by_tenant", "tenant_id", "recorded_at"),
+    Index("balance_movements_by_debtor", "tenant_id", "debtor_id"),
 )
 
 aging_totals = Table(
@@ -346,6 +348,24 @@ async def outstanding_by_due_date(
         query = query.where(source.c.recorded_at <= known_at)
     rows = await session.execute(query)
     return [(r.currency, r.due_date, int(r.outstanding)) for r in rows if r.outstanding]
+
+
+async def debtor_movements(
+    session: AsyncSession, tenant_id: str, debtor_id: str, as_of: dt.date, known_at: dt.datetime | None
+) -> list[MovementLine]:
+    """One debtor's balance movements effective by a business date, netted per invoice, due date and
+    effective date (nets of zero kept: an invoice settled the day it was issued is still known), all
+    of them or only those recorded by `known_at`. The rows the portfolio aging sums, for one debtor."""
+    m = balance_movements.c
+    query = (
+        select(m.invoice_id, m.currency, m.due_date, m.effective_date, func.sum(m.delta).label("delta"))
+        .where(m.tenant_id == tenant_id, m.debtor_id == debtor_id, m.effective_date <= as_of)
+        .group_by(m.invoice_id, m.currency, m.due_date, m.effective_date)
+    )
+    if known_at is not None:
+        query = query.where(m.recorded_at <= known_at)
+    rows = await session.execute(query)
+    return [MovementLine(r.invoice_id, r.currency, r.due_date, r.effective_date, int(r.delta)) for r in rows]
 
 
 # --- the API's idempotent ingest --------------------------------------------------------------

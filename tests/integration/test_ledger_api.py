@@ -189,7 +189,7 @@ async def test_csv_open_item_load_is_idempotent(stack: LedgerStack) -> None:
             content="debtor_id,invoice_id,issue_date,due_date,amount,currency\nD7,X,2025-13-01,2025-12-01,1,EUR\n",
         )
         assert bad.status_code == 422
-        assert bad.json()["detail"][0]["field"] == "line 2"
+        assert bad.json()["detail"][0]["field"] == "line 2, column issue_date"
         await stack.caught_up()
         statement = (await api.get("/v1/debtors/D7/statement", params={"as_of": "2026-01-10"})).json()
     assert {i["invoice_id"]: i["outstanding"] for i in statement["open_items"]} == {

@@ -189,6 +189,15 @@ class ConsumerLoop:
     def group_id(self) -> str:
         return self._projection.group_id
 
+    @property
+    def topics(self) -> tuple[str, ...]:
+        return tuple(self._projection.topics)
+
+    @property
+    def tables(self) -> RuntimeTables:
+        """Where this loop stores its offsets."""
+        return self._tables
+
     async def _stored_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         offsets = self._tables.consumer_offsets
         async with self._sessions() as session:

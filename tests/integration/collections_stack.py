@@ -32,6 +32,7 @@ from services.runtime.consumer import ConsumerLoop
 from services.runtime.process import Resources, open_resources
 from services.runtime.settings import Settings
 from tests.infra.kafka_broker import free_ports
+from tests.integration.conftest import begin_at_test_start
 
 
 @dataclass
@@ -174,6 +175,7 @@ async def collections_stack(
             services = (LedgerService(resources), DunningService(resources), NotifierService(resources))
             for service in services:
                 await service.migrate()
+            await begin_at_test_start(resources, list(services))
             keys = {}
             async with resources.sessions() as session, session.begin():
                 keys["erp"] = await create_key(session, ledger_store.runtime, tenant, "erp", "erp")

@@ -13,7 +13,9 @@ import asyncpg
 import httpx
 import pytest
 import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from contracts.topics import catalogue
 from services.ledger import store
@@ -23,6 +25,7 @@ from services.runtime.embedded_postgres import sqlalchemy_to_libpq
 from services.runtime.kafka_admin import ensure_topics
 from services.runtime.kafka_log import KafkaLog
 from services.runtime.process import Resources, open_resources
+from services.runtime.service import Service
 from services.runtime.settings import Settings
 from tests.infra.kafka_broker import KafkaBroker, free_ports, start_kafka_broker
 from tests.infra.postgres_server import PostgresServer, start_postgres
@@ -41,6 +44,62 @@ def postgres() -> Iterator[PostgresServer]:
     server = start_postgres()
     yield server
     server.stop()
+
+
+_log_start: dict[str, dict[tuple[str, int], int]] = {}
+"""Per broker: where every topic ended when the running test began."""
+_probes: dict[str, AIOKafkaConsumer] = {}
+"""Per broker: a consumer without a group, kept for the session, that reads end offsets."""
+
+
+async def log_end_offsets(bootstrap_servers: str) -> dict[tuple[str, int], int]:
+    """Where every topic of the catalogue ends now."""
+    probe = _probes.get(bootstrap_servers)
+    if probe is None:
+        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+        await probe.start()
+        _probes[bootstrap_servers] = probe
+    partitions = [TopicPartition(name, p) for name, count, _ in catalogue() for p in range(count)]
+    ends = await probe.end_offsets(partitions)
+    return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+
+
+@pytest.fixture(scope="session")
+async def offset_probes() -> AsyncIterator[None]:
+    yield
+    for probe in _probes.values():
+        await probe.stop()
+    _probes.clear()
+
+
+@pytest.fixture(autouse=True)
+async def log_start(request: pytest.FixtureRequest, offset_probes: None) -> None:
+    """Record where the session broker's topics end as a test begins: services the test starts on a
+    fresh database begin there (`begin_at_test_start`) instead of replaying what earlier tests posted,
+    which would make each test slower than the one before."""
+    if "kafka" not in request.fixturenames:
+        return
+    broker: KafkaBroker = request.getfixturevalue("kafka")
+    _log_start[broker.bootstrap_servers] = await log_end_offsets(broker.bootstrap_servers)
+
+
+async def begin_at_test_start(resources: Resources, services: list[Service]) -> None:
+    """Store the test's starting offsets as the services' consumed offsets, where none are stored yet
+    (a restarted service on the same database goes on from its own)."""
+    start = _log_start.get(resources.settings.kafka_bootstrap_servers or "")
+    if not start:
+        return
+    async with resources.sessions() as session, session.begin():
+        for service in services:
+            loop = service.consumer
+            rows = [
+                {"group_id": loop.group_id, "topic": topic, "partition": partition, "next_offset": end}
+                for (topic, partition), end in start.items()
+                if topic in loop.topics
+            ]
+            if rows:
+                insert = pg_insert(loop.tables.consumer_offsets).values(rows)
+                await session.execute(insert.on_conflict_do_nothing())
 
 
 @pytest.fixture
@@ -103,6 +162,7 @@ async def ledger_stack(settings: Settings, tenant: str) -> AsyncIterator[LedgerS
     async with open_resources(settings) as resources:
         service = LedgerService(resources)
         await service.migrate()
+        await begin_at_test_start(resources, [service])
         async with resources.sessions() as session, session.begin():
             key = await create_key(session, store.runtime, tenant, "test-erp", "erp")
         (port,) = free_ports(1)

@@ -23,13 +23,24 @@ from aiosmtpd.controller import Controller
 from contracts.policy import PolicyPublished
 from contracts.topics import CASES, CLOCK, COMMANDS, CONTACTS, DEBTORS, POLICIES, RECEIVABLES
 from services.dunning.api import policy_message
+from services.dunning.main import DunningService
 from services.dunning.policies import default_policy
+from services.notifier.main import NotifierService
 from services.runtime import clock
 from services.runtime.embedded_postgres import sqlalchemy_to_libpq
 from services.runtime.kafka_log import KafkaLog
+from services.runtime.process import open_resources
+from services.runtime.service import Service
+from services.runtime.settings import Settings
 from tests.infra.kafka_broker import KafkaBroker, free_ports
 from tests.integration.collections_stack import collections_stack
-from tests.integration.conftest import LedgerStack, ledger_stack, settings_for
+from tests.integration.conftest import (
+    LedgerStack,
+    begin_at_test_start,
+    ledger_stack,
+    log_end_offsets,
+    settings_for,
+)
 from tests.integration.events import envelope, invoice, payment
 
 FIRST, LAST = dt.date(2026, 1, 1), dt.date(2026, 2, 25)
@@ -156,27 +167,13 @@ class Services:
                 process.kill()
 
 
-async def end_offsets(kafka_log: KafkaLog, topics: list[str]) -> int:
-    consumer = kafka_log.consumer("end-probe", topics)
-    assigned = asyncio.Event()
-
-    async def on_assigned(_: list[tuple[str, int]]) -> None:
-        assigned.set()
-
-    async def on_revoked(_: list[tuple[str, int]]) -> None:
-        return None
-
-    await consumer.start(on_assigned, on_revoked)
-    try:
-        while not assigned.is_set():
-            await consumer.fetch(1, 100)
-        return sum((await consumer.end_offsets()).values())
-    finally:
-        await consumer.stop()
+async def end_offsets(kafka: KafkaBroker, topics: list[str]) -> int:
+    ends = await log_end_offsets(kafka.bootstrap_servers)
+    return sum(end for (topic, _), end in ends.items() if topic in topics)
 
 
 async def settled(
-    connection: asyncpg.Connection, kafka_log: KafkaLog, ledger: LedgerStack, timeout_s: float = 120
+    connection: asyncpg.Connection, kafka: KafkaBroker, ledger: LedgerStack, timeout_s: float = 120
 ) -> None:
     """Everything published is applied by dunning and the notifier, and nothing waits to be sent."""
     await ledger.caught_up()
@@ -197,13 +194,22 @@ async def settled(
         )
         if (
             waiting == 0
-            and dunning == await end_offsets(kafka_log, DUNNING_TOPICS)
-            and notifier == await end_offsets(kafka_log, NOTIFIER_TOPICS)
+            and dunning == await end_offsets(kafka, DUNNING_TOPICS)
+            and notifier == await end_offsets(kafka, NOTIFIER_TOPICS)
         ):
             return
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("dunning and the notifier did not settle")
         await asyncio.sleep(0.1)
+
+
+async def begin_services_at_test_start(settings: Settings) -> None:
+    """Migrate dunning's and the notifier's schemas and start their consumers where this test began."""
+    async with open_resources(settings) as resources:
+        services: list[Service] = [DunningService(resources), NotifierService(resources)]
+        for service in services:
+            await service.migrate()
+        await begin_at_test_start(resources, services)
 
 
 async def migrated(connection: asyncpg.Connection, timeout_s: float = 60) -> None:
@@ -247,6 +253,7 @@ async def test_killing_dunning_and_the_notifier_mid_run_sends_what_a_clean_run_s
         smtp_server() as (mailbox, smtp_port),
         ledger_stack(settings_for(database_url, kafka), tenant) as ledger,
     ):
+        await begin_services_at_test_start(settings_for(database_url, kafka))
         services = Services(kafka, database_url, smtp_port, tmp_path / "killed")
         for name in ("dunning", "notifier"):
             services.start(name)
@@ -260,13 +267,13 @@ async def test_killing_dunning_and_the_notifier_mid_run_sends_what_a_clean_run_s
                 if day in days:
                     async with ledger.client() as api:
                         assert (await api.post("/v1/events", json=days[day])).status_code == 202
-                await settled(connection, kafka_log, ledger)
+                await settled(connection, kafka, ledger)
                 await kafka_log.publish([clock.day_started(tenant, day, dt.datetime.now(dt.UTC))])
                 if day in KILLS:
                     await asyncio.sleep(0.3)  # mid-batch: the tick is being applied, commands being sent
                     services.kill(KILLS[day])
                     services.start(KILLS[day])
-                await settled(connection, kafka_log, ledger)
+                await settled(connection, kafka, ledger)
                 day += dt.timedelta(days=1)
         finally:
             await connection.close()

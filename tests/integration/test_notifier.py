@@ -31,7 +31,7 @@ from services.runtime.kafka_log import KafkaLog
 from services.runtime.log import Message
 from services.runtime.process import open_resources
 from tests.infra.kafka_broker import KafkaBroker, free_ports
-from tests.integration.conftest import settings_for
+from tests.integration.conftest import begin_at_test_start, settings_for
 
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 
@@ -170,9 +170,7 @@ def command(
     )
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 240) -> None:
-    # A fresh notifier reads every topic from the start: late in a test session that is the backlog
-    # of every earlier test on the session's broker, a minute's work on a busy two-core machine.
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 60) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not await check():
         if asyncio.get_running_loop().time() > deadline:
@@ -205,6 +203,7 @@ async def test_commands_are_sent_once_through_their_channel_unless_the_last_look
             async with open_resources(settings) as resources:
                 notifier = NotifierService(resources)
                 await notifier.migrate()
+                await begin_at_test_start(resources, [notifier])
                 await notifier.start_background()
                 try:
                     await run_scenario(kafka_log, resources.sessions, tenant, mailbox, gateway, tmp_path)

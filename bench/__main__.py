@@ -37,6 +37,11 @@ def parse(argv: list[str]) -> Options:
         "--day-debtors", type=int, help="debtors for (4), the dunning business day (default: the size's)"
     )
     parser.add_argument(
+        "--scoring-day-debtors",
+        type=int,
+        help="debtors for (7b), the scoring business day (default: the size's)",
+    )
+    parser.add_argument(
         "--latency-probes",
         type=int,
         help="probe payments for the payment-to-case latency (overrides the size's)",
@@ -68,6 +73,7 @@ def parse(argv: list[str]) -> Options:
         out=args.out,
         profile=args.profile,
         day_debtors=args.day_debtors,
+        scoring_day_debtors=args.scoring_day_debtors,
         latency_probes=args.latency_probes,
         latency_rate=args.latency_rate,
         latency_poll=args.latency_poll,

@@ -24,6 +24,7 @@ import orjson
 from bench.dunning_day import summary_line as dunning_line
 from bench.latency import TARGET_P99_MS, breakdown_line
 from bench.latency import summary_line as latency_line
+from bench.scoring_day import summary_lines as scoring_lines
 
 CONSUMER_TABLES = (
     "debtor_ledgers",
@@ -78,6 +79,15 @@ def _business_day_target(results: dict[str, Any]) -> tuple[float | None, bool | 
     return seconds, (seconds < 60) if measure.get("debtors", 0) >= 1_000_000 else None
 
 
+def _scoring_day_target(results: dict[str, Any]) -> tuple[float | None, bool | None]:
+    """Seconds to score every debtor again on a business day; judged for 1M debtors only."""
+    measure = results["measures"].get("scoring_day", {})
+    seconds = measure.get("seconds")
+    if not isinstance(seconds, int | float):
+        return None, None
+    return seconds, (seconds < 60) if measure.get("debtors", 0) >= 1_000_000 else None
+
+
 def _latency_target(results: dict[str, Any]) -> tuple[float | None, bool | None]:
     """Payment-to-case p99 in ms; a probe never seen (timed out) misses the target whatever the p99."""
     measure = results["measures"].get("payment_to_case_latency", {})
@@ -92,6 +102,12 @@ TARGETS = (
     Target("projection", "projection >= 0.5 x binding limit", _ratio_target("projection")),
     Target("replay", "replay >= 0.5 x binding limit", _ratio_target("replay")),
     Target("dunning_evaluation", "business day < 60 s for 1M debtors", _business_day_target),
+    Target("scoring_day", "scoring day < 60 s for 1M debtors", _scoring_day_target),
+    Target(
+        "scoring_facts",
+        "scoring facts >= ledger facts/s",
+        _value_target(("scoring_facts", "ratio_to_ledger"), lambda v: v >= 1),
+    ),
     Target("payment_to_case_latency", "payment to case p99 < 1 s (ms)", _latency_target),
     Target(
         "statement_latency",
@@ -163,6 +179,12 @@ def assess(results: dict[str, Any]) -> list[dict[str, Any]]:
         day = results["measures"].get("dunning_evaluation", {})
         if target.measure == "dunning_evaluation" and value is not None and met is None:
             rows[-1]["note"] = f"applies to 1M debtors; this run evaluated {day.get('debtors', 0):,}"
+        scoring = results["measures"].get("scoring_day", {})
+        if target.measure == "scoring_day" and value is not None and met is None:
+            rows[-1]["note"] = (
+                f"applies to 1M debtors; this run scored {scoring.get('debtors_scored', 0):,},"
+                f" 1M at its rate: {scoring.get('seconds_for_1m_debtors')} s"
+            )
     results["targets"] = rows
     return rows
 
@@ -233,6 +255,7 @@ def summary(results: dict[str, Any]) -> str:
                 f"({measure['records']:,} records, {measure['seconds']:.1f} s to lag 0){_ratio(measure)}"
             )
     lines.append(dunning_line(m.get("dunning_evaluation", {"status": NOT_MEASURED})))
+    lines += scoring_lines(m)
     lines.append(latency_line(m.get("payment_to_case_latency", {"status": NOT_MEASURED})))
     if breakdown := breakdown_line(m.get("payment_to_case_latency", {})):
         lines.append(breakdown)

@@ -8,6 +8,8 @@ The measures, numbered as in docs/benchmarks.md:
   (4) business day   seconds for dunning to evaluate one business day for N debtors (bench/dunning_day.py)
   (5) payment to case  latency from a payment posted over HTTP to the case showing it (bench/latency.py)
   (6) API reads    statement and portfolio aging latency, p50/p99
+  (7) scoring      records/s keeping features up to date; seconds to score every debtor with an open
+                   item again on a business day (bench/scoring_day.py)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import dunning_day, latency, limits, pipeline
+from bench import dunning_day, latency, limits, pipeline, scoring_day
 from bench.infra import REPO, Infrastructure, machine, postgres_version
 from bench.pipeline import Context
 from bench.portfolio import PortfolioSpec, check_sample, generate, spec_for
@@ -55,6 +57,12 @@ class Options:
     """How (5) sees the case: "api" (GET /v1/cases/{id} of a dunning API process) or "db" (its tables)."""
     day_debtors: int | None = None
     """Debtors for the dunning business-day evaluation (4); None: the size's (bench.dunning_day)."""
+
+    scoring_day_debtors: int | None = None
+    """Debtors for the scoring business day (7b); None: the size's (bench.scoring_day)."""
+
+    def scoring_day_debtor_count(self) -> int:
+        return self.scoring_day_debtors or scoring_day.DAY_DEBTORS[self.size]
 
     def day_debtor_count(self) -> int:
         return self.day_debtors or dunning_day.DAY_DEBTORS[self.size]
@@ -125,6 +133,7 @@ async def _run(options: Options, ctx: Context, started_at: dt.datetime) -> dict[
             "reads": options.reads,
             "raw_records": min(options.raw_records, len(portfolio.events)),
             "day_debtors": options.day_debtor_count(),
+            "scoring_day_debtors": options.scoring_day_debtor_count(),
             "profile": str(options.profile) if options.profile else None,
         },
         "machine": {**machine(), "postgres": await postgres_version(infra)},
@@ -155,6 +164,12 @@ async def _run(options: Options, ctx: Context, started_at: dt.datetime) -> dict[
     replay_url = await infra.create_database("replay")
     measures["replay"] = await pipeline.measure_projection(ctx, replay_url, "replay")
 
+    projection = measures["projection"]
+    ledger_facts_per_s = projection["facts_published"] / max(projection["outbox_drained_seconds"], 1e-9)
+    measures["scoring_facts"] = await scoring_day.measure_scoring_facts(ctx, round(ledger_facts_per_s, 1))
+    measures["scoring_day"] = await scoring_day.measure_scoring_day(
+        ctx, options.scoring_day_debtor_count(), options.seed
+    )
     measures["dunning_evaluation"] = await measure_dunning_evaluation(
         ctx, options.day_debtor_count(), options.seed
     )

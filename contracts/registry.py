@@ -13,7 +13,7 @@ import orjson
 from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
-from contracts import clock, collections, journal, policy, receivables, topics
+from contracts import clock, collections, journal, policy, receivables, scores, topics
 from contracts.envelope import Envelope, EventData
 from contracts.scalars import PATTERN_MEANINGS
 
@@ -40,6 +40,7 @@ DATA_MODELS: tuple[type[EventData], ...] = (
     collections.CaseNote,
     collections.AgencyOutcome,
     policy.PolicyPublished,
+    scores.ScoreChanged,
 )
 
 MODEL_BY_TYPE: dict[str, type[EventData]] = {t: m for m in DATA_MODELS for t in m.TYPES}

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from services.runtime.settings import Settings
+from services.scoring.cli import app as scoring_app
 
 if TYPE_CHECKING:
     from services.runtime.log import EventLog
@@ -29,6 +30,7 @@ app.add_typer(clock_app, name="clock")
 app.add_typer(keys_app, name="keys")
 app.add_typer(topics_app, name="topics")
 app.add_typer(policy_app, name="policy")
+app.add_typer(scoring_app, name="scoring")
 
 
 def _logging(settings: Settings) -> None:
@@ -73,7 +75,7 @@ def demo(
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="ledger, dunning or notifier")] = "ledger",
+    service: Annotated[str, typer.Argument(help="ledger, dunning, notifier or scoring")] = "ledger",
     api_only: Annotated[
         bool,
         typer.Option(
@@ -88,6 +90,7 @@ def serve(
     from services.ledger.main import LedgerService
     from services.notifier.main import NotifierService
     from services.runtime.process import open_resources
+    from services.scoring.main import ScoringService
 
     settings = Settings()
     _logging(settings)
@@ -95,6 +98,7 @@ def serve(
         "ledger": LedgerService,
         "dunning": DunningService,
         "notifier": NotifierService,
+        "scoring": ScoringService,
     }
     if service not in services:
         raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(services)}")
@@ -121,17 +125,29 @@ def serve(
 @app.command()
 def migrate() -> None:
     """Create or upgrade every service's schema."""
+    from services.dunning.main import DunningService
     from services.ledger.main import LedgerService
     from services.notifier.main import NotifierService
     from services.runtime.process import open_resources
+    from services.scoring.main import ScoringService
 
-    async def run() -> None:
+    services: list[Callable[[Resources], Service]] = [
+        LedgerService,
+        DunningService,
+        NotifierService,
+        ScoringService,
+    ]
+
+    async def run() -> list[str]:
+        migrated = []
         async with open_resources(Settings()) as resources:
-            await LedgerService(resources).migrate()
-            await NotifierService(resources).migrate()
+            for service in services:
+                running = service(resources)
+                await running.migrate()
+                migrated.append(running.name)
+        return migrated
 
-    asyncio.run(run())
-    typer.echo("migrated: ledger, notifier")
+    typer.echo(f"migrated: {', '.join(asyncio.run(run()))}")
 
 
 @keys_app.command("create")
@@ -153,6 +169,8 @@ def create_key(
     from services.notifier.main import NotifierService
     from services.runtime.auth import create_key as create
     from services.runtime.process import open_resources
+    from services.scoring import store as scoring_store
+    from services.scoring.main import ScoringService
 
     if role not in ("erp", "collector", "agency", "operations"):
         raise typer.BadParameter("role must be erp, collector, agency or operations")
@@ -163,12 +181,12 @@ def create_key(
                 [LedgerService(resources)] if role == "erp" else [DunningService(resources)]
             )
             if role in ("collector", "operations"):
-                services.append(NotifierService(resources))
+                services += [NotifierService(resources), ScoringService(resources)]
             for service in services:
                 await service.migrate()
             tables = [ledger_store.runtime] if role == "erp" else [dunning_store.runtime]
             if role in ("collector", "operations"):
-                tables.append(notifier_store.runtime)
+                tables += [notifier_store.runtime, scoring_store.runtime]
             async with resources.sessions() as session, session.begin():
                 return await create(session, tables, tenant, name, role)
 

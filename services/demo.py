@@ -1,7 +1,8 @@
 """`arrears demo`: the IBM sample replayed day by day on the embedded default, through the whole loop.
 
-One process: an embedded PostgreSQL in a fresh folder, the in-process log, and the ledger, dunning
-and notifier services with their consumers and outbox relays. Every journal event goes through
+One process: an embedded PostgreSQL in a fresh folder, the in-process log, and the ledger, dunning,
+notifier and scoring services with their consumers and outbox relays. Scoring's segments reach
+dunning, whose default policy shifts the ladder by segment. Every journal event goes through
 `POST /v1/events`, disputes through the collectors' API, every business day through the clock, every
 report through `GET /v1/aging` and `GET /v1/cases`. E-mail goes to an SMTP server started in the
 process; letters are written as PDF files; agency and ERP webhooks go to a receiver in the process.
@@ -45,6 +46,8 @@ from services.runtime.outbox import OutboxRelay
 from services.runtime.process import Resources, open_resources
 from services.runtime.settings import Settings
 from services.sample import ibm
+from services.scoring import store as scoring_store
+from services.scoring.main import ScoringService
 
 TENANT = "demo"
 DEFAULT_POLICY = Path(__file__).parent / "dunning" / "policies" / "default.yaml"
@@ -79,13 +82,18 @@ class Loop:
     ledger: LedgerService
     dunning: DunningService
     notifier: NotifierService
+    scoring: ScoringService
     resources: Resources
+
+    @property
+    def services(self) -> tuple[LedgerService, DunningService, NotifierService, ScoringService]:
+        return (self.ledger, self.dunning, self.notifier, self.scoring)
 
     async def settled(self, timeout_s: float = 120) -> None:
         """Wait until every consumer applied everything, every outbox is published and every due
         command is executed."""
         deadline = time.monotonic() + timeout_s
-        consumers: list[ConsumerLoop] = [self.ledger.consumer, self.dunning.consumer, self.notifier.consumer]
+        consumers: list[ConsumerLoop] = [s.consumer for s in self.services]
         # Until a consumer has its partitions its lag reads 0; a clock tick published before then
         # could be applied before the facts of its day.
         for consumer in consumers:
@@ -94,6 +102,7 @@ class Loop:
             (self.ledger.relay, ledger_store.runtime.outbox),
             (self.dunning.relay, dunning_store.runtime.outbox),
             (self.notifier.relay, notifier_store.runtime.outbox),
+            (self.scoring.relay, scoring_store.runtime.outbox),
         ]
         quiet = 0
         while True:
@@ -193,23 +202,24 @@ async def run_demo(
                         LedgerService(resources),
                         DunningService(resources),
                         NotifierService(resources),
+                        ScoringService(resources),
                         resources,
                     )
-                    for service in (loop.ledger, loop.dunning, loop.notifier):
+                    for service in loop.services:
                         await service.migrate()
                     async with resources.sessions() as session, session.begin():
                         erp_key = await create_key(session, ledger_store.runtime, TENANT, "demo-erp", "erp")
                         collector_key = await create_key(
                             session, dunning_store.runtime, TENANT, "demo-collector", "collector"
                         )
-                    for service in (loop.ledger, loop.dunning, loop.notifier):
+                    for service in loop.services:
                         await service.start_background()
                     try:
                         return await _replay(
                             loop, invoices, days, erp_key, collector_key, receivers, letters, out
                         )
                     finally:
-                        for service in (loop.notifier, loop.dunning, loop.ledger):
+                        for service in reversed(loop.services):
                             await service.stop_background()
     finally:
         smtp.stop()
@@ -293,6 +303,9 @@ async def _replay(
             f"{summary['letters']} letters in {letters}/{TENANT}, {summary['tasks']} tasks for the team"
         )
         out("cases: " + _counts(summary["cases"]))
+        out("risk segments (scoring): " + _counts(summary["segments"]))
+        for line in summary["worklist"]:
+            out(line)
         return {"posted": posted, "seconds": elapsed, **summary, "emails": len(receivers.emails)}
 
 
@@ -339,9 +352,36 @@ async def _summary(loop: Loop, receivers: Receivers, letters: Path) -> dict[str,
         "commands": commands,
         "deliveries": deliveries,
         "cases": await _case_counts(loop),
+        **await _scoring_summary(loop),
         "tasks": tasks,
         "letters": len(list((letters / TENANT).glob("*.pdf"))) if (letters / TENANT).is_dir() else 0,
     }
+
+
+async def _scoring_summary(loop: Loop, top: int = 5) -> dict[str, Any]:
+    """Debtors per risk segment, and the head of the collectors' worklist, as scoring has them."""
+    scores = scoring_store.scores
+    async with loop.resources.sessions() as session:
+        segments = {
+            str(segment): count
+            for segment, count in (
+                await session.execute(
+                    select(scores.c.segment, func.count())
+                    .where(scores.c.tenant_id == TENANT)
+                    .group_by(scores.c.segment)
+                )
+            ).tuples()
+        }
+        items = await scoring_store.worklist(session, TENANT, limit=top)
+    lines = [f"worklist, first {len(items)} of the day (expected recovery less the cost of the next action):"]
+    for item in items:
+        c = item.candidate
+        reasons = "; ".join(c.reasons[:2])
+        lines.append(
+            f"  {item.rank}. {c.debtor_id} {c.segment:<6} {c.action:<10} "
+            f"{format_major(c.amount_at_stake_minor, c.currency):>10} {c.currency}  {reasons}"
+        )
+    return {"segments": segments, "worklist": lines}
 
 
 def main(data: Path) -> None:

@@ -3,8 +3,11 @@ collection agencies (their case feed and their outcomes).
 
 What people record is written to the dunning outbox with the claim of its id (durable before the
 202, broker or not), published as a contact record on `ar.contacts.v1`, and reaches the case through
-the dunning consumer like every other fact, so a replay of the log reproduces it. The answer is 202
-with the event id; an `Idempotency-Key` header makes a retried request a no-op.
+the dunning consumer like every other fact, so a replay of the log reproduces it. Only an existing
+case of the tenant takes a record: any other is a 404, and nothing is recorded. The answer is 202
+with the event id. With an `Idempotency-Key` header the record's id is made of the key: the same
+request again gets the first answer and records nothing more, another request under the key is a 409
+naming it. Without one every request records anew (a case can be paused, resumed and paused again).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import datetime as dt
 import hashlib
 import re
 import uuid
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -161,15 +165,65 @@ async def _business_date(session: ReadSession, tenant_id: str) -> dt.date:
     return day
 
 
+@dataclass(frozen=True)
+class _Claim:
+    """The id a request records under, a digest of the request (what it asks, of which case, with
+    which body, not when), and the 409 when the id was claimed by another request."""
+
+    event_id: str
+    digest: bytes
+    conflict: str
+
+    def answer(self) -> dict[str, Any]:
+        """The answer to the request, the first time and every time it is repeated."""
+        return {"id": self.event_id, "status": "accepted"}
+
+
+def _digest(kind: str, case_id: str, body: BaseModel | None, *parts: str) -> bytes:
+    request = {
+        "request": kind,
+        "case_id": case_id,
+        "path": list(parts),
+        "body": body.model_dump(mode="json") if body is not None else None,
+    }
+    return hashlib.sha256(orjson.dumps(request, option=orjson.OPT_SORT_KEYS)).digest()
+
+
+def _keyed(kind: str, key: str | None, case_id: str, body: BaseModel | None, *parts: str) -> _Claim:
+    """The claim of a request with an optional Idempotency-Key: an id of the key, or a new one."""
+    return _Claim(
+        _event_id(kind, key),
+        _digest(kind, case_id, body, *parts),
+        f"Idempotency-Key {key} was used for another request",
+    )
+
+
+async def _answered(session: ReadSession, principal: Principal, claim: _Claim) -> dict[str, Any] | None:
+    """The first answer if the claim's id was recorded by this very request; a 409 if by another."""
+    known = await session.scalar(
+        select(store.recorded_requests.c.content_sha256).where(
+            store.recorded_requests.c.tenant_id == principal.tenant_id,
+            store.recorded_requests.c.event_id == claim.event_id,
+        )
+    )
+    if known is None:
+        return None
+    if known != claim.digest:
+        raise ApiError(409, claim.conflict)
+    return claim.answer()
+
+
 async def _record(
     request: Request,
     principal: Principal,
     debtor_id: str,
     event_type: str,
     data: EventData,
-    event_id: str,
+    claim: _Claim,
 ) -> dict[str, Any]:
-    """Publish a contact record once per event id; the same id with other content is a 409."""
+    """Publish a contact record once per claimed id: a repeat of the request that claimed it gets the
+    same answer and publishes nothing; another request under the id is a 409."""
+    event_id = claim.event_id
     event = make_event(
         event_type,
         data,
@@ -179,30 +233,23 @@ async def _record(
         source=SOURCE,
         time=dt.datetime.now(dt.UTC),
     )
-    digest = hashlib.sha256(orjson.dumps(data.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).digest()
     sessions = request.app.state.sessions
     async with sessions() as session, session.begin():
         claimed = await session.scalar(
             pg_insert(store.recorded_requests)
-            .values(tenant_id=principal.tenant_id, event_id=event_id, content_sha256=digest)
+            .values(tenant_id=principal.tenant_id, event_id=event_id, content_sha256=claim.digest)
             .on_conflict_do_nothing()
             .returning(store.recorded_requests.c.event_id)
         )
-        if claimed is None:
-            known = await session.scalar(
-                select(store.recorded_requests.c.content_sha256).where(
-                    store.recorded_requests.c.tenant_id == principal.tenant_id,
-                    store.recorded_requests.c.event_id == event_id,
-                )
-            )
-            if known != digest:
-                raise ApiError(409, f"Idempotency-Key {event_id} was used for another request")
-            return {"id": event_id, "status": "duplicate"}
+        if claimed is None:  # the same request, at the same time
+            answer = await _answered(session, principal, claim)
+            assert answer is not None
+            return answer
         await write_outbox(
             session, store.runtime, [Message(CONTACTS.name, event.key.encode(), encode_event(event))]
         )
     request.app.state.outbox_written()
-    return {"id": event_id, "status": "accepted"}
+    return claim.answer()
 
 
 async def _recorded(session: ReadSession, principal: Principal) -> c.Recorded:
@@ -215,6 +262,11 @@ async def _recorded(session: ReadSession, principal: Principal) -> c.Recorded:
 
 def _event_id(kind: str, key: str | None) -> str:
     return _id(f"{kind}:{key}" if key else f"{kind}:{uuid.uuid4()}")
+
+
+def _pause_hold(case_id: str) -> str:
+    """The hold a pause puts on the case, and a resume releases."""
+    return _id(f"pause:{case_id}")
 
 
 def router() -> APIRouter:
@@ -286,16 +338,21 @@ def router() -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         require_role(principal, "collector")
+        claim = _keyed("promise", idempotency_key, case_id, body)
+        if (answer := await _answered(session, principal, claim)) is not None:
+            return answer
         case = await _case(session, principal, case_id)
         if body.amount.currency != case.currency:
             raise _invalid("amount.currency", f"the case is in {case.currency}")
         recorded = await _recorded(session, principal)
         _not_before(body.promised_date, recorded.business_date, "promised_date")
-        event_id = _event_id("promise", idempotency_key)
         data = c.PromiseToPay(
-            promise_id=event_id, amount=body.amount, promised_date=body.promised_date, recorded=recorded
+            promise_id=claim.event_id,
+            amount=body.amount,
+            promised_date=body.promised_date,
+            recorded=recorded,
         )
-        return await _record(request, principal, case.debtor_id, "ar.promise.made.v1", data, event_id)
+        return await _record(request, principal, case.debtor_id, "ar.promise.made.v1", data, claim)
 
     @api.post(
         "/cases/{case_id}/disputes", status_code=202, tags=["cases"], summary="Open a dispute on an item"
@@ -309,15 +366,17 @@ def router() -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         require_role(principal, "collector")
+        claim = _keyed("dispute", idempotency_key, case_id, body)
+        if (answer := await _answered(session, principal, claim)) is not None:
+            return answer
         debtor_id = (await _case(session, principal, case_id)).debtor_id
-        event_id = _event_id("dispute", idempotency_key)
         data = c.DisputeChanged(
-            dispute_id=event_id,
+            dispute_id=claim.event_id,
             invoice_id=body.invoice_id,
             reason=body.reason,
             recorded=await _recorded(session, principal),
         )
-        return await _record(request, principal, debtor_id, "ar.dispute.opened.v1", data, event_id)
+        return await _record(request, principal, debtor_id, "ar.dispute.opened.v1", data, claim)
 
     @api.post(
         "/cases/{case_id}/disputes/{dispute_id}/resolve",
@@ -334,6 +393,13 @@ def router() -> APIRouter:
         session: ReadSession,
     ) -> dict[str, Any]:
         require_role(principal, "collector")
+        claim = _Claim(
+            _id(f"{dispute_id}:resolved"),
+            _digest("resolve", case_id, body, dispute_id),
+            f"dispute {dispute_id} was resolved by another request",
+        )
+        if (answer := await _answered(session, principal, claim)) is not None:
+            return answer
         debtor_id = (await _case(session, principal, case_id)).debtor_id
         data = c.DisputeChanged(
             dispute_id=dispute_id,
@@ -341,9 +407,7 @@ def router() -> APIRouter:
             reason=body.reason,
             recorded=await _recorded(session, principal),
         )
-        return await _record(
-            request, principal, debtor_id, "ar.dispute.resolved.v1", data, _id(f"{dispute_id}:resolved")
-        )
+        return await _record(request, principal, debtor_id, "ar.dispute.resolved.v1", data, claim)
 
     @api.post(
         "/cases/{case_id}/plans", status_code=202, tags=["cases"], summary="Record an agreed payment plan"
@@ -357,32 +421,40 @@ def router() -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         require_role(principal, "collector")
+        claim = _keyed("plan", idempotency_key, case_id, body)
+        if (answer := await _answered(session, principal, claim)) is not None:
+            return answer
         case = await _case(session, principal, case_id)
         for index, instalment in enumerate(body.instalments):
             if instalment.amount.currency != case.currency:
                 raise _invalid(f"instalments[{index}].amount.currency", f"the case is in {case.currency}")
         recorded = await _recorded(session, principal)
         _not_before(body.instalments[0].due_date, recorded.business_date, "instalments[0].due_date")
-        event_id = _event_id("plan", idempotency_key)
         try:
             data = c.PaymentPlanAgreed(
-                plan_id=event_id, currency=case.currency, instalments=body.instalments, recorded=recorded
+                plan_id=claim.event_id,
+                currency=case.currency,
+                instalments=body.instalments,
+                recorded=recorded,
             )
         except ValueError as exc:
             raise _invalid("instalments", str(exc)) from None
-        return await _record(request, principal, case.debtor_id, "ar.plan.agreed.v1", data, event_id)
+        return await _record(request, principal, case.debtor_id, "ar.plan.agreed.v1", data, claim)
 
     async def _hold(
         request: Request,
         principal: Principal,
         session: ReadSession,
         case_id: str,
+        claim: _Claim,
         hold_id: str,
         kind: c.HoldKind,
         reason: str | None,
         until: dt.date | None,
         placed: bool,
     ) -> dict[str, Any]:
+        if (answer := await _answered(session, principal, claim)) is not None:
+            return answer
         case = await _case(session, principal, case_id)
         recorded = await _recorded(session, principal)
         if until is not None:
@@ -391,8 +463,7 @@ def router() -> APIRouter:
             hold_id=hold_id, kind=kind, currency=case.currency, reason=reason, until=until, recorded=recorded
         )
         event_type = "ar.hold.placed.v1" if placed else "ar.hold.released.v1"
-        event_id = _id(f"{hold_id}:{'on' if placed else 'off'}")
-        return await _record(request, principal, case.debtor_id, event_type, data, event_id)
+        return await _record(request, principal, case.debtor_id, event_type, data, claim)
 
     @api.post("/cases/{case_id}/holds", status_code=202, tags=["cases"], summary="Put a hold on the case")
     async def hold(
@@ -405,8 +476,13 @@ def router() -> APIRouter:
     ) -> dict[str, Any]:
         require_role(principal, "collector")
         hold_id = _event_id("hold", idempotency_key)
+        claim = _Claim(
+            _id(f"{hold_id}:on"),
+            _digest("hold", case_id, body),
+            f"Idempotency-Key {idempotency_key} was used for another request",
+        )
         return await _hold(
-            request, principal, session, case_id, hold_id, body.kind, body.reason, body.until, True
+            request, principal, session, case_id, claim, hold_id, body.kind, body.reason, body.until, True
         )
 
     @api.delete("/cases/{case_id}/holds/{hold_id}", status_code=202, tags=["cases"], summary="Release a hold")
@@ -414,24 +490,41 @@ def router() -> APIRouter:
         case_id: CasePath, hold_id: IdPath, request: Request, principal: Authenticated, session: ReadSession
     ) -> dict[str, Any]:
         require_role(principal, "collector")
-        return await _hold(request, principal, session, case_id, hold_id, "manual", None, None, False)
+        claim = _Claim(
+            _id(f"{hold_id}:off"),
+            _digest("release", case_id, None, hold_id),
+            f"hold {hold_id} was released by another request",
+        )
+        return await _hold(request, principal, session, case_id, claim, hold_id, "manual", None, None, False)
 
     @api.post("/cases/{case_id}/pause", status_code=202, tags=["cases"], summary="Pause escalation")
     async def pause(
-        case_id: CasePath, body: NoteBody, request: Request, principal: Authenticated, session: ReadSession
+        case_id: CasePath,
+        body: NoteBody,
+        request: Request,
+        principal: Authenticated,
+        session: ReadSession,
+        idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         require_role(principal, "collector")
+        # The case's one pause hold; each request is a record of its own (paused, resumed, paused again).
+        claim = _keyed("pause", idempotency_key, case_id, body)
         return await _hold(
-            request, principal, session, case_id, _id(f"pause:{case_id}"), "paused", body.text, None, True
+            request, principal, session, case_id, claim, _pause_hold(case_id), "paused", body.text, None, True
         )
 
     @api.post("/cases/{case_id}/resume", status_code=202, tags=["cases"], summary="Resume a paused case")
     async def resume(
-        case_id: CasePath, request: Request, principal: Authenticated, session: ReadSession
+        case_id: CasePath,
+        request: Request,
+        principal: Authenticated,
+        session: ReadSession,
+        idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         require_role(principal, "collector")
+        claim = _keyed("resume", idempotency_key, case_id, None)
         return await _hold(
-            request, principal, session, case_id, _id(f"pause:{case_id}"), "paused", None, None, False
+            request, principal, session, case_id, claim, _pause_hold(case_id), "paused", None, None, False
         )
 
     @api.post("/cases/{case_id}/notes", status_code=202, tags=["cases"], summary="Add a note to the timeline")
@@ -444,15 +537,17 @@ def router() -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         require_role(principal, "collector")
+        claim = _keyed("note", idempotency_key, case_id, body)
+        if (answer := await _answered(session, principal, claim)) is not None:
+            return answer
         case = await _case(session, principal, case_id)
-        event_id = _event_id("note", idempotency_key)
         data = c.CaseNote(
-            note_id=event_id,
+            note_id=claim.event_id,
             currency=case.currency,
             text=body.text,
             recorded=await _recorded(session, principal),
         )
-        return await _record(request, principal, case.debtor_id, "ar.case.noted.v1", data, event_id)
+        return await _record(request, principal, case.debtor_id, "ar.case.noted.v1", data, claim)
 
     # --- policies -------------------------------------------------------------------------------
 
@@ -568,12 +663,14 @@ def router() -> APIRouter:
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
         require_role(principal, "agency")
+        claim = _keyed(f"agency:{principal.name}", idempotency_key, case_id, body)
+        if (answer := await _answered(session, principal, claim)) is not None:
+            return answer
         row = await _placed_with(session, principal, case_id)
         if body.amount_recovered is not None and body.amount_recovered.currency != row.currency:
             raise _invalid("amount_recovered.currency", f"the case is in {row.currency}")
-        event_id = _event_id(f"agency:{principal.name}", idempotency_key)
         data = c.AgencyOutcome(
-            outcome_id=event_id,
+            outcome_id=claim.event_id,
             agency_id=principal.name,
             case_id=case_id,
             kind=body.kind,
@@ -581,6 +678,6 @@ def router() -> APIRouter:
             detail=body.detail,
             recorded=await _recorded(session, principal),
         )
-        return await _record(request, principal, row.debtor_id, "ar.agency.outcome.v1", data, event_id)
+        return await _record(request, principal, row.debtor_id, "ar.agency.outcome.v1", data, claim)
 
     return api

@@ -4,7 +4,9 @@
 a contact record of `ar.contacts.v1`) and returns the new case with the case events it caused.
 `decide(case, business_date, policy, facts)` says what to do on a business day: the escalation
 commands to emit, the pending commands to cancel and the case events, with the case after them.
-`due_cases` picks the cases whose next action date has come, for set-based evaluation.
+`due_cases` picks the cases whose next action date has come, or that a policy version new to them
+is to plan again, for set-based evaluation. Only a balance fact opens a case (`opens_case`): a
+contact record for a case that does not exist changes nothing.
 
 The ladder. Steps due before the due date (courtesy reminders) remind each invoice once, when it
 is that many days from falling due. Steps after the due date run one after another, never skipped
@@ -222,6 +224,8 @@ class Case:
     escalate_now: bool = False
     recalculate: bool = False
     next_action_date: dt.date | None = None
+    planned_under: int | None = None
+    """The policy version the case was last decided under (None: never decided)."""
     as_of: dt.date | None = None
     """The latest business date the case has seen."""
     version: int = 0
@@ -286,6 +290,14 @@ class DebtorFacts:
     profile: DebtorProfile | None = None
     segment: str | None = None
     """Risk segment from scoring ("low", "medium", "high"); None: not scored."""
+    segments: Mapping[str, str] = field(default_factory=dict)
+    """The segment scoring gave the debtor in each currency: a case takes its currency's, before
+    `segment` (a debtor's cases are per currency, and so are its scores)."""
+    write_off_proposed: frozenset[str] = frozenset()
+    """Currencies whose overdue debt scoring proposes for write-off (its expected recovery is below
+    the cost of the next action, or it is older than scoring's maximum age): the case of such a
+    currency reaches the write-off step as soon as the steps before it are done, without waiting for
+    the step's own days."""
     contacts_elsewhere: tuple[dt.date, ...] = ()
     """Business dates of contacts the debtor's other cases made (caps are per debtor)."""
     agencies: AgencyPerformance = field(default_factory=dict)
@@ -312,6 +324,13 @@ def fact_of(envelope: Envelope[Any], ref: InputRef | None = None) -> Fact:
     return Fact(envelope.type, envelope.data, ref)
 
 
+def opens_case(fact: Fact) -> bool:
+    """Whether the fact opens the case of its currency when the debtor has none: only an invoice's
+    balance does. A promise, plan, hold, note, contact result or agency outcome naming a case that
+    does not exist is about nothing and opens none."""
+    return isinstance(fact.data, ReceivableBalance)
+
+
 def currency_of(fact: Fact) -> str | None:
     """The currency of the case a fact belongs to; None: every case of the debtor (holds and notes
     without a currency, disputes, contact results and agency outcomes, which name their case)."""
@@ -331,9 +350,22 @@ def currency_of(fact: Fact) -> str | None:
             return None
 
 
-def due_cases(cases: Iterable[Case], business_date: dt.date) -> list[Case]:
-    """The cases to decide on `business_date`: those whose next action date has come, by case id."""
-    due = (c for c in cases if c.next_action_date is not None and c.next_action_date <= business_date)
+def is_due(case: Case, business_date: dt.date, new_version: PolicyPublished | None = None) -> bool:
+    """Whether the case is to be decided on `business_date`: its next action date has come or, on the
+    first business day a version is in force (`new_version`), it is open (held or not) and was not
+    decided under that version. Every open case is thus planned again under a new version on its
+    first day (a step the version brings forward is taken on the new schedule, not on the date the
+    old one had planned). Deciding a case makes it not due on that date any more."""
+    if case.next_action_date is not None and case.next_action_date <= business_date:
+        return True
+    return new_version is not None and bool(case.items) and case.planned_under != new_version.version
+
+
+def due_cases(
+    cases: Iterable[Case], business_date: dt.date, new_version: PolicyPublished | None = None
+) -> list[Case]:
+    """The cases to decide on `business_date` (`is_due`), by case id."""
+    due = (c for c in cases if is_due(c, business_date, new_version))
     return sorted(due, key=lambda c: (c.tenant_id, c.case_id))
 
 
@@ -664,7 +696,11 @@ def decide(
 ) -> Decision:
     """What to do about the case on `business_date` under `policy`; `tick` is the clock record that
     asked (provenance). Deciding twice on the same date emits nothing the second time."""
-    work = _Decider(case, business_date, policy, facts or DebtorFacts(), tick)
+    facts = facts or DebtorFacts()
+    if case.currency in facts.segments:
+        facts = replace(facts, segment=facts.segments[case.currency])
+    work = _Decider(case, business_date, policy, facts, tick)
+    work.replanned()
     work.expire_holds()
     work.check_promise()
     work.check_plan()
@@ -789,6 +825,12 @@ class _Decider:
         )
 
     # -- holds, promises, plans, agencies
+
+    def replanned(self) -> None:
+        planned_under = self.case.planned_under
+        if planned_under is not None and planned_under != self.policy.version and self.case.items:
+            detail = f"policy version {self.policy.version} in force: planned again (was {planned_under})"
+            self.changes.note("replanned", detail)
 
     def expire_holds(self) -> None:
         expired = [h for h in self.case.holds.values() if h.until is not None and h.until < self.day]
@@ -996,6 +1038,11 @@ class _Decider:
                 due_on = max(due_on, executed_on + dt.timedelta(days=self.doc.min_days_between_steps))
             if self.case.escalate_now and overdue:
                 due_on = self.day
+            elif step.action == "propose_writeoff" and self.case.currency in self.facts.write_off_proposed:
+                # Scoring finds that recovering this debt costs more than it returns: review it as
+                # soon as the steps before allow, keeping only the spacing between steps.
+                spacing = dt.timedelta(days=self.doc.min_days_between_steps)
+                due_on = min(due_on, max(self.day, executed_on + spacing) if executed_on else self.day)
             if due_on > self.day or not overdue:
                 self.later(due_on)
                 return
@@ -1266,6 +1313,7 @@ class _Decider:
         case = replace(
             self.case,
             next_action_date=min(self.dates, default=None),
+            planned_under=self.policy.version,
             as_of=max(self.case.as_of or self.day, self.day),
             refs=(),
             contacts={k: v for k, v in self.case.contacts.items() if v > horizon or k in self.case.pending},

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -44,7 +44,8 @@ from contracts.envelope import Envelope
 from contracts.journal import DebtorProfile
 from contracts.policy import PolicyPublished, policy_in_force
 from contracts.registry import encode_event, make_event
-from contracts.topics import CASES, CLOCK, COMMANDS, CONTACTS, DEBTORS, POLICIES, RECEIVABLES
+from contracts.scores import ScoreChanged
+from contracts.topics import CASES, CLOCK, COMMANDS, CONTACTS, DEBTORS, POLICIES, RECEIVABLES, SCORES
 from services.dunning import store
 from services.dunning.agencies import (
     AgencyKey,
@@ -65,8 +66,10 @@ from services.dunning.domain import (
     dump_case,
     evolve,
     fact_of,
+    is_due,
     load_case_json,
     new_case,
+    opens_case,
 )
 from services.runtime.committed_cache import CommittedCache
 from services.runtime.consumer import Applied, Delivered
@@ -159,7 +162,14 @@ class DunningProjection:
     too). A day's slices neither read nor fill the cache: a business day reads every due case once."""
 
     group_id = "dunning"
-    topics: tuple[str, ...] = (RECEIVABLES.name, CONTACTS.name, CLOCK.name, DEBTORS.name, POLICIES.name)
+    topics: tuple[str, ...] = (
+        RECEIVABLES.name,
+        CONTACTS.name,
+        CLOCK.name,
+        DEBTORS.name,
+        POLICIES.name,
+        SCORES.name,
+    )
 
     def __init__(self, case_cache_size: int = DEFAULT_CASE_CACHE) -> None:
         self.cache: CommittedCache[DebtorKey, CachedCases] = CommittedCache(case_cache_size)
@@ -172,6 +182,10 @@ class DunningProjection:
         days: dict[str, list[tuple[dt.date, InputRef]]] = defaultdict(list)
         facts: list[Delivered] = []
         profiles: dict[DebtorKey, dict[str, Any]] = {}
+        segments: dict[tuple[str, str, str], tuple[str, bool]] = {}
+        # Debtors scoring now proposes for write-off: decided in this batch, so that the proposal
+        # takes effect on the tenant's business date, not on the next date their cases are due.
+        proposed: set[DebtorKey] = set()
         policies: list[tuple[str, PolicyPublished]] = []
         for d in batch:
             data = d.event.data
@@ -179,6 +193,11 @@ class DunningProjection:
                 days[d.event.tenantid].append((data.business_date, _ref(d)))
             elif isinstance(data, DebtorProfile):
                 profiles[(d.event.tenantid, d.event.debtorid or "")] = data.model_dump(mode="json")
+            elif isinstance(data, ScoreChanged):
+                key = (d.event.tenantid, d.event.debtorid or "")
+                segments[(*key, data.open.currency)] = (data.segment, data.write_off_proposed)
+                if data.write_off_proposed:
+                    proposed.add(key)
             elif isinstance(data, PolicyPublished):
                 policies.append((d.event.tenantid, data))
             elif d.record.topic in CASE_FACTS:
@@ -186,16 +205,19 @@ class DunningProjection:
 
         await _store_policies(session, policies)
         await _store_debtors(session, profiles)
+        await _store_segments(session, segments)
         work.written.update(profiles)
-        tenants = {d.event.tenantid for d in facts} | set(days)
+        tenants = {d.event.tenantid for d in facts} | set(days) | {t for t, _ in proposed}
         today = await _business_dates(session, tenants)
         versions = await _policies(session, tenants)
+        applied = await _applied_policies(session, set(days), versions)
 
-        await self._load_debtors(session, work, {(d.event.tenantid, d.event.debtorid or "") for d in facts})
+        keys = {(d.event.tenantid, d.event.debtorid or "") for d in facts}
+        await self._load_debtors(session, work, keys | proposed)
         # A recovery adds to the agency's record: start from the stored records, not from none.
         for tenant in sorted({d.event.tenantid for d in facts if isinstance(d.event.data, AgencyOutcome)}):
             await self._performance(session, work, tenant)
-        touched: set[DebtorKey] = set()
+        touched: set[DebtorKey] = set(proposed)
         for d in facts:
             self._apply_fact(work, d)
             touched.add((d.event.tenantid, d.event.debtorid or ""))
@@ -213,9 +235,16 @@ class DunningProjection:
                 if today.get(tenant) is not None and day <= today[tenant]:
                     continue  # a day started before (a repeated clock event) decides nothing new
                 today[tenant] = day
-                await self._decide_due(session, work, tenant, day, versions.get(tenant, []), tick)
+                policy = policy_in_force(versions.get(tenant, []), day)
+                if policy is None:
+                    continue
+                # The first business day of a version plans every open case again under it.
+                replan = policy.version != applied.get(tenant, 0)
+                await self._decide_due(session, work, tenant, day, policy, replan, tick)
+                applied[tenant] = policy.version
 
         await _store_business_dates(session, today, tenants)
+        await _store_applied_policies(session, {t: applied.get(t, 0) for t in days})
         await self._save(session, work)
         await self._save_performance(session, work)
         return Applied(messages=work.messages)
@@ -280,7 +309,7 @@ class DunningProjection:
         fact = fact_of(d.event, _ref(d))
         currency = currency_of(fact)
         cases = work.cases.setdefault((tenant, debtor), {})
-        if currency is not None and f"{debtor}:{currency}" not in cases:
+        if currency is not None and f"{debtor}:{currency}" not in cases and opens_case(fact):
             cases[f"{debtor}:{currency}"] = new_case(tenant, debtor, currency)
         for case_id in sorted(cases):
             case = cases[case_id]
@@ -310,40 +339,34 @@ class DunningProjection:
         work: _Batch,
         tenant: str,
         day: dt.date,
-        versions: list[PolicyPublished],
+        policy: PolicyPublished,
+        replan: bool,
         tick: InputRef,
     ) -> None:
-        """Every case of the tenant whose next action date has come, chunk by chunk, debtor by debtor."""
-        policy = policy_in_force(versions, day)
-        if policy is None:
-            return
+        """Every case of the tenant that is due (`is_due`), chunk by chunk, debtor by debtor: those whose
+        next action date has come and, on the first business day of a policy version (`replan`), every
+        open case not decided under it, so that it is planned again under this version."""
+        # Every open case was decided under the version by the end of its first business day.
+        new_version = policy if replan else None
         # Cases this batch already holds are judged by their state in memory, the rest by the table.
         in_memory = {
             debtor
             for (t, debtor), cases in work.cases.items()
-            if t == tenant
-            and any(c.next_action_date is not None and c.next_action_date <= day for c in cases.values())
+            if t == tenant and any(is_due(c, day, new_version) for c in cases.values())
         }
         await self._decide_debtors(session, work, tenant, day, policy, sorted(in_memory), tick)
         # Written and dropped: from here on the table holds every case as this batch left it, so the
         # cases due are read from it once, and decided chunk by chunk in debtor order.
         await self._flush(session, work, feed=False)
         connection = await driver_connection(session)
-        due = [
-            r["debtor_id"]
-            for r in await connection.fetch(
-                f"SELECT DISTINCT debtor_id FROM {_CASES} WHERE tenant_id = $1 AND next_action_date <= $2"
-                " ORDER BY debtor_id",
-                tenant,
-                day,
-            )
-        ]
+        due = [r["debtor_id"] for r in await connection.fetch(_REPLANNED if replan else _DUE, tenant, day)]
         # Debtors this batch wrote (or gave a profile) are decided in its transaction; every other
         # chunk in a transaction of its own, committed at once (see `_decide_slice`).
         mine = [debtor for debtor in due if (tenant, debtor) in work.written]
         for start in range(0, len(mine), DUE_CHUNK):
             chunk = mine[start : start + DUE_CHUNK]
             await self._load_tenant_debtors(session, work, tenant, chunk)
+            chunk = _due_debtors(work, tenant, chunk, day, new_version)
             await self._decide_debtors(session, work, tenant, day, policy, chunk, tick)
             await self._flush(session, work, feed=False)
         others = [debtor for debtor in due if (tenant, debtor) not in work.written]
@@ -359,7 +382,7 @@ class DunningProjection:
                 if index + 1 < len(chunks):
                     reading = asyncio.create_task(_read_chunk(session, tenant, chunks[index + 1]))
                     await asyncio.sleep(0)  # let it send its query before deciding starts
-                await self._decide_slice(session, work, tenant, day, policy, chunk, tick, read)
+                await self._decide_slice(session, work, tenant, day, policy, new_version, chunk, tick, read)
         finally:
             if reading is not None:  # a slice failed: the batch fails and the read is not wanted
                 reading.cancel()
@@ -371,6 +394,7 @@ class DunningProjection:
         tenant: str,
         day: dt.date,
         policy: PolicyPublished,
+        new_version: PolicyPublished | None,
         debtors: Sequence[str],
         tick: InputRef,
         read: _Chunk,
@@ -379,9 +403,10 @@ class DunningProjection:
         cases, timeline, feed, outbox records and the agency placements they add, all or nothing.
 
         Why this keeps the consumer's exactly-once effect: a case decided on `day` is no longer due
-        on it (its next action date is later, or none), so a slice commits cases that no evaluation
-        of `day` picks again, together with everything they published. The clock record's offset,
-        its event id and the tenant's business date commit in the batch's transaction, after every
+        on it (its next action date is later, or none, and it was decided under the version in force:
+        `is_due`), so a slice commits cases that no evaluation of `day` picks again, together with
+        everything they published. The clock record's offset, its event id, the tenant's business
+        date and the version it was decided under commit in the batch's transaction, after every
         slice; if that transaction fails or the process dies first, the record comes again and
         decides exactly the debtors no slice committed. Slices never touch rows the batch's
         transaction wrote (those debtors are decided in it), and agency records are written as
@@ -391,7 +416,8 @@ class DunningProjection:
         async with AsyncSession(session.bind, expire_on_commit=False) as own, own.begin():
             part = _Batch(performance=work.performance)
             part.hold(tenant, debtors, read.rows)
-            await self._decide_debtors(own, part, tenant, day, policy, debtors, tick, read.profiles)
+            due = _due_debtors(part, tenant, debtors, day, new_version)
+            await self._decide_debtors(own, part, tenant, day, policy, due, tick, read.profiles)
             await self._flush(own, part)
             await self._save_performance(own, part)
 
@@ -408,10 +434,15 @@ class DunningProjection:
     ) -> None:
         if profiles is None:
             profiles = await _profiles(session, tenant, debtors)
+        segments = await _segments(session, tenant, debtors)
         for debtor in debtors:
             cases = work.cases.get((tenant, debtor), {})
+            scored = segments.get(debtor)
             facts = DebtorFacts(
-                profile=profiles.get(debtor), agencies=await self._performance(session, work, tenant)
+                profile=profiles.get(debtor),
+                segments=scored.segments if scored else {},
+                write_off_proposed=scored.write_off_proposed if scored else frozenset(),
+                agencies=await self._performance(session, work, tenant),
             )
             for decision in decide_debtor([cases[c] for c in sorted(cases)], day, policy, facts, tick=tick):
                 self._publish_decision(work, decision, day, tick)
@@ -481,9 +512,6 @@ class DunningProjection:
                 },
             )
         )
-        if command.action in ("place_with_agency", "recall_from_agency") and command.agency_id:
-            kind = "placed" if command.action == "place_with_agency" else "recalled"
-            work.feed.append(_feed_row(case, command.agency_id, kind, command.business_date))
 
     def _publish_cancellation(self, work: _Batch, case: Case, cancellation: CommandCancelled) -> None:
         event_id = cancellation_id(case.tenant_id, cancellation.command_id)
@@ -522,6 +550,10 @@ class DunningProjection:
                     },
                 )
             )
+            if event.change in ("placed", "recalled") and event.agency_id:
+                # Whatever ends a placement (a recall, a placement not delivered or cancelled before
+                # it was) is a recall in the agency's feed, in the order of the case's events.
+                work.feed.append(_feed_row(case, event.agency_id, event.change, event.business_date))
             if event.change == "placed" and event.agency_id:
                 key = agency_key(case)
                 if key is not None:
@@ -644,6 +676,18 @@ _LOAD_CASES = (
 )
 """The cases of some debtors with their versions; the state only where it is not the version the
 caller holds ($3..$5: tenant, case id and version of each case it holds)."""
+_DUE = (
+    f"SELECT DISTINCT debtor_id FROM {_CASES} WHERE tenant_id = $1 AND next_action_date <= $2"
+    " ORDER BY debtor_id"
+)
+"""The debtors with a case whose next action date has come (by the `cases_due` index)."""
+_REPLANNED = (
+    f"SELECT DISTINCT debtor_id FROM {_CASES}"
+    " WHERE tenant_id = $1 AND (next_action_date <= $2 OR status <> 'closed') ORDER BY debtor_id"
+)
+"""On the first business day of a policy version: the debtors with a due case or an open one, every
+one of which is to be planned again under that version (`_due_debtors` leaves out those that were
+already, before the day was interrupted and its clock record came again)."""
 _TIMELINE_COLUMNS = ("tenant_id", "case_id", "business_date", "kind", "event_id", "entry")
 _FEED_COLUMNS = ("tenant_id", "agency_id", "case_id", "kind", "entry")
 
@@ -693,6 +737,18 @@ async def _write_cases(connection: Any, work: _Batch) -> None:
     if lost:
         raise store.CaseChanged(lost)
     work.versions.update(written)
+
+
+def _due_debtors(
+    work: _Batch, tenant: str, debtors: Sequence[str], day: dt.date, new_version: PolicyPublished | None
+) -> list[str]:
+    """The debtors, among those the batch holds, with a case to decide on `day` (`is_due`; on the first
+    business day of a version, `new_version` is that version)."""
+    return [
+        debtor
+        for debtor in debtors
+        if any(is_due(c, day, new_version) for c in work.cases.get((tenant, debtor), {}).values())
+    ]
 
 
 def _moved(work: _Batch, case: Case) -> bool:
@@ -812,6 +868,55 @@ async def _read_chunk(session: AsyncSession, tenant: str, debtors: Sequence[str]
     return _Chunk([(r["state"], r["version"]) for r in rows], profiles)
 
 
+async def _store_segments(
+    session: AsyncSession, segments: dict[tuple[str, str, str], tuple[str, bool]]
+) -> None:
+    """Each debtor's risk segment in each currency from its latest score in that currency, and whether
+    scoring proposes the currency's debt for write-off."""
+    if not segments:
+        return
+    statement = pg_insert(store.segments).values(
+        [
+            {"tenant_id": t, "debtor_id": d, "currency": c, "segment": s, "write_off_proposed": w}
+            for (t, d, c), (s, w) in sorted(segments.items())
+        ]
+    )
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id", "debtor_id", "currency"],
+            set_={
+                "segment": statement.excluded.segment,
+                "write_off_proposed": statement.excluded.write_off_proposed,
+            },
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _Scored:
+    segments: dict[str, str]
+    """By currency."""
+    write_off_proposed: frozenset[str]
+
+
+async def _segments(session: AsyncSession, tenant: str, debtors: Sequence[str]) -> dict[str, _Scored]:
+    if not debtors:
+        return {}
+    t = store.segments
+    rows = await session.execute(
+        select(t.c.debtor_id, t.c.currency, t.c.segment, t.c.write_off_proposed).where(
+            t.c.tenant_id == tenant, t.c.debtor_id.in_(list(debtors))
+        )
+    )
+    segments: dict[str, dict[str, str]] = defaultdict(dict)
+    proposed: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        segments[r.debtor_id][r.currency] = r.segment
+        if r.write_off_proposed:
+            proposed[r.debtor_id].add(r.currency)
+    return {d: _Scored(segments[d], frozenset(proposed[d])) for d in segments}
+
+
 async def _profiles(session: AsyncSession, tenant: str, debtors: Sequence[str]) -> dict[str, DebtorProfile]:
     if not debtors:
         return {}
@@ -869,6 +974,36 @@ async def _store_business_dates(session: AsyncSession, dates: dict[str, dt.date]
             },
         )
     )
+
+
+async def _applied_policies(
+    session: AsyncSession, tenants: Iterable[str], versions: dict[str, list[PolicyPublished]]
+) -> dict[str, int]:
+    """The policy version each tenant's open cases were last planned under on a business day (0:
+    none). A row without one (written before it was kept) counts the version in force on its date."""
+    wanted = sorted(set(tenants))
+    if not wanted:
+        return {}
+    t = store.business_dates
+    rows = await session.execute(
+        select(t.c.tenant_id, t.c.business_date, t.c.policy_version).where(t.c.tenant_id.in_(wanted))
+    )
+    applied: dict[str, int] = {}
+    for row in rows:
+        if row.policy_version is not None:
+            applied[row.tenant_id] = row.policy_version
+            continue
+        in_force = policy_in_force(versions.get(row.tenant_id, []), row.business_date)
+        applied[row.tenant_id] = in_force.version if in_force is not None else 0
+    return applied
+
+
+async def _store_applied_policies(session: AsyncSession, applied: dict[str, int]) -> None:
+    """Keep the version each tenant's business day was decided under (only the batch with its clock
+    record writes it, so a batch of facts on another member never sets it back)."""
+    t = store.business_dates
+    for tenant, version in sorted(applied.items()):
+        await session.execute(update(t).where(t.c.tenant_id == tenant).values(policy_version=version))
 
 
 async def _add_performance(session: AsyncSession, tenant: str, added: AgencyPerformance) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -105,6 +107,9 @@ business_dates = Table(
     metadata,
     Column("tenant_id", String(64), primary_key=True),
     Column("business_date", Date, nullable=False),
+    # The policy version the tenant's last business day was decided under: a day under another one
+    # plans every open case again. Null in rows written before it was kept.
+    Column("policy_version", Integer, nullable=True),
 )
 
 agency_performance = Table(
@@ -118,6 +123,18 @@ agency_performance = Table(
     Column("placements", Integer, nullable=False),
     Column("placed_minor", BigInteger, nullable=False),
     Column("recovered_minor", BigInteger, nullable=False),
+)
+
+# Each debtor's risk segment in each currency (its cases are per currency), from its latest score
+# event in that currency (collections.scores.v1), and whether scoring proposes that debt for write-off.
+segments = Table(
+    "segments",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("debtor_id", String(128), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("segment", String(64), nullable=False),
+    Column("write_off_proposed", Boolean, nullable=False, server_default=text("false")),
 )
 
 recorded_requests = Table(

@@ -32,6 +32,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Debtors whose cases the dunning consumer keeps decoded between batches",
     )
+    scoring_model_dir: Path = Field(
+        default=Path("var/scoring/model"),
+        description="Where `arrears scoring train` writes the model and manifest that scoring loads",
+    )
+    scoring_workers: int = Field(
+        default=1,
+        ge=0,
+        description="Processes that score a business day's chunks beside the scoring consumer (0: none)",
+    )
+    scoring_write_off_max_days: int = Field(
+        default=365, ge=1, description="Days past due after which scoring proposes a debt for write-off"
+    )
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     consumer_max_records: int = Field(default=2_000, ge=1)
     consumer_fetch_timeout_ms: int = Field(default=200, ge=1)

@@ -34,6 +34,11 @@ async def test_the_benchmark_runs_at_tiny_size(
     day = measures["dunning_evaluation"]
     assert day["figure"] > 0 and day["commands"] > 0 and day["cases_due"] > 0, day
     assert day["published"] >= day["commands"] and day["ratio_to_limit"] > 0
+    facts = measures["scoring_facts"]
+    assert facts["figure"] > 0 and facts["scores"] > 0 and facts["ratio_to_ledger"] > 0, facts
+    scoring = measures["scoring_day"]
+    assert scoring["debtors_scored"] == scoring["debtors"] and scoring["seconds_for_1m_debtors"] > 0
+    assert scoring["scorer_alone"]["debtors_per_s"] > 0 and scoring["ratio_to_limit"] > 0
     latency = measures["payment_to_case_latency"]
     assert latency["probes"] > 0 and latency["probes"] == latency["planned"], latency["failures"]
     assert latency["observed"] == latency["probes"] and latency["failed"] == 0, latency["failures"]

@@ -1,0 +1,831 @@
+"""How a batch of balance facts, disputes, debtor data and business days changes what scoring knows,
+and which score events it publishes.
+
+Per batch, in the consumer loop's transaction: the invoices of the debtors the batch touches are
+loaded in one query, each fact is applied to them in log order, and they are written back in one
+statement; then those debtors are scored as of their tenant's business date with the model in use
+(looked up again at every batch), their scores stored, and a `collections.score.changed.v1` written
+to the outbox for each score whose segment changed, which moved by `SCORE_STEP` points or more, or
+whose write-off proposal was made or withdrawn since the last one published. The event id is a uuid5
+of what the score is, so a replay publishes the same records and consumers drop the repeats.
+
+A tenant's business date is the latest of its business-day events and the effective dates of its
+balance facts: a history replayed without a clock is still scored as of its own dates.
+
+On every business day a batch starts, every debtor of the tenant with an item open on that date is
+scored again as of it (days since the last payment and overdue amounts move with the day), in chunks
+of `DAY_CHUNK` debtors, each chunk read with set-based statements and committed in a transaction of
+its own (`ScoringProjection.rescore_day` says why that keeps the exactly-once effect).
+
+Every writer of a debtor's invoices or scores first writes the debtor's row, and only while it still
+has the version (`xmin`) it read: a second group member holding the same debtor for a moment during a
+rebalance raises `StaleState`, and the consumer rolls its batch back and reads it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import multiprocessing
+import pickle
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, fields
+from operator import itemgetter
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contracts.clock import BusinessDayStarted
+from contracts.collections import CaseNote, DisputeChanged, HoldChanged, PaymentPlanAgreed, PromiseToPay
+from contracts.journal import DebtorProfile
+from contracts.money import Money
+from contracts.receivables import ReceivableBalance
+from contracts.registry import encode_event, make_event
+from contracts.scores import SCORE_CHANGED, ScoreChanged
+from contracts.topics import CLOCK, CONTACTS, DEBTORS, RECEIVABLES, SCORES, debtor_key
+from services.runtime.consumer import Applied, Delivered, StaleState
+from services.runtime.database import driver_connection
+from services.runtime.log import Message
+from services.runtime.outbox import write_outbox
+from services.scoring import store
+from services.scoring.batch import score_chunk
+from services.scoring.features import DebtorHistory, InvoiceFact
+from services.scoring.model import DebtorScore, Scorer
+from services.scoring.models_on_disk import ModelSource
+from services.scoring.writeoff import WriteOffProposal, WriteOffRule, propose
+
+SOURCE = "arrears/scoring"
+SCORE_STEP = 10
+"""Points a score must move, within its segment, before a new score event is published."""
+SCORE_NAMESPACE = uuid.UUID("8a3f5c2e-3b1d-5d6e-9f60-2c4b7e1a9d05")
+DAY_CHUNK = 2_000
+"""Debtors scored again per transaction on a business day."""
+DebtorKey = tuple[str, str]
+Version = str
+"""A debtor row's version: the id of the transaction that last wrote it (`xmin`)."""
+InvoiceRow = dict[str, Any]
+Invoices = dict[str, InvoiceRow]
+
+
+@dataclass(frozen=True)
+class StoredDebtor:
+    values: dict[str, Any]
+    """The debtor row's columns other than its key (paperless, collector)."""
+    version: Version
+    """The row's version (`xmin`) when it was read."""
+
+
+NO_DEBTOR: dict[str, Any] = {"paperless": None, "collector": None}
+
+
+@dataclass
+class _Facts:
+    """What a batch changes, by debtor."""
+
+    invoices: dict[DebtorKey, dict[str, InvoiceRow]] = field(default_factory=dict)
+    changed: set[tuple[str, str, str]] = field(default_factory=set)
+    removed: set[tuple[str, str, str]] = field(default_factory=set)
+    debtors: dict[DebtorKey, dict[str, Any]] = field(default_factory=dict)
+    dates: dict[str, dt.date] = field(default_factory=dict)
+    days: set[str] = field(default_factory=set)
+    """Tenants a business day started for in this batch."""
+    causes: dict[DebtorKey, str] = field(default_factory=dict)
+
+    def date(self, tenant: str, day: dt.date) -> None:
+        self.dates[tenant] = max(day, self.dates.get(tenant, day))
+
+
+def apply_balance(rows: dict[str, InvoiceRow], fact: ReceivableBalance) -> bool:
+    """An invoice row after a balance fact; False when the invoice is gone (cancelled)."""
+    if fact.status == "cancelled":
+        rows.pop(fact.invoice_id, None)
+        return False
+    row = rows.get(fact.invoice_id) or {"disputed_date": None}
+    day = fact.effective_date
+    row.update(
+        invoice_id=fact.invoice_id,
+        currency=fact.amount.currency,
+        issue_date=fact.issue_date,
+        due_date=fact.due_date,
+        amount_minor=fact.amount.amount_minor,
+        outstanding_minor=fact.outstanding.amount_minor,
+        status=fact.status,
+        settled_date=day if fact.status == "settled" else None,
+        written_off_date=day if fact.status == "written_off" else None,
+    )
+    rows[fact.invoice_id] = row
+    return True
+
+
+def history_of(
+    tenant: str, debtor: str, currency: str, rows: Iterable[InvoiceRow], paperless: bool | None
+) -> DebtorHistory:
+    return DebtorHistory(
+        tenant_id=tenant,
+        debtor_id=debtor,
+        currency=currency,
+        paperless=paperless,
+        invoices=tuple(
+            InvoiceFact(
+                invoice_id=r["invoice_id"],
+                issue_date=r["issue_date"],
+                due_date=r["due_date"],
+                amount_minor=r["amount_minor"],
+                settled_date=r["settled_date"],
+                disputed_date=r["disputed_date"],
+                written_off_date=r["written_off_date"],
+                outstanding_minor=r["outstanding_minor"],
+            )
+            for r in sorted(rows, key=lambda r: (r["issue_date"], r["invoice_id"]))
+            if r["currency"] == currency
+        ),
+    )
+
+
+def histories_of(
+    tenant: str, debtor: str, rows: Sequence[InvoiceRow], paperless: bool | None
+) -> list[DebtorHistory]:
+    """The debtor's history in each currency it was invoiced in."""
+    return [
+        history_of(tenant, debtor, currency, rows, paperless)
+        for currency in sorted({r["currency"] for r in rows})
+    ]
+
+
+@dataclass(frozen=True)
+class LastPublished:
+    score: int | None
+    segment: str | None
+    write_off: bool | None
+
+
+NOTHING_PUBLISHED = LastPublished(None, None, None)
+
+
+def is_material(score: DebtorScore, write_off: bool, published: LastPublished) -> bool:
+    """A first score, a new segment, a move of `SCORE_STEP` points or more, or a write-off proposal
+    made or withdrawn."""
+    if published.score is None or published.segment is None:
+        return True
+    return (
+        score.segment != published.segment
+        or abs(score.score - published.score) >= SCORE_STEP
+        or write_off != bool(published.write_off)
+    )
+
+
+def score_event(
+    score: DebtorScore,
+    version: int | None,
+    previous_segment: str | None,
+    cause: str | None,
+    write_off: WriteOffProposal | None = None,
+) -> Message:
+    proposed = write_off is not None and write_off.proposed
+    what = f"{score.tenant_id}:{score.debtor_id}:{score.currency}:{score.as_of}:{score.score}:{score.segment}"
+    limit = score.recommended_limit_minor
+    data = ScoreChanged(
+        as_of=score.as_of,
+        score=score.score,
+        probability_late=f"{score.p_late:.4f}",
+        segment=score.segment,
+        previous_segment=previous_segment,
+        expected_days_to_settle=max(0, round(score.expected_days_to_settle)),
+        open=Money(amount_minor=score.open_minor, currency=score.currency),
+        overdue=Money(amount_minor=score.overdue_minor, currency=score.currency),
+        oldest_days_past_due=score.oldest_days_past_due,
+        reasons=list(score.reasons),
+        model_kind=score.model_kind,
+        model_version=version,
+        recommended_credit_limit=None
+        if limit is None
+        else Money(amount_minor=limit, currency=score.currency),
+        write_off_proposed=proposed,
+        write_off_reasons=list(write_off.reasons) if write_off is not None and proposed else [],
+    )
+    event = make_event(
+        SCORE_CHANGED,
+        data,
+        event_id=str(uuid.uuid5(SCORE_NAMESPACE, f"{what}:{version}" + (":write-off" if proposed else ""))),
+        tenant_id=score.tenant_id,
+        debtor_id=score.debtor_id,
+        source=SOURCE,
+        time=dt.datetime.combine(score.as_of, dt.time(), dt.UTC),
+        causation_id=cause,
+    )
+    return Message(SCORES.name, debtor_key(score.tenant_id, score.debtor_id).encode(), encode_event(event))
+
+
+class ScoringProjection:
+    group_id = "scoring"
+    topics: tuple[str, ...] = (RECEIVABLES.name, CONTACTS.name, DEBTORS.name, CLOCK.name)
+
+    def __init__(
+        self,
+        models: ModelSource,
+        *,
+        day_chunk: int = DAY_CHUNK,
+        write_off: WriteOffRule | None = None,
+        workers: int = 0,
+    ) -> None:
+        self.models = models
+        self.day_chunk = day_chunk
+        self.write_off = write_off or WriteOffRule()
+        self.workers = workers
+        """Processes that score a business day's chunks beside this one (0: all in this one)."""
+        self._pool: ProcessPoolExecutor | None = None
+        self._shipped: tuple[Scorer, str, bytes] | None = None
+        self._warming: list[Future[None]] = []
+
+    def start_workers(self) -> None:
+        """Start the worker processes now rather than on the first business day (they take a few
+        seconds to import the model libraries)."""
+        if self.workers and self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self._warming = [self._pool.submit(_warm) for _ in range(self.workers)]
+
+    async def workers_ready(self) -> None:
+        """Until the worker processes started by `start_workers` have imported what they run."""
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in self._warming))
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes' ids (none before they are started)."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return [int(pid) for pid in processes]
+
+    def close(self) -> None:
+        """Stop the worker processes, if any were started."""
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    async def apply(self, session: AsyncSession, batch: Sequence[Delivered]) -> Applied:
+        facts = _Facts()
+        keys = {(d.event.tenantid, d.event.debtorid) for d in batch if d.event.debtorid}
+        facts.invoices = await _load_invoices(session, keys)
+        stored = await _load_debtors(session, keys)
+        facts.debtors = {k: dict(stored[k].values) if k in stored else dict(NO_DEBTOR) for k in keys}
+        for d in batch:
+            _apply(facts, d)
+        # The debtor rows first, each only if it is still as read: a second writer fails here.
+        await save_debtors(session, facts.debtors, {k: v.version for k, v in stored.items()})
+        await _save_facts(session, facts)
+        scorer, version = self.models.current()
+        dates = await _business_dates(session, {t for t, _ in keys} | set(facts.days))
+        messages = await self._rescore(session, scorer, version, facts, keys, dates)
+        for tenant in sorted(facts.days):
+            if tenant in dates:
+                await self.rescore_day(session, scorer, version, tenant, dates[tenant], keys)
+        return Applied(messages=messages)
+
+    async def _rescore(
+        self,
+        session: AsyncSession,
+        scorer: Scorer,
+        version: int | None,
+        facts: _Facts,
+        keys: set[DebtorKey],
+        dates: dict[str, dt.date],
+    ) -> list[Message]:
+        if not keys:
+            return []
+        histories: dict[str, list[DebtorHistory]] = defaultdict(list)
+        for tenant, debtor in sorted(keys):
+            invoices = list(facts.invoices.get((tenant, debtor), {}).values())
+            paperless = facts.debtors[(tenant, debtor)]["paperless"]
+            histories[tenant] += histories_of(tenant, debtor, invoices, paperless)
+        scores = [
+            s
+            for tenant, hs in sorted(histories.items())
+            if tenant in dates
+            for s in score_chunk(scorer, hs, dates[tenant])
+        ]
+        published = await _published(await driver_connection(session), scores)
+        rows, messages = _outcome(scores, version, published, facts.causes, self.write_off)
+        await _save_scores(session, rows)
+        return messages
+
+    async def rescore_day(
+        self,
+        session: AsyncSession,
+        scorer: Scorer,
+        version: int | None,
+        tenant: str,
+        day: dt.date,
+        exclude: set[DebtorKey],
+    ) -> int:
+        """Score again, as of `day`, every debtor of the tenant with an item open on it (their days
+        since the last payment and their overdue amounts moved with the day), chunk by chunk, each
+        chunk in a transaction of its own. The debtors in `exclude` were scored in the batch's own
+        transaction. Returns how many debtors were scored.
+
+        Why a chunk may commit before the batch: scoring a debtor again from the same facts on the
+        same day gives the same score, which is then no longer a material change; if the batch
+        fails, the business-day record comes again and the chunks that committed publish nothing
+        twice (and the event ids are uuid5 of what they say). A chunk touches only debtors the
+        batch's transaction did not write, so it never waits for a lock the batch holds."""
+        connection = await driver_connection(session)
+        rows = await connection.fetch(_OPEN_DEBTORS, tenant, day)
+        debtors = [r["debtor_id"] for r in rows if (tenant, r["debtor_id"]) not in exclude]
+        chunks = [debtors[start : start + self.day_chunk] for start in range(0, len(debtors), self.day_chunk)]
+        pooled = self.workers > 0 and len(chunks) > 1
+        decide = self._decider(scorer) if pooled else _decide_here(scorer)
+
+        async def one(chunk: list[str]) -> None:
+            async with AsyncSession(session.bind, expire_on_commit=False) as own, own.begin():
+                await _rescore_chunk(own, decide, version, self.write_off, tenant, day, chunk)
+
+        # With workers, a chunk is read and written here while others are scored there; each is
+        # still one transaction of its own, over debtors no other chunk holds.
+        await _bounded(one, chunks, 1 + self.workers if pooled else 1)
+        return len(debtors)
+
+    def _decider(self, scorer: Scorer) -> Decide:
+        """Score chunks in the worker processes, the scorer sent along (loaded once per worker)."""
+        self.start_workers()
+        if self._shipped is None or self._shipped[0] is not scorer:
+            blob = pickle.dumps(scorer, protocol=pickle.HIGHEST_PROTOCOL)
+            self._shipped = (scorer, hashlib.sha256(blob).hexdigest(), blob)
+        pool, (_, key, blob) = self._pool, self._shipped
+        assert pool is not None
+
+        async def decide(chunk: ChunkInput) -> ChunkOutcome:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(
+                    pool, _decide_in_worker, key, blob, chunk
+                )
+            except BrokenProcessPool:
+                if self._pool is pool:  # a worker died: the batch fails and is read again, with new ones
+                    self._pool = None
+                    pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+        return decide
+
+
+def _apply(facts: _Facts, d: Delivered) -> None:
+    event = d.event
+    tenant, debtor = event.tenantid, event.debtorid or ""
+    key = (tenant, debtor)
+    match event.data:
+        case ReceivableBalance() as fact:
+            rows = facts.invoices.setdefault(key, {})
+            ident = (tenant, debtor, fact.invoice_id)
+            if apply_balance(rows, fact):
+                facts.changed.add(ident)
+                facts.removed.discard(ident)
+            else:
+                facts.removed.add(ident)
+                facts.changed.discard(ident)
+            facts.date(tenant, fact.effective_date)
+            facts.causes[key] = event.id
+        case DisputeChanged() as dispute if event.type == "ar.dispute.opened.v1":
+            row = facts.invoices.get(key, {}).get(dispute.invoice_id)
+            day = dispute.recorded.business_date
+            facts.debtors[key]["collector"] = dispute.recorded.recorded_by
+            if row is not None and (row["disputed_date"] is None or day < row["disputed_date"]):
+                row["disputed_date"] = day
+                facts.changed.add((tenant, debtor, dispute.invoice_id))
+                facts.causes[key] = event.id
+        case PromiseToPay() | DisputeChanged() | PaymentPlanAgreed() | HoldChanged() | CaseNote() as agreed:
+            facts.debtors[key]["collector"] = agreed.recorded.recorded_by
+        case DebtorProfile() as profile:
+            channels = profile.consented_channels
+            paperless = profile.email is not None and (channels is None or "email" in channels)
+            facts.debtors[key]["paperless"] = paperless
+        case BusinessDayStarted() as day:
+            facts.date(tenant, day.business_date)
+            facts.days.add(tenant)
+        case _:
+            pass
+
+
+async def _load_invoices(session: AsyncSession, keys: set[DebtorKey]) -> dict[DebtorKey, Invoices]:
+    out: dict[DebtorKey, Invoices] = {}
+    if not keys:
+        return out
+    t = store.invoices
+    result = await session.execute(select(t).where(tuple_(t.c.tenant_id, t.c.debtor_id).in_(sorted(keys))))
+    for row in result.mappings():
+        values = dict(row)
+        key = (values.pop("tenant_id"), values.pop("debtor_id"))
+        out.setdefault(key, {})[values["invoice_id"]] = values
+    return out
+
+
+async def _save_facts(session: AsyncSession, facts: _Facts) -> None:
+    t = store.invoices
+    rows = [
+        {"tenant_id": tenant, "debtor_id": debtor, **facts.invoices[(tenant, debtor)][invoice]}
+        for tenant, debtor, invoice in sorted(facts.changed)
+    ]
+    if rows:
+        insert = pg_insert(t).values(rows)
+        columns = [c.name for c in t.columns if not c.primary_key]
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=[t.c.tenant_id, t.c.debtor_id, t.c.invoice_id],
+                set_={c: insert.excluded[c] for c in columns},
+            )
+        )
+    if facts.removed:
+        await session.execute(
+            delete(t).where(tuple_(t.c.tenant_id, t.c.debtor_id, t.c.invoice_id).in_(sorted(facts.removed)))
+        )
+    if facts.dates:
+        b = store.business_dates
+        insert = pg_insert(b).values(
+            [{"tenant_id": k, "business_date": v} for k, v in sorted(facts.dates.items())]
+        )
+        await session.execute(
+            insert.on_conflict_do_update(
+                index_elements=[b.c.tenant_id],
+                set_={"business_date": func.greatest(b.c.business_date, insert.excluded.business_date)},
+            )
+        )
+
+
+async def _business_dates(session: AsyncSession, tenants: set[str]) -> dict[str, dt.date]:
+    b = store.business_dates
+    result = await session.execute(select(b.c.tenant_id, b.c.business_date).where(b.c.tenant_id.in_(tenants)))
+    return {r.tenant_id: r.business_date for r in result}
+
+
+Published = dict[tuple[str, str, str], LastPublished]
+
+
+async def _published(connection: Any, scores: Sequence[DebtorScore]) -> Published:
+    """What was last published for each score's debtor and currency."""
+    if not scores:
+        return {}
+    keys = sorted({(x.tenant_id, x.debtor_id, x.currency) for x in scores})
+    rows = await connection.fetch(
+        "SELECT s.tenant_id, s.debtor_id, s.currency, s.published_score, s.published_segment,"
+        f" s.published_write_off FROM {_SCORES} AS s"
+        " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(t, d, c)"
+        " ON s.tenant_id = k.t AND s.debtor_id = k.d AND s.currency = k.c",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        [k[2] for k in keys],
+    )
+    return {
+        (r["tenant_id"], r["debtor_id"], r["currency"]): LastPublished(
+            r["published_score"], r["published_segment"], r["published_write_off"]
+        )
+        for r in rows
+    }
+
+
+def _outcome(
+    scores: Sequence[DebtorScore],
+    version: int | None,
+    published: Published,
+    causes: dict[DebtorKey, str],
+    rule: WriteOffRule,
+) -> tuple[list[dict[str, Any]], list[Message]]:
+    """The score rows to store and the score events to publish (the material changes)."""
+    messages = []
+    rows = []
+    for s in scores:
+        last = published.get((s.tenant_id, s.debtor_id, s.currency), NOTHING_PUBLISHED)
+        write_off = propose(s, rule)
+        proposed = write_off is not None and write_off.proposed
+        if is_material(s, proposed, last):
+            cause = causes.get((s.tenant_id, s.debtor_id))
+            messages.append(score_event(s, version, last.segment, cause, write_off))
+            last = LastPublished(s.score, s.segment, proposed)
+        rows.append(_score_row(s, version, last, write_off))
+    return rows, messages
+
+
+def _score_row(
+    s: DebtorScore, version: int | None, published: LastPublished, write_off: WriteOffProposal | None
+) -> dict[str, Any]:
+    own = {i.invoice_id: list(i.reasons) for i in write_off.invoices} if write_off else {}
+    return {
+        "tenant_id": s.tenant_id,
+        "debtor_id": s.debtor_id,
+        "currency": s.currency,
+        "as_of": s.as_of,
+        "score": s.score,
+        "p_late": s.p_late,
+        "segment": s.segment,
+        "expected_days_to_settle": s.expected_days_to_settle,
+        "open_minor": s.open_minor,
+        "overdue_minor": s.overdue_minor,
+        "oldest_days_past_due": s.oldest_days_past_due,
+        "reasons": _json(list(s.reasons)),
+        "invoices": _json(
+            [
+                {
+                    "invoice_id": i.invoice_id,
+                    "outstanding_minor": i.outstanding_minor,
+                    "due_date": i.due_date.isoformat(),
+                    "p_late": i.p_late,
+                    "expected_settle_date": i.expected_settle_date.isoformat(),
+                    "write_off_reasons": own.get(i.invoice_id, []),
+                }
+                for i in s.invoices
+            ]
+        ),
+        "model_kind": s.model_kind,
+        "model_version": version,
+        "published_score": published.score,
+        "published_segment": published.segment,
+        "published_write_off": published.write_off,
+        "usual_monthly_billing_minor": s.usual_monthly_billing_minor,
+        "recommended_limit_minor": s.recommended_limit_minor,
+        "write_off_proposed": bool(write_off and write_off.proposed),
+        "write_off_reasons": _json(list(write_off.reasons) if write_off else []),
+    }
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+_SCORES = f"{store.SCHEMA}.{store.scores.name}"
+_SCORE_TYPES: dict[str, str] = {
+    "tenant_id": "text",
+    "debtor_id": "text",
+    "currency": "text",
+    "as_of": "date",
+    "score": "smallint",
+    "p_late": "float8",
+    "segment": "text",
+    "expected_days_to_settle": "float8",
+    "open_minor": "int8",
+    "overdue_minor": "int8",
+    "oldest_days_past_due": "int4",
+    "reasons": "jsonb",
+    "invoices": "jsonb",
+    "model_kind": "text",
+    "model_version": "int4",
+    "published_score": "smallint",
+    "published_segment": "text",
+    "published_write_off": "bool",
+    "usual_monthly_billing_minor": "int8",
+    "recommended_limit_minor": "int8",
+    "write_off_proposed": "bool",
+    "write_off_reasons": "jsonb",
+}
+_KEY = ("tenant_id", "debtor_id", "currency")
+# One array per column: one statement, whatever the number of rows; JSON goes as text and is cast.
+_SAVE_SCORES = (
+    f"INSERT INTO {_SCORES} ({', '.join(_SCORE_TYPES)}, updated_at)"
+    f" SELECT {', '.join(f'k.{c}::{t}' for c, t in _SCORE_TYPES.items())}, now() FROM unnest("
+    + ", ".join(
+        f"${i}::{'text' if t == 'jsonb' else t}[]" for i, t in enumerate(_SCORE_TYPES.values(), start=1)
+    )
+    + f") AS k({', '.join(_SCORE_TYPES)})"
+    f" ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _SCORE_TYPES if c not in _KEY)
+    + ", updated_at = now()"
+)
+
+
+async def _save_scores(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    connection = await driver_connection(session)
+    await connection.execute(_SAVE_SCORES, *[[r[c] for r in rows] for c in _SCORE_TYPES])
+
+
+# --- debtor rows and their versions ------------------------------------------------------------
+
+_DEBTORS = f"{store.SCHEMA}.{store.debtors.name}"
+
+
+async def _load_debtors(session: AsyncSession, keys: Iterable[DebtorKey]) -> dict[DebtorKey, StoredDebtor]:
+    wanted = sorted(keys)
+    if not wanted:
+        return {}
+    connection = await driver_connection(session)
+    return await _debtor_rows(connection, [t for t, _ in wanted], [d for _, d in wanted])
+
+
+async def _debtor_rows(
+    connection: Any, tenants: list[str], debtors: list[str]
+) -> dict[DebtorKey, StoredDebtor]:
+    rows = await connection.fetch(
+        f"SELECT d.tenant_id, d.debtor_id, d.paperless, d.collector, d.xmin::text AS version FROM {_DEBTORS}"
+        " AS d JOIN unnest($1::text[], $2::text[]) AS k(t, d) ON d.tenant_id = k.t AND d.debtor_id = k.d",
+        tenants,
+        debtors,
+    )
+    return {
+        (r["tenant_id"], r["debtor_id"]): StoredDebtor(
+            {"paperless": r["paperless"], "collector": r["collector"]}, r["version"]
+        )
+        for r in rows
+    }
+
+
+async def save_debtors(
+    session: AsyncSession, values: dict[DebtorKey, dict[str, Any]], read: dict[DebtorKey, Version]
+) -> None:
+    """Write each debtor's row only if it is still as this transaction read it: at the version in
+    `read`, or still absent when `read` has none. Every writer of a debtor's invoices or scores writes
+    its row first, so a second group member holding the debtor for a moment during a rebalance finds
+    the row changed and raises `StaleState`: its batch is rolled back and read again."""
+    if not values:
+        return
+    ordered = sorted(values.items())  # one lock order for every writer
+    existing = [(k, v) for k, v in ordered if k in read]
+    new = [(k, v) for k, v in ordered if k not in read]
+    connection = await driver_connection(session)
+    written = 0
+    if existing:
+        rows = await connection.fetch(
+            f"UPDATE {_DEBTORS} AS d SET paperless = k.paperless, collector = k.collector"
+            " FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::text[])"
+            " AS k(tenant_id, debtor_id, paperless, collector, version)"
+            " WHERE d.tenant_id = k.tenant_id AND d.debtor_id = k.debtor_id AND d.xmin::text = k.version"
+            " RETURNING d.debtor_id",
+            [k[0] for k, _ in existing],
+            [k[1] for k, _ in existing],
+            [v["paperless"] for _, v in existing],
+            [v["collector"] for _, v in existing],
+            [read[k] for k, _ in existing],
+        )
+        written += len(rows)
+    if new:
+        rows = await connection.fetch(
+            f"INSERT INTO {_DEBTORS} (tenant_id, debtor_id, paperless, collector)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[])"
+            " ON CONFLICT (tenant_id, debtor_id) DO NOTHING RETURNING debtor_id",
+            [k[0] for k, _ in new],
+            [k[1] for k, _ in new],
+            [v["paperless"] for _, v in new],
+            [v["collector"] for _, v in new],
+        )
+        written += len(rows)
+    if written != len(ordered):
+        raise StaleState(f"{len(ordered) - written} scoring debtor rows changed since read")
+
+
+# --- the business day --------------------------------------------------------------------------
+
+_INVOICES = f"{store.SCHEMA}.{store.invoices.name}"
+_OPEN_DEBTORS = (
+    f"SELECT DISTINCT debtor_id FROM {_INVOICES}"
+    " WHERE tenant_id = $1 AND status = 'open' AND issue_date <= $2 ORDER BY debtor_id"
+)
+_INVOICE_COLUMNS = [c.name for c in store.invoices.columns if c.name != "tenant_id"]
+_AT = {name: i for i, name in enumerate(_INVOICE_COLUMNS)}
+_FACT_AT = [_AT[name] for name in [f.name for f in fields(InvoiceFact)]]
+"""Where each field of an `InvoiceFact`, in order, is in a row of `_INVOICE_COLUMNS`."""
+_fact_of = itemgetter(*_FACT_AT)
+
+
+@dataclass(frozen=True)
+class ChunkInput:
+    """What deciding a chunk of a business day needs, as plain data (it may go to another process)."""
+
+    version: int | None
+    rule: WriteOffRule
+    tenant: str
+    day: dt.date
+    debtors: list[str]
+    paperless: dict[str, bool | None]
+    invoices: list[tuple[Any, ...]]
+    """Rows of `_INVOICE_COLUMNS`."""
+    published: Published
+
+
+ChunkOutcome = tuple[list[list[Any]], list[Message]]
+"""The score rows, column by column (`_SCORE_TYPES`), and the score events to publish."""
+Decide = Callable[[ChunkInput], Coroutine[Any, Any, ChunkOutcome]]
+
+
+def decide_chunk(scorer: Scorer, chunk: ChunkInput) -> ChunkOutcome:
+    """The scores of a chunk's debtors as of its day, and which of them to publish."""
+    invoices: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for values in chunk.invoices:
+        invoices[values[_AT["debtor_id"]]].append(values)
+    histories = []
+    for debtor in chunk.debtors:  # as `histories_of` makes them, from tuples
+        rows = sorted(invoices[debtor], key=itemgetter(_AT["issue_date"], _AT["invoice_id"]))
+        for currency in sorted({r[_AT["currency"]] for r in rows}):
+            histories.append(
+                DebtorHistory(
+                    tenant_id=chunk.tenant,
+                    debtor_id=debtor,
+                    currency=currency,
+                    paperless=chunk.paperless.get(debtor),
+                    invoices=tuple(InvoiceFact(*_fact_of(r)) for r in rows if r[_AT["currency"]] == currency),
+                )
+            )
+    scores = score_chunk(scorer, histories, chunk.day)
+    score_rows, messages = _outcome(scores, chunk.version, chunk.published, {}, chunk.rule)
+    return [[r[c] for r in score_rows] for c in _SCORE_TYPES], messages
+
+
+def _decide_here(scorer: Scorer) -> Decide:
+    async def decide(chunk: ChunkInput) -> ChunkOutcome:
+        return decide_chunk(scorer, chunk)
+
+    return decide
+
+
+_worker_scorer: tuple[str, Scorer] | None = None
+"""In a worker process: the scorer last sent, by the SHA-256 of its pickle."""
+
+
+def _warm() -> None:
+    """Nothing: a worker process that ran it has imported this module and the model libraries."""
+
+
+def _decide_in_worker(key: str, blob: bytes, chunk: ChunkInput) -> ChunkOutcome:
+    global _worker_scorer
+    if _worker_scorer is None or _worker_scorer[0] != key:
+        _worker_scorer = (key, pickle.loads(blob))  # sent by this service's own process
+    return decide_chunk(_worker_scorer[1], chunk)
+
+
+async def _bounded(
+    job: Callable[[list[str]], Coroutine[Any, Any, None]], chunks: list[list[str]], limit: int
+) -> None:
+    """`job` on every chunk, at most `limit` at a time; the first failure cancels the rest and is
+    raised."""
+    running: set[asyncio.Task[None]] = set()
+
+    async def settle(until: int) -> None:
+        nonlocal running
+        while len(running) > until:
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+
+    try:
+        for chunk in chunks:
+            await settle(limit - 1)
+            running.add(asyncio.create_task(job(chunk)))
+        await settle(0)
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+
+
+async def _rescore_chunk(
+    session: AsyncSession,
+    decide: Decide,
+    version: int | None,
+    rule: WriteOffRule,
+    tenant: str,
+    day: dt.date,
+    debtors: list[str],
+) -> None:
+    """Score a chunk of a tenant's debtors as of `day` and commit their scores and events (the
+    caller's transaction): three set-based reads and three bulk writes, whatever the chunk's size."""
+    connection = await driver_connection(session)
+    stored = await _debtor_rows(connection, [tenant] * len(debtors), debtors)
+    rows = await connection.fetch(
+        f"SELECT {', '.join(_INVOICE_COLUMNS)} FROM {_INVOICES}"
+        " WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])",
+        tenant,
+        debtors,
+    )
+    published = await connection.fetch(
+        "SELECT debtor_id, currency, published_score, published_segment, published_write_off"
+        f" FROM {_SCORES} WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])",
+        tenant,
+        debtors,
+    )
+    chunk = ChunkInput(
+        version=version,
+        rule=rule,
+        tenant=tenant,
+        day=day,
+        debtors=debtors,
+        paperless={d: (stored.get((tenant, d)) or _NONE).values["paperless"] for d in debtors},
+        invoices=[tuple(r) for r in rows],
+        published={
+            (tenant, r["debtor_id"], r["currency"]): LastPublished(
+                r["published_score"], r["published_segment"], r["published_write_off"]
+            )
+            for r in published
+        },
+    )
+    columns, messages = await decide(chunk)
+    keys = {(tenant, d) for d in debtors}
+    await save_debtors(
+        session,
+        {k: stored[k].values if k in stored else dict(NO_DEBTOR) for k in keys},
+        {k: v.version for k, v in stored.items()},
+    )
+    if columns and columns[0]:
+        await connection.execute(_SAVE_SCORES, *columns)
+    await write_outbox(session, store.runtime, messages)
+
+
+_NONE = StoredDebtor(NO_DEBTOR, "")

@@ -1,0 +1,88 @@
+"""Which debts to propose for write-off, and why.
+
+A debtor's overdue debt in a currency is proposed when
+
+    expected recovery = probability of payment * overdue amount  <  cost of the next action
+
+(the action and its cost follow the bucket of its oldest overdue invoice, as in the worklist), or
+when its oldest overdue invoice is more than `max_days_past_due` days past due. Each overdue invoice
+is judged the same way on its own: its outstanding amount at the debtor's probability of payment
+against the cost of the action its own bucket calls for, and its own days past due. The probability
+of payment is the debtor's (1 - its probability of paying late): an overdue invoice's own
+probability of paying late is 1 by definition and says nothing about recovery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from contracts.money import format_major
+from services.scoring.model import DebtorScore
+from services.scoring.worklist import ACTIONS, ActionCosts, bucket_of_days
+
+MAX_DAYS_PAST_DUE = 365
+
+
+@dataclass(frozen=True)
+class WriteOffRule:
+    max_days_past_due: int = MAX_DAYS_PAST_DUE
+    costs: ActionCosts = field(default_factory=ActionCosts)
+
+
+@dataclass(frozen=True)
+class InvoiceProposal:
+    invoice_id: str
+    outstanding_minor: int
+    days_past_due: int
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WriteOffProposal:
+    proposed: bool
+    """The debtor's whole overdue debt in the currency."""
+    reasons: tuple[str, ...]
+    expected_recovery_minor: int
+    cost_minor: int
+    invoices: tuple[InvoiceProposal, ...]
+    """The overdue invoices proposed on their own."""
+
+
+def _money(amount_minor: int, currency: str) -> str:
+    return f"{currency} {format_major(amount_minor, currency)}"
+
+
+def _reasons(
+    amount: int, p_pay: float, days: int, currency: str, rule: WriteOffRule
+) -> tuple[int, int, list[str]]:
+    action = ACTIONS[bucket_of_days(days)]
+    cost = rule.costs.of(action)
+    recovery = round(p_pay * amount)
+    out = []
+    if recovery < cost:
+        out.append(
+            f"expected recovery {_money(recovery, currency)} ({p_pay:.0%} of {_money(amount, currency)})"
+            f" is below the cost of the next action ({action.replace('_', ' ')}, {_money(cost, currency)})"
+        )
+    if days > rule.max_days_past_due:
+        out.append(f"{days} days past due, more than the maximum of {rule.max_days_past_due}")
+    return recovery, cost, out
+
+
+def propose(score: DebtorScore, rule: WriteOffRule = WriteOffRule()) -> WriteOffProposal | None:
+    """The write-off proposal for a debtor's score; None when nothing is overdue."""
+    if score.overdue_minor <= 0 or score.oldest_days_past_due <= 0:
+        return None
+    p_pay = round(1.0 - score.p_late, 4)
+    recovery, cost, why = _reasons(
+        score.overdue_minor, p_pay, score.oldest_days_past_due, score.currency, rule
+    )
+    invoices = []
+    for inv in score.invoices:
+        days = (score.as_of - inv.due_date).days
+        if days <= 0 or inv.outstanding_minor <= 0:
+            continue
+        _, _, own = _reasons(inv.outstanding_minor, p_pay, days, score.currency, rule)
+        if own:
+            invoices.append(InvoiceProposal(inv.invoice_id, inv.outstanding_minor, days, tuple(own)))
+    return WriteOffProposal(bool(why), tuple(why), recovery, cost, tuple(invoices))

@@ -1,0 +1,272 @@
+"""Scoring a chunk at once (`batch.score_chunk`) gives exactly the scores of scoring debtor by debtor
+(`model.score_debtors`): segment, score, probabilities, reasons, invoices, credit limit and so the
+write-off proposal, for the scorecard and for a trained model, on random portfolios."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import pickle
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given as for_all
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from services.runtime.consumer import StaleState
+from services.scoring.batch import chunk_features, score_chunk
+from services.scoring.features import DebtorHistory, Features, InvoiceFact, examples_known_before, features_at
+from services.scoring.model import (
+    SEGMENTS,
+    Prediction,
+    Scorecard,
+    Scorer,
+    TrainedModel,
+    default_scorecard,
+    score_debtors,
+    train,
+)
+from services.scoring.models_on_disk import ModelSource
+from services.scoring.projection import (
+    _INVOICE_COLUMNS,
+    _SCORE_TYPES,
+    ChunkInput,
+    ChunkOutcome,
+    LastPublished,
+    ScoringProjection,
+    _bounded,
+    _decide_in_worker,
+    _outcome,
+    decide_chunk,
+    histories_of,
+)
+from services.scoring.writeoff import WriteOffRule, propose
+
+AS_OF = dt.date(2025, 6, 2)
+CURRENCIES = ("EUR", "USD", "JPY", "KWD", "RUB")
+
+
+def random_history(rng: random.Random, n: int) -> DebtorHistory:
+    """A debtor with any mix of open, paid (early, late, after the date), written-off and disputed
+    invoices, repeated amounts and dates, and invoices issued after the date."""
+    invoices = []
+    for k in range(rng.choice((0, 1, 1, 2, 3, 4, 5, 6, 8, 12))):
+        issued = AS_OF - dt.timedelta(days=rng.randint(-20, 500))
+        due = issued + dt.timedelta(days=rng.choice((0, 7, 14, 30, 30, 45, 60, 90)))
+        amount = rng.choice((0, 100, 5_000, 5_000, 12_345, 180_000)) or rng.randint(1, 10**8)
+        settled = written_off = disputed = None
+        kind = rng.random()
+        if kind < 0.5:
+            settled = due + dt.timedelta(days=rng.randint(-30, 120))
+        elif kind < 0.6:
+            written_off = due + dt.timedelta(days=rng.randint(0, 400))
+            if rng.random() < 0.3:
+                settled = written_off + dt.timedelta(days=rng.choice((-5, 0, 5)))
+        if rng.random() < 0.15:
+            disputed = issued + dt.timedelta(days=rng.randint(0, 200))
+        outstanding = rng.choice((None, None, 0, amount // 2, amount))
+        invoices.append(
+            InvoiceFact(
+                f"inv-{rng.randint(0, 99)}-{k}",
+                issued,
+                due,
+                amount,
+                settled,
+                disputed,
+                written_off,
+                outstanding,
+            )
+        )
+    rng.shuffle(invoices)
+    return DebtorHistory(
+        "t1",
+        f"d{n}",
+        rng.choice(CURRENCIES),
+        tuple(invoices),
+        paperless=rng.choice((None, True, False)),
+        credit_limit_minor=rng.choice((None, None, 0, 50_000, 1_000_000)),
+    )
+
+
+def portfolio(seed: int, size: int) -> list[DebtorHistory]:
+    rng = random.Random(seed)
+    return [random_history(rng, n) for n in range(size)]
+
+
+def assert_same_features(histories: Sequence[DebtorHistory], as_of: dt.date) -> None:
+    features = chunk_features(histories, as_of)
+    assert features is not None
+    typical = np.array([features_at(h, as_of).row() for h in histories]).reshape(
+        -1, features.typical.shape[1]
+    )
+    own = [
+        features_at(h, as_of, inv).row()
+        for h in histories
+        for inv in h.invoices
+        if inv.issue_date <= as_of
+        and not (inv.settled_date and inv.settled_date <= as_of)
+        and not (inv.written_off_date and inv.written_off_date <= as_of)
+    ]
+    np.testing.assert_array_equal(features.typical, typical)  # NaN where unknown, on both sides
+    np.testing.assert_array_equal(features.own, np.array(own).reshape(-1, features.typical.shape[1]))
+
+
+def assert_same(scorer: Scorer, histories: Sequence[DebtorHistory], as_of: dt.date) -> None:
+    one_by_one = score_debtors(scorer, histories, as_of)
+    at_once = score_chunk(scorer, histories, as_of)
+    assert at_once == one_by_one
+    assert [propose(s) for s in at_once] == [propose(s) for s in one_by_one]
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedModel:
+    histories = portfolio(7, 400)
+    scorer = train(examples_known_before(histories, AS_OF))
+    assert isinstance(scorer, TrainedModel)
+    return scorer
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_scorecard_scores_a_chunk_as_it_scores_each_debtor(seed: int) -> None:
+    histories = portfolio(seed, 1_500)
+    for as_of in (AS_OF, AS_OF - dt.timedelta(days=90), AS_OF + dt.timedelta(days=400)):
+        assert_same_features(histories, as_of)
+        assert_same(default_scorecard(), histories, as_of)
+
+
+def test_a_scorecard_with_known_typical_values_gives_the_same_reasons() -> None:
+    histories = portfolio(11, 800)
+    fitted = train(examples_known_before(histories[:20], AS_OF))
+    assert isinstance(fitted, Scorecard)
+    assert_same(fitted, histories, AS_OF)
+    assert_same(Scorecard(0.55, 12.0, features_at(histories[3], AS_OF)), histories, AS_OF)
+
+
+def test_a_trained_model_scores_a_chunk_as_it_scores_each_debtor(trained: TrainedModel) -> None:
+    histories = portfolio(5, 600)
+    assert_same(trained, histories, AS_OF)
+    assert_same(trained, histories, AS_OF - dt.timedelta(days=60))
+
+
+class RowByRow:
+    """A scorer with only `predict`: the chunk asks it row by row."""
+
+    kind = "row-by-row"
+
+    def __init__(self) -> None:
+        self.reference = default_scorecard().reference
+
+    def predict(self, rows: Sequence[Features]) -> list[Prediction]:
+        return default_scorecard().predict(rows)
+
+
+def test_a_scorer_without_a_matrix_method_gives_the_same_scores() -> None:
+    assert_same(RowByRow(), portfolio(13, 300), AS_OF)
+
+
+def test_an_empty_chunk_and_an_invoice_id_twice_are_scored_as_one_by_one() -> None:
+    assert score_chunk(default_scorecard(), [], AS_OF) == []
+    twice = portfolio(17, 1)[0]
+    inv = InvoiceFact("same", AS_OF - dt.timedelta(days=40), AS_OF - dt.timedelta(days=10), 1_000)
+    assert_same(default_scorecard(), [DebtorHistory("t1", "d", "EUR", (inv, inv)), twice], AS_OF)
+
+
+@settings(max_examples=60, deadline=None)
+@for_all(seed=st.integers(0, 2**32 - 1), size=st.integers(1, 40), days=st.integers(-400, 400))
+def test_any_small_portfolio_on_any_day(seed: int, size: int, days: int) -> None:
+    assert_same_features(portfolio(seed, size), AS_OF + dt.timedelta(days=days))
+    assert_same(default_scorecard(), portfolio(seed, size), AS_OF + dt.timedelta(days=days))
+
+
+def day_chunk() -> tuple[ChunkInput, ChunkOutcome]:
+    """A chunk of a business day, and what the per-debtor path stores and publishes for it."""
+    histories = portfolio(19, 400)
+    tenant = "t1"
+    rows = [
+        {
+            "debtor_id": h.debtor_id,
+            "invoice_id": inv.invoice_id,
+            "currency": currency,
+            "issue_date": inv.issue_date,
+            "due_date": inv.due_date,
+            "amount_minor": inv.amount_minor,
+            "outstanding_minor": inv.outstanding(),
+            "status": "open",
+            "settled_date": inv.settled_date,
+            "written_off_date": inv.written_off_date,
+            "disputed_date": inv.disputed_date,
+        }
+        for n, h in enumerate(histories)
+        for k, inv in enumerate(h.invoices)
+        # a debtor in two currencies now and then
+        for currency in [CURRENCIES[(n + k) % 2] if n % 7 == 0 else h.currency]
+    ]
+    debtors = sorted({h.debtor_id for h in histories})
+    paperless = {h.debtor_id: h.paperless for h in histories}
+    published = {
+        (tenant, d, c): LastPublished(score, segment, write_off)
+        for i, d in enumerate(debtors[::3])
+        for c, score, segment, write_off in [("EUR", 10 * (i % 10), SEGMENTS[i % 3], i % 2 == 0)]
+    }
+    chunk = ChunkInput(1, WriteOffRule(), tenant, AS_OF, debtors, paperless, [], published)
+    chunk = replace(chunk, invoices=[tuple(r[c] for c in _INVOICE_COLUMNS) for r in rows])
+    by_debtor = {d: [r for r in rows if r["debtor_id"] == d] for d in debtors}
+    expected_scores = score_debtors(
+        default_scorecard(),
+        [h for d in debtors for h in histories_of(tenant, d, by_debtor[d], paperless[d])],
+        AS_OF,
+    )
+    expected_rows, expected_messages = _outcome(expected_scores, 1, published, {}, WriteOffRule())
+    assert len(expected_messages) < len(expected_rows)  # some were published before and did not move
+    return chunk, ([[r[c] for r in expected_rows] for c in _SCORE_TYPES], expected_messages)
+
+
+def test_a_business_day_chunk_decides_as_the_per_debtor_path() -> None:
+    """`projection.decide_chunk` (rows as tuples, the chunk at once, also through a worker's entry
+    point) stores and publishes what `histories_of`, `score_debtors` and `_outcome` give."""
+    chunk, expected = day_chunk()
+    assert decide_chunk(default_scorecard(), chunk) == expected
+    blob = pickle.dumps(default_scorecard())
+    assert _decide_in_worker("k", blob, pickle.loads(pickle.dumps(chunk))) == expected
+
+
+def test_a_worker_process_decides_a_chunk_as_the_consumer_would(tmp_path: Path) -> None:
+    chunk, expected = day_chunk()
+    projection = ScoringProjection(ModelSource(tmp_path), workers=1)
+    try:
+        decide = projection._decider(default_scorecard())
+        assert asyncio.run(decide(chunk)) == expected
+    finally:
+        projection.close()
+
+
+def test_chunks_run_at_most_so_many_at_a_time_and_the_first_failure_stops_the_rest() -> None:
+    async def run(chunks: list[list[str]], limit: int) -> tuple[list[str], int]:
+        done: list[str] = []
+        live = peak = 0
+
+        async def job(chunk: list[str]) -> None:
+            nonlocal live, peak
+            live += 1
+            peak = max(peak, live)
+            try:
+                await asyncio.sleep(0.001 * len(chunk))
+                if chunk == ["stale"]:
+                    raise StaleState("changed since read")
+                await asyncio.sleep(0.05 if chunk == ["slow"] else 0)
+                done.append(chunk[0])
+            finally:
+                live -= 1
+
+        await _bounded(job, chunks, limit)
+        return done, peak
+
+    done, peak = asyncio.run(run([[str(i)] * (1 + i % 3) for i in range(9)], 2))
+    assert sorted(done) == [str(i) for i in range(9)] and peak == 2
+    with pytest.raises(StaleState):
+        asyncio.run(run([["slow"], ["stale"], ["never"]], 2))

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration kafka-up kafka-down bench clean
+.PHONY: demo test lint unit integration kafka-up kafka-down bench clean deploy-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: lint $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Lint deploy/image/Dockerfile and validate the Kubernetes manifests (base and overlays), offline.
+deploy-check: $(STAMP)
+	bash deploy/check.sh
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

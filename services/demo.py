@@ -251,6 +251,7 @@ async def _replay(
         base_url="http://dunning",
         headers={"X-API-Key": collector_key},
     )
+    worklist: list[str] = []
     async with ledger_api, dunning_api:
         labels: list[str] = (await ledger_api.get("/v1/aging-policy")).json()["labels"]
         out(
@@ -287,6 +288,7 @@ async def _replay(
                     _aging_line(day, report, labels)
                     + f"  {cases.get('open', 0):>5}/{cases.get('held', 0):<5}  {sum(sent.values()):>5}"
                 )
+                worklist = await _worklist(loop, day) or worklist
             day += dt.timedelta(days=1)
         await loop.settled()
         elapsed = time.perf_counter() - started
@@ -304,7 +306,7 @@ async def _replay(
         )
         out("cases: " + _counts(summary["cases"]))
         out("risk segments (scoring): " + _counts(summary["segments"]))
-        for line in summary["worklist"]:
+        for line in worklist:
             out(line)
         return {"posted": posted, "seconds": elapsed, **summary, "emails": len(receivers.emails)}
 
@@ -358,30 +360,33 @@ async def _summary(loop: Loop, receivers: Receivers, letters: Path) -> dict[str,
     }
 
 
-async def _scoring_summary(loop: Loop, top: int = 5) -> dict[str, Any]:
-    """Debtors per risk segment, and the head of the collectors' worklist, as scoring has them."""
+async def _scoring_summary(loop: Loop) -> dict[str, Any]:
+    """Debtors per risk segment, as scoring has them."""
     scores = scoring_store.scores
     async with loop.resources.sessions() as session:
-        segments = {
-            str(segment): count
-            for segment, count in (
-                await session.execute(
-                    select(scores.c.segment, func.count())
-                    .where(scores.c.tenant_id == TENANT)
-                    .group_by(scores.c.segment)
-                )
-            ).tuples()
-        }
+        rows = await session.execute(
+            select(scores.c.segment, func.count())
+            .where(scores.c.tenant_id == TENANT)
+            .group_by(scores.c.segment)
+        )
+        return {"segments": {str(segment): count for segment, count in rows.tuples()}}
+
+
+async def _worklist(loop: Loop, day: dt.date, top: int = 5) -> list[str]:
+    """The head of the collectors' worklist on `day`, as lines; none when nobody is overdue."""
+    async with loop.resources.sessions() as session:
         items = await scoring_store.worklist(session, TENANT, limit=top)
-    lines = [f"worklist, first {len(items)} of the day (expected recovery less the cost of the next action):"]
+    if not items:
+        return []
+    lines = [f"worklist on {day}, first {len(items)} (expected recovery less the cost of the next action):"]
     for item in items:
         c = item.candidate
+        amount = format_major(c.amount_at_stake_minor, c.currency)
         reasons = "; ".join(c.reasons[:2])
         lines.append(
-            f"  {item.rank}. {c.debtor_id} {c.segment:<6} {c.action:<10} "
-            f"{format_major(c.amount_at_stake_minor, c.currency):>10} {c.currency}  {reasons}"
+            f"  {item.rank}. {c.debtor_id} {c.segment:<6} {c.action:<10} {amount:>10} {c.currency}  {reasons}"
         )
-    return {"segments": segments, "worklist": lines}
+    return lines
 
 
 def main(data: Path) -> None:

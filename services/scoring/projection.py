@@ -68,6 +68,9 @@ SCORE_STEP = 10
 SCORE_NAMESPACE = uuid.UUID("8a3f5c2e-3b1d-5d6e-9f60-2c4b7e1a9d05")
 DAY_CHUNK = 2_000
 """Debtors scored again per transaction on a business day."""
+IN_FLIGHT_PER_WORKER = 4
+"""Chunks of a business day under way at once per worker process: while a worker scores one, the
+consumer reads, writes and commits the others."""
 DebtorKey = tuple[str, str]
 Version = str
 """A debtor row's version: the id of the transaction that last wrote it (`xmin`)."""
@@ -345,7 +348,7 @@ class ScoringProjection:
 
         # With workers, a chunk is read and written here while others are scored there; each is
         # still one transaction of its own, over debtors no other chunk holds.
-        await _bounded(one, chunks, 1 + self.workers if pooled else 1)
+        await _bounded(one, chunks, IN_FLIGHT_PER_WORKER * self.workers if pooled else 1)
         return len(debtors)
 
     def _decider(self, scorer: Scorer) -> Decide:

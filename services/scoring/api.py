@@ -7,10 +7,11 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
+from pydantic import Field
 from sqlalchemy import select
 
 from contracts.envelope import Identifier
-from contracts.scalars import FIRST_DATE, LAST_DATE
+from contracts.scalars import FIRST_DATE, LAST_DATE, Line
 from services.runtime.auth import Principal
 from services.runtime.http import ApiError, ReadSession, authenticator, require_role
 from services.scoring import store
@@ -73,8 +74,8 @@ def router() -> APIRouter:
         session: ReadSession,
         segment: Annotated[list[Literal["low", "medium", "high"]] | None, Query()] = None,
         bucket: Annotated[list[Literal["1-30", "31-60", "61-90", "default"]] | None, Query()] = None,
-        currency: Annotated[list[str] | None, Query()] = None,
-        collector: Annotated[list[str] | None, Query()] = None,
+        currency: Annotated[list[Annotated[str, Field(pattern=r"^[A-Z]{3}$")]] | None, Query()] = None,
+        collector: Annotated[list[Annotated[Line, Field(max_length=200)]] | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         require_role(principal, "collector", "operations")

@@ -232,6 +232,9 @@ async def test_facts_in_score_events_out_worklist_ranked_and_a_new_model_used_li
                 assert (
                     item["expected_value_minor"] == round(p_pay * score["overdue_minor"]) - item["cost_minor"]
                 )
+            for bad in ({"collector": "a\x00b"}, {"currency": "usd"}, {"segment": "worst"}):
+                refused = await client.get("/v1/worklist", params=bad)
+                assert refused.status_code == 422, (bad, refused.text)
             high = (await client.get("/v1/worklist", params={"segment": "high"})).json()["items"]
             assert [(i["debtor_id"], i["action"]) for i in high] == [("slow", "call")]
 

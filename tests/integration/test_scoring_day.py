@@ -39,7 +39,7 @@ from services.scoring.models_on_disk import ModelSource
 from services.scoring.projection import ScoringProjection
 from tests.infra.kafka_broker import KafkaBroker
 from tests.integration.conftest import begin_at_test_start, settings_for
-from tests.integration.test_scoring_service import balance, score_events, until
+from tests.integration.test_scoring_service import balance, profile, score_events, until
 
 pytestmark = pytest.mark.integration
 
@@ -97,6 +97,15 @@ async def test_a_business_day_rescores_every_debtor_with_an_open_item_and_publis
             async def all_scored() -> bool:
                 return set(await scored_on(D(2026, 4, 5))) == {"quiet", "lost", "fresh", "done"}
 
+            async def applied() -> bool:
+                return await service.consumer.lag() == 0
+
+            # A debtor is scored as of its tenant's business date when the batch holding its facts is
+            # applied; when the facts come in more than one batch, a debtor of an early one is scored
+            # as of an earlier date. Touched again once everything is applied, every debtor is scored
+            # as of the last date of the facts.
+            await until(applied, "the facts were not applied")
+            await kafka_log.publish([profile(tenant, d, "v1") for d in ("quiet", "lost", "fresh", "done")])
             await until(all_scored, "the facts were not scored")
             before = await scored_on(D(2026, 4, 5))
             # Scorecard: 8 invoices on time give 0.9 / 11 = 0.08; "quiet" is overdue (+0.10).

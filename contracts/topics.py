@@ -30,7 +30,12 @@ JOURNAL = Topic(
     "allocations, reversals and write-offs, one ordered stream per debtor.",
 )
 DEBTORS = Topic("ar.debtors.v1", 6, "Debtor master data: registrations and updates.")
-CLOCK = Topic("ar.clock.v1", 1, "Business day started, per tenant. The only source of business time.")
+CLOCK = Topic(
+    "ar.clock.v1",
+    6,
+    "Business day started, per tenant (keyed by tenant: tenants spread over the members of a group). "
+    "The only source of business time.",
+)
 RECEIVABLES = Topic(
     "ar.receivables.v1",
     6,

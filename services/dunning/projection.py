@@ -162,6 +162,7 @@ class DunningProjection:
     too). A day's slices neither read nor fill the cache: a business day reads every due case once."""
 
     group_id = "dunning"
+    business_clock = CLOCK.name
     topics: tuple[str, ...] = (
         RECEIVABLES.name,
         CONTACTS.name,

@@ -43,6 +43,7 @@ from services.runtime.log import EventLog, Message, Record, TopicPartition
 from services.runtime.outbox import write_outbox
 from services.runtime.supervisor import Health
 from services.runtime.tables import RuntimeTables
+from services.runtime.watermark import BusinessDayGate
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class Projection(Protocol):
         stored offsets; another member may have written what this one holds;
       - `async dead_lettered(session, dead)`: these records, with the reasons, go to the dead-letter
         topic in this batch's transaction (a service that reports outcomes records them).
+    and the attribute `business_clock`, the clock topic of a projection that decides on business
+    days: each of its records waits for the facts published before it (`watermark.py`).
     """
 
     group_id: str
@@ -181,6 +184,10 @@ class ConsumerLoop:
         self._dead_lettered: Callable[[AsyncSession, list[tuple[Record, str]]], Awaitable[None]] | None = (
             getattr(projection, "dead_lettered", None)
         )
+        clock: str | None = getattr(projection, "business_clock", None)
+        self._gate = (
+            BusinessDayGate(self.group_id, clock, self._consumer, self._stored_offsets) if clock else None
+        )
         self.applied = 0
         self.dead_lettered = 0
         self.started = asyncio.Event()
@@ -194,11 +201,19 @@ class ConsumerLoop:
         return tuple(self._projection.topics)
 
     @property
+    def assigned(self) -> frozenset[TopicPartition]:
+        return frozenset(self._assigned)
+
+    @property
     def tables(self) -> RuntimeTables:
         """Where this loop stores its offsets."""
         return self._tables
 
-    async def _stored_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+    async def _stored_offsets(
+        self, partitions: list[TopicPartition] | None = None
+    ) -> dict[TopicPartition, int | None]:
+        """The group's stored offsets of the partitions (of all its partitions by default, whichever
+        member stored them)."""
         offsets = self._tables.consumer_offsets
         async with self._sessions() as session:
             rows = await session.execute(
@@ -207,7 +222,9 @@ class ConsumerLoop:
                 )
             )
             return {
-                (r.topic, r.partition): r.next_offset for r in rows if (r.topic, r.partition) in partitions
+                (r.topic, r.partition): r.next_offset
+                for r in rows
+                if partitions is None or (r.topic, r.partition) in partitions
             }
 
     async def _on_assigned(self, partitions: list[TopicPartition]) -> None:
@@ -234,6 +251,8 @@ class ConsumerLoop:
 
     async def _on_revoked(self, partitions: list[TopicPartition]) -> None:
         self._partitions_changed()
+        if self._gate is not None:
+            self._gate.forget(partitions)
         for tp in partitions:
             self._positions.pop(tp, None)
             self._assigned.discard(tp)
@@ -253,6 +272,8 @@ class ConsumerLoop:
                 try:
                     if self._seek_pending:
                         await self._reseek()
+                    if self._gate is not None:
+                        await self._gate.release()
                     records = await self._consumer.fetch(self._max_records, self._fetch_timeout_ms)
                     if records:
                         await self.process(records)
@@ -275,6 +296,8 @@ class ConsumerLoop:
     async def process(self, records: list[Record]) -> None:
         started = time.perf_counter()
         records = self._not_yet_applied(records)
+        if self._gate is not None:
+            records = await self._gate.admit(records)
         if not records:
             return
         good: list[Delivered] = []

@@ -273,6 +273,22 @@ class KafkaGroupConsumer(LogConsumer):
         ends = await consumer.end_offsets(assigned)
         return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
+    async def all_end_offsets(self) -> dict[TopicPartition, int]:
+        consumer = self._started()
+        partitions = [
+            KafkaTopicPartition(topic, p)
+            for topic in self._topics
+            for p in sorted(await _partitions(consumer, topic))
+        ]
+        ends = await consumer.end_offsets(partitions)
+        return {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
+
+    def pause(self, partition: TopicPartition) -> None:
+        self._started().pause(KafkaTopicPartition(*partition))
+
+    def resume(self, partition: TopicPartition) -> None:
+        self._started().resume(KafkaTopicPartition(*partition))
+
     async def stop(self) -> None:
         if self._consumer is None:
             return

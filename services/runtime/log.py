@@ -61,6 +61,18 @@ class LogConsumer(ABC):
         """The next offset to be written in each assigned partition (the consumer's lag target)."""
 
     @abstractmethod
+    async def all_end_offsets(self) -> dict[TopicPartition, int]:
+        """The next offset to be written in every partition of the consumer's topics, assigned to
+        this member or to another one."""
+
+    @abstractmethod
+    def pause(self, partition: TopicPartition) -> None:
+        """Fetch nothing more from the partition until it is resumed (its position is kept)."""
+
+    @abstractmethod
+    def resume(self, partition: TopicPartition) -> None: ...
+
+    @abstractmethod
     async def stop(self) -> None: ...
 
 

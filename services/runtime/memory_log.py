@@ -80,6 +80,7 @@ class _InProcessConsumer(LogConsumer):
         self._positions: dict[TopicPartition, int] = {
             (t, p): 0 for t in topics for p in range(log.partition_count(t))
         }
+        self._paused: set[TopicPartition] = set()
 
     async def start(self, on_assigned: AssignmentCallback, on_revoked: AssignmentCallback) -> None:
         await on_assigned(list(self._positions))
@@ -89,6 +90,8 @@ class _InProcessConsumer(LogConsumer):
         for tp, position in self._positions.items():
             if len(out) >= max_records:
                 break
+            if tp in self._paused:
+                continue
             records = self._log.records(*tp)
             if position > len(records):  # past the end: from the beginning, as Kafka's earliest reset
                 position = 0
@@ -110,6 +113,15 @@ class _InProcessConsumer(LogConsumer):
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
         return {tp: len(self._log.records(*tp)) for tp in self._positions}
+
+    async def all_end_offsets(self) -> dict[TopicPartition, int]:
+        return await self.end_offsets()  # the only member: every partition is assigned to it
+
+    def pause(self, partition: TopicPartition) -> None:
+        self._paused.add(partition)
+
+    def resume(self, partition: TopicPartition) -> None:
+        self._paused.discard(partition)
 
     async def stop(self) -> None:
         return None

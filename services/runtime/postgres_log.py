@@ -311,6 +311,7 @@ class PostgresLogConsumer(LogConsumer):
         self._positions: dict[TopicPartition, int] = {
             (t, p): 0 for t in topics for p in range(log.partition_count(t))
         }
+        self._paused: set[TopicPartition] = set()
         self._fetches = itertools.count()
 
     async def start(self, on_assigned: AssignmentCallback, on_revoked: AssignmentCallback) -> None:
@@ -335,7 +336,7 @@ class PostgresLogConsumer(LogConsumer):
     def _ranges(self, next_offsets: dict[TopicPartition, int], max_records: int) -> list[Range]:
         """What to read next, at most `max_records`; each fetch starts at another partition, so a
         partition with a backlog cannot hold the others back."""
-        owned = list(self._positions)
+        owned = [tp for tp in self._positions if tp not in self._paused]
         start = next(self._fetches) % len(owned) if owned else 0
         ranges: list[Range] = []
         budget = max_records
@@ -369,6 +370,15 @@ class PostgresLogConsumer(LogConsumer):
     async def end_offsets(self) -> dict[TopicPartition, int]:
         next_offsets = await self._log.next_offsets(self._topics)
         return {tp: next_offsets.get(tp, 0) for tp in self._positions}
+
+    async def all_end_offsets(self) -> dict[TopicPartition, int]:
+        return await self.end_offsets()  # the only member: every partition is assigned to it
+
+    def pause(self, partition: TopicPartition) -> None:
+        self._paused.add(partition)
+
+    def resume(self, partition: TopicPartition) -> None:
+        self._paused.discard(partition)
 
     async def stop(self) -> None:
         return None

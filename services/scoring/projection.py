@@ -229,6 +229,7 @@ def score_event(
 
 class ScoringProjection:
     group_id = "scoring"
+    business_clock = CLOCK.name
     topics: tuple[str, ...] = (RECEIVABLES.name, CONTACTS.name, DEBTORS.name, CLOCK.name)
 
     def __init__(

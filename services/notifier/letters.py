@@ -1,16 +1,16 @@
 """Letters as PDF files (reportlab): the claim letter lists every invoice, its due date, the amount,
 the late-payment penalty and the deadline, in the debtor's language.
 
-Cyrillic and Latin text use a TrueType font with those glyphs (DejaVu Sans where the system has it);
-Chinese is embedded from WenQuanYi (Debian's fonts-wqy-microhei) where installed; otherwise the
-letter names the Adobe CID font STSong-Light, which Acrobat and readers with CJK fonts supply.
+Every letter embeds (a subset of) the font it is set in, shipped with the Python packages Arrears
+installs, so it reads the same on any machine and in any viewer: Noto Sans for Latin, Greek and
+Cyrillic, Noto Sans SC for Chinese (its Latin letters and digits too).
 """
 
 from __future__ import annotations
 
 import io
 from functools import cache
-from pathlib import Path
+from importlib.resources import files
 from xml.sax.saxutils import escape
 
 from reportlab.lib import colors
@@ -18,18 +18,14 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.cidfonts import UnicodeCIDFont
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from contracts.collections import CollectionCommand
 from services.notifier.rendering import Addressee, format_money, presentation, render
 
-FONT_CANDIDATES = (
-    Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"),
-    Path("/usr/share/fonts/dejavu/DejaVuSans.ttf"),
-    Path("/Library/Fonts/DejaVuSans.ttf"),
-)
+TEXT_FONT = ("fontpkg_noto_sans", "files/NotoSans[wdth,wght].ttf")
+CJK_FONT = ("justmytype_intl_cjk", "fonts/ofl/notosanssc/NotoSansSC[wght].ttf")
 HEADINGS = {
     "en": ("Invoice", "Due date", "Days overdue", "Outstanding", "Penalty", "Total due"),
     "ru": ("Счёт", "Срок оплаты", "Дней просрочки", "Долг", "Неустойка", "Итого к оплате"),
@@ -37,26 +33,13 @@ HEADINGS = {
 }
 
 
-CJK_CANDIDATES = (
-    Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"),
-    Path("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc"),
-)
-
-
 @cache
 def font_for(language: str) -> str:
-    if language == "zh":
-        for candidate in CJK_CANDIDATES:
-            if candidate.exists():
-                pdfmetrics.registerFont(TTFont("ArrearsCJK", str(candidate), subfontIndex=0))
-                return "ArrearsCJK"
-        pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
-        return "STSong-Light"
-    for candidate in FONT_CANDIDATES:
-        if candidate.exists():
-            pdfmetrics.registerFont(TTFont("ArrearsSans", str(candidate)))
-            return "ArrearsSans"
-    return "Helvetica"  # Latin only; Cyrillic would not show
+    """The name of the registered font a letter in `language` is set in."""
+    name, (package, resource) = ("ArrearsCJK", CJK_FONT) if language == "zh" else ("ArrearsSans", TEXT_FONT)
+    path = files(package).joinpath(resource)
+    pdfmetrics.registerFont(TTFont(name, str(path)))
+    return name
 
 
 def letter_pdf(command: CollectionCommand, addressee: Addressee) -> bytes:
@@ -125,6 +108,7 @@ def letter_pdf(command: CollectionCommand, addressee: Addressee) -> bytes:
         title=rendered.blocks.get("title", ""),
         subject=command.command_id,
         invariant=1,  # the same command gives the same bytes
+        initialFontName=font,  # else the page names Helvetica, which no letter embeds
     )
     document.build(story)
     return buffer.getvalue()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pypdf import PdfReader
 
 from contracts.collections import CollectionCommand, CommandItem
 from contracts.money import Money
@@ -155,3 +157,43 @@ def test_the_claim_letter_is_a_pdf_listing_the_items_and_the_deadline() -> None:
         assert pdf.startswith(b"%PDF-")
         assert len(pdf) > 1000
     assert letter_pdf(claim, Addressee("D1", "Acme GmbH")) == letter_pdf(claim, Addressee("D1", "Acme GmbH"))
+
+
+def _text_and_fonts(pdf: bytes) -> tuple[str, dict[str, bool]]:
+    """The text a reader extracts from the letter, and each font it uses with whether it is embedded."""
+    reader = PdfReader(io.BytesIO(pdf))
+    fonts: dict[str, bool] = {}
+    for page in reader.pages:
+        for font in page["/Resources"]["/Font"].values():
+            font = font.get_object()
+            descriptor = font.get("/FontDescriptor")
+            if descriptor is None and "/DescendantFonts" in font:
+                descriptor = font["/DescendantFonts"][0].get_object().get("/FontDescriptor")
+            descriptor = descriptor.get_object() if descriptor is not None else {}
+            fonts[str(font["/BaseFont"])] = any(
+                k in descriptor for k in ("/FontFile", "/FontFile2", "/FontFile3")
+            )
+    return "".join(page.extract_text() for page in reader.pages), fonts
+
+
+@pytest.mark.parametrize(
+    ("language", "debtor", "expected"),
+    [
+        ("zh", "上海明华贸易有限公司", ["应付合计", "发票", "上海明华贸易有限公司", "INV-1"]),
+        ("ru", "ООО «Ромашка»", ["Итого к оплате", "Неустойка", "ООО «Ромашка»", "INV-2"]),
+        ("en", "Müller & Søn ApS", ["Total due", "Müller & Søn ApS", "INV-1"]),
+    ],
+)
+def test_a_letter_embeds_its_font_and_its_text_reads_back(
+    language: str, debtor: str, expected: list[str]
+) -> None:
+    # A letter set in a font the reader's machine lacks prints boxes: every font must travel inside.
+    claim = command("claim_letter", template="claim_letter", deadline=dt.date(2026, 3, 5), penalty=eur(412))
+    pdf = letter_pdf(claim, Addressee("D1", debtor, language=language, postal_address=("1 Main St",)))
+    text, fonts = _text_and_fonts(pdf)
+    for words in expected:
+        assert words in text
+    assert fonts, "the letter names no font"
+    assert all(fonts.values()), (
+        f"fonts not embedded: {[name for name, embedded in fonts.items() if not embedded]}"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -164,15 +165,14 @@ def _text_and_fonts(pdf: bytes) -> tuple[str, dict[str, bool]]:
     reader = PdfReader(io.BytesIO(pdf))
     fonts: dict[str, bool] = {}
     for page in reader.pages:
-        for font in page["/Resources"]["/Font"].values():
-            font = font.get_object()
+        resources: Any = page["/Resources"]
+        for reference in resources["/Font"].values():
+            font: Any = reference.get_object()
             descriptor = font.get("/FontDescriptor")
             if descriptor is None and "/DescendantFonts" in font:
                 descriptor = font["/DescendantFonts"][0].get_object().get("/FontDescriptor")
-            descriptor = descriptor.get_object() if descriptor is not None else {}
-            fonts[str(font["/BaseFont"])] = any(
-                k in descriptor for k in ("/FontFile", "/FontFile2", "/FontFile3")
-            )
+            found = descriptor.get_object() if descriptor is not None else {}
+            fonts[str(font["/BaseFont"])] = any(k in found for k in ("/FontFile", "/FontFile2", "/FontFile3"))
     return "".join(page.extract_text() for page in reader.pages), fonts
 
 
@@ -180,7 +180,7 @@ def _text_and_fonts(pdf: bytes) -> tuple[str, dict[str, bool]]:
     ("language", "debtor", "expected"),
     [
         ("zh", "上海明华贸易有限公司", ["应付合计", "发票", "上海明华贸易有限公司", "INV-1"]),
-        ("ru", "ООО «Ромашка»", ["Итого к оплате", "Неустойка", "ООО «Ромашка»", "INV-2"]),
+        ("ru", "ООО «Ромашка»", ["Итого к оплате", "Неустойка", "ООО «Ромашка»", "INV-2"]),  # noqa: RUF001
         ("en", "Müller & Søn ApS", ["Total due", "Müller & Søn ApS", "INV-1"]),
     ],
 )

@@ -1,0 +1,238 @@
+"""`decide(case, business_date, policy, facts)`: what to do about a case on a business day."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from contracts.collections import InputRef
+from contracts.policy import PolicyPublished
+from services.dunning.domain.case import Case, DebtorFacts, Decision, amount_text, case_holds, replace
+from services.dunning.domain.changes import emit
+from services.dunning.domain.ladder import Ladder
+
+
+def decide(
+    case: Case,
+    business_date: dt.date,
+    policy: PolicyPublished,
+    facts: DebtorFacts | None = None,
+    *,
+    tick: InputRef | None = None,
+) -> Decision:
+    """What to do about the case on `business_date` under `policy`; `tick` is the clock record that
+    asked (provenance). Deciding twice on the same date emits nothing the second time."""
+    facts = facts or DebtorFacts()
+    if case.currency in facts.segments:
+        facts = replace(facts, segment=facts.segments[case.currency])
+    work = Decider(case, business_date, policy, facts, tick)
+    work.replanned()
+    work.expire_holds()
+    work.check_promise()
+    work.check_plan()
+    if not work.case.items:
+        work.close()
+    elif reasons := case_holds(work.case, business_date):
+        work.cancel_unwanted("held: " + "; ".join(reasons))
+        work.wait_for_holds()
+    else:
+        work.cancel_settled()
+        work.cancel_disputed()
+        work.check_placement()
+        work.start_over_if_cured()
+        work.courtesy_reminders()
+        work.ladder()
+        work.place_again()
+    work.recalculated()
+    return work.finish()
+
+
+def decide_debtor(
+    cases: Sequence[Case],
+    business_date: dt.date,
+    policy: PolicyPublished,
+    facts: DebtorFacts | None = None,
+    *,
+    tick: InputRef | None = None,
+) -> list[Decision]:
+    """`decide` for all cases of one debtor (one per currency), in case id order, so that contact
+    caps count every contact with the debtor."""
+    base = facts or DebtorFacts()
+    current = {c.case_id: c for c in cases}
+    decisions = []
+    for key in sorted(current):
+        elsewhere = [d for k, c in current.items() if k != key for d in c.contacts.values()]
+        decision = decide(
+            current[key],
+            business_date,
+            policy,
+            replace(base, contacts_elsewhere=(*base.contacts_elsewhere, *elsewhere)),
+            tick=tick,
+        )
+        current[key] = decision.case
+        decisions.append(decision)
+    return decisions
+
+
+class Decider(Ladder):
+    """A decision on a business day: holds, promises, plans and agencies checked, then the ladder."""
+
+    def replanned(self) -> None:
+        planned_under = self.case.planned_under
+        if planned_under is not None and planned_under != self.policy.version and self.case.items:
+            detail = f"policy version {self.policy.version} in force: planned again (was {planned_under})"
+            self.changes.note("replanned", detail)
+
+    def expire_holds(self) -> None:
+        expired = [h for h in self.case.holds.values() if h.until is not None and h.until < self.day]
+        for hold in sorted(expired, key=lambda h: h.hold_id):
+            self.changes.add("resumed", f"{hold.kind} hold {hold.hold_id} expired on {hold.until}")
+        if expired:
+            gone = {h.hold_id for h in expired}
+            self.case = replace(self.case, holds={k: v for k, v in self.case.holds.items() if k not in gone})
+
+    def check_promise(self) -> None:
+        promise = self.case.promise
+        if promise is None:
+            return
+        deadline = promise.promised_date + dt.timedelta(days=self.doc.promise_grace_days)
+        if self.day <= deadline:
+            return
+        paid = self.case.paid - promise.paid_before
+        if paid >= promise.amount or self.case.overdue(self.day) == 0:
+            self.changes.add("promise_kept", f"promise {promise.promise_id} kept")
+            self.case = replace(self.case, promise=None)
+            return
+        self.broken.append(promise.ref)
+        self.changes.inputs = self.provenance([*self.changes.inputs, promise.ref])
+        self.changes.add(
+            "promise_broken",
+            f"promise {promise.promise_id} of {amount_text(promise.amount, self.case.currency)} by "
+            f"{promise.promised_date}: {amount_text(max(paid, 0), self.case.currency)} paid; "
+            "escalation resumes",
+        )
+        self.case = replace(self.case, promise=None, escalate_now=True)
+
+    def check_plan(self) -> None:
+        plan = self.case.plan
+        if plan is None:
+            return
+        paid = self.case.paid - plan.paid_before
+        due = 0
+        for due_date, amount in plan.instalments:
+            due += amount
+            if paid < due and self.day > due_date + dt.timedelta(days=self.doc.plan_grace_days):
+                self.broken.append(plan.ref)
+                self.changes.inputs = self.provenance([*self.changes.inputs, plan.ref])
+                self.changes.add(
+                    "plan_broken",
+                    f"payment plan {plan.plan_id}: the instalment due {due_date} is unpaid "
+                    f"({amount_text(max(paid, 0), self.case.currency)} of "
+                    f"{amount_text(due, self.case.currency)} paid); escalation resumes",
+                )
+                self.case = replace(self.case, plan=None, escalate_now=True)
+                return
+
+    def check_placement(self) -> None:
+        placement = self.case.placement
+        rules = self.doc.agency
+        if placement is None or rules is None:
+            return
+        recall_on = (placement.last_recovery_on or placement.placed_on) + dt.timedelta(
+            days=rules.recall_after_days
+        )
+        if self.day < recall_on:
+            return
+        self.recall(f"no recovery for {rules.recall_after_days} days")
+        if rules.replace_on_recall:
+            self.case = replace(self.case, place_again_on=self.day + dt.timedelta(days=1))
+
+    def wait_for_holds(self) -> None:
+        case = self.case
+        for hold in case.holds.values():
+            self.later(hold.until + dt.timedelta(days=1) if hold.until else None)
+        if case.promise is not None:
+            grace = dt.timedelta(days=self.doc.promise_grace_days + 1)
+            self.later(case.promise.promised_date + grace)
+        if case.plan is not None:
+            paid, due = case.paid - case.plan.paid_before, 0
+            for due_date, amount in case.plan.instalments:
+                due += amount
+                if paid < due:
+                    self.later(due_date + dt.timedelta(days=self.doc.plan_grace_days + 1))
+                    break
+
+    def close(self) -> None:
+        self.cancel(lambda _: True, "nothing outstanding")
+        self.case = replace(
+            self.case,
+            step=None,
+            step_days=None,
+            executed_on=None,
+            executed_days=None,
+            round=self.case.round + (1 if self.case.step is not None else 0),
+            reminded=frozenset(),
+            promise=None,
+            plan=None,
+            placement=None,
+            place_again_on=None,
+            escalate_now=False,
+            recalculate=False,
+        )
+
+    def cancel_disputed(self) -> None:
+        disputed = self.case.disputed
+        if disputed:
+            self.cancel(
+                lambda p: p.action != "recall_from_agency" and bool(disputed.intersection(p.invoice_ids)),
+                "disputed: " + ", ".join(sorted(disputed)),
+            )
+
+    def start_over_if_cured(self) -> None:
+        case = self.case
+        if case.step is None or any(i.days_past_due(self.day) > 0 for i in case.items.values()):
+            return
+        self.changes.add("recalculated", "nothing is overdue any more: the ladder starts over")
+        self.case = replace(
+            case,
+            step=None,
+            step_days=None,
+            executed_on=None,
+            executed_days=None,
+            round=case.round + 1,
+            escalate_now=False,
+        )
+
+    # -- the end
+
+    def recalculated(self) -> None:
+        case = self.case
+        if case.recalculate and case.items and not case_holds(case, self.day):
+            self.changes.add(
+                "recalculated",
+                f"paid down to {amount_text(sum(i.outstanding for i in case.items.values()), case.currency)}",
+            )
+        self.case = replace(self.case, recalculate=False)
+
+    def finish(self) -> Decision:
+        placement, rules = self.case.placement, self.doc.agency
+        if (
+            placement is not None
+            and rules is not None
+            and self.case.items
+            and not case_holds(self.case, self.day)
+        ):
+            last = placement.last_recovery_on or placement.placed_on
+            self.later(last + dt.timedelta(days=rules.recall_after_days))
+        longest = max((c.period_days for c in self.doc.contact_caps), default=0)
+        horizon = self.day - dt.timedelta(days=longest)
+        case = replace(
+            self.case,
+            next_action_date=min(self.dates, default=None),
+            planned_under=self.policy.version,
+            as_of=max(self.case.as_of or self.day, self.day),
+            refs=(),
+            contacts={k: v for k, v in self.case.contacts.items() if v > horizon or k in self.case.pending},
+        )
+        case, events = emit(case, self.changes, self.policy.version)
+        return Decision(case, tuple(self.commands), tuple(self.cancellations), tuple(events))

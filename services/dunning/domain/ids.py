@@ -1,0 +1,27 @@
+"""Deterministic ids of commands, cancellations and case events: the same on every replay."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from contracts.collections import CaseEvent
+from services.dunning.domain.case import Case
+
+_IDS = uuid.UUID("8f5b8f5e-4a0e-4c1e-9a57-3f1f0c2d6a11")
+
+
+def command_id(case: Case, step: str, business_date: dt.date, *parts: str) -> str:
+    """Deterministic: the same case, round, step and date give the same id on every replay."""
+    name = "|".join((case.tenant_id, case.case_id, str(case.round), step, business_date.isoformat(), *parts))
+    return str(uuid.uuid5(_IDS, name))
+
+
+def cancellation_id(tenant_id: str, cancelled_command_id: str) -> str:
+    """Envelope id of the cancellation of a command."""
+    return str(uuid.uuid5(_IDS, f"{tenant_id}|cancel|{cancelled_command_id}"))
+
+
+def case_event_id(tenant_id: str, event: CaseEvent) -> str:
+    """Envelope id of a case event: one per case and version."""
+    return str(uuid.uuid5(_IDS, f"{tenant_id}|{event.case_id}|{event.version}"))

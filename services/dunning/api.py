@@ -30,16 +30,24 @@ from contracts.envelope import IDENTIFIER_PATTERN, CaseId, EventData, Identifier
 from contracts.money import MAX_MINOR, Money, positive
 from contracts.policy import DunningPolicy, PolicyPublished
 from contracts.registry import encode_event, make_event
-from contracts.scalars import FIRST_DATE, LAST_DATE, MAX_INT32, MAX_INT64, BusinessDate, Line, Text
+from contracts.scalars import MAX_INT32, MAX_INT64, Line, Text
 from contracts.topics import CONTACTS, POLICIES
 from services.dunning import store
 from services.runtime.auth import Principal
-from services.runtime.http import ApiError, ReadSession, authenticator, require_role
+from services.runtime.http import ApiError, Authorize, ReadSession, api_responses, error_responses
 from services.runtime.log import Message
 from services.runtime.outbox import write_outbox
+from services.runtime.params import IsoDate
 
 SOURCE = "arrears/dunning/api"
-Authenticated = Annotated[Principal, Depends(authenticator(store.runtime))]
+Collector = Annotated[Principal, Depends(Authorize(store.runtime, "collector"))]
+"""Who records what happens on a case."""
+Reader = Annotated[Principal, Depends(Authorize(store.runtime, "collector", "operations"))]
+"""Who reads cases and policies."""
+Operations = Annotated[Principal, Depends(Authorize(store.runtime, "operations"))]
+"""Who publishes policies."""
+Agency = Annotated[Principal, Depends(Authorize(store.runtime, "agency"))]
+"""A collection agency, on the cases placed with it."""
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=100, pattern=IDENTIFIER_PATTERN)
 ]
@@ -63,7 +71,7 @@ def _invalid(field: str, message: str) -> ApiError:
 
 class PromiseBody(BaseModel):
     amount: Money
-    promised_date: BusinessDate
+    promised_date: IsoDate
 
     @field_validator("amount")
     @classmethod
@@ -76,22 +84,36 @@ class DisputeBody(BaseModel):
     reason: Text | None = Field(default=None, max_length=2000)
 
 
+class InstalmentBody(BaseModel):
+    due_date: IsoDate
+    amount: Money
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_positive(cls, value: Money) -> Money:
+        return positive(value, "amount")
+
+
 class PlanBody(BaseModel):
-    instalments: list[c.Instalment] = Field(min_length=1, max_length=120)
+    instalments: list[InstalmentBody] = Field(min_length=1, max_length=120)
 
 
 class HoldBody(BaseModel):
     kind: Literal["manual", "insolvency"] = "manual"
     reason: Text = Field(min_length=1, max_length=2000)
-    until: BusinessDate | None = None
+    until: IsoDate | None = None
 
 
 class NoteBody(BaseModel):
     text: Text = Field(min_length=1, max_length=4000)
 
 
+class PauseBody(BaseModel):
+    text: Text = Field(min_length=1, max_length=2000, description="Why: the reason of the pause hold")
+
+
 class PolicyBody(BaseModel):
-    effective_from: BusinessDate
+    effective_from: IsoDate
     document: DunningPolicy
 
 
@@ -270,11 +292,11 @@ def _pause_hold(case_id: str) -> str:
 
 
 def router() -> APIRouter:
-    api = APIRouter(prefix="/v1")
+    api = APIRouter(prefix="/v1", responses=api_responses())
 
     @api.get("/cases", tags=["cases"], summary="List and filter cases, largest overdue first")
     async def list_cases(
-        principal: Authenticated,
+        principal: Reader,
         session: ReadSession,
         status: Literal["open", "held", "closed"] | None = None,
         step: Annotated[Line | None, Query(max_length=64)] = None,
@@ -282,14 +304,10 @@ def router() -> APIRouter:
         agency_id: Annotated[Identifier | None, Query()] = None,
         debtor_id: Annotated[Identifier | None, Query()] = None,
         min_overdue_minor: Annotated[int | None, Query(ge=0, le=MAX_MINOR)] = None,
-        due_by: Annotated[
-            dt.date | None,
-            Query(ge=FIRST_DATE, le=LAST_DATE, description="Next action on or before this date"),
-        ] = None,
+        due_by: Annotated[IsoDate | None, Query(description="Next action on or before this date")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         offset: Annotated[int, Query(ge=0, le=MAX_INT64)] = 0,
     ) -> dict[str, Any]:
-        require_role(principal, "collector", "operations")
         t = store.cases
         conditions = [t.c.tenant_id == principal.tenant_id]
         for column, value in (
@@ -314,9 +332,13 @@ def router() -> APIRouter:
         )
         return {"cases": [_case_row(r) for r in rows], "limit": limit, "offset": offset}
 
-    @api.get("/cases/{case_id}", tags=["cases"], summary="One case with its full timeline")
-    async def get_case(case_id: CasePath, principal: Authenticated, session: ReadSession) -> dict[str, Any]:
-        require_role(principal, "collector", "operations")
+    @api.get(
+        "/cases/{case_id}",
+        tags=["cases"],
+        summary="One case with its full timeline",
+        responses=error_responses(404),
+    )
+    async def get_case(case_id: CasePath, principal: Reader, session: ReadSession) -> dict[str, Any]:
         row = await _case(session, principal, case_id)
         entries = await session.execute(
             select(store.timeline.c.business_date, store.timeline.c.kind, store.timeline.c.entry)
@@ -328,16 +350,21 @@ def router() -> APIRouter:
             "timeline": [{"business_date": e.business_date, "kind": e.kind, **e.entry} for e in entries],
         }
 
-    @api.post("/cases/{case_id}/promises", status_code=202, tags=["cases"], summary="Record a promise to pay")
+    @api.post(
+        "/cases/{case_id}/promises",
+        status_code=202,
+        tags=["cases"],
+        summary="Record a promise to pay",
+        responses=error_responses(404, 409),
+    )
     async def promise(
         case_id: CasePath,
         body: PromiseBody,
         request: Request,
-        principal: Authenticated,
+        principal: Collector,
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        require_role(principal, "collector")
         claim = _keyed("promise", idempotency_key, case_id, body)
         if (answer := await _answered(session, principal, claim)) is not None:
             return answer
@@ -355,17 +382,20 @@ def router() -> APIRouter:
         return await _record(request, principal, case.debtor_id, "ar.promise.made.v1", data, claim)
 
     @api.post(
-        "/cases/{case_id}/disputes", status_code=202, tags=["cases"], summary="Open a dispute on an item"
+        "/cases/{case_id}/disputes",
+        status_code=202,
+        tags=["cases"],
+        summary="Open a dispute on an item",
+        responses=error_responses(404, 409),
     )
     async def open_dispute(
         case_id: CasePath,
         body: DisputeBody,
         request: Request,
-        principal: Authenticated,
+        principal: Collector,
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        require_role(principal, "collector")
         claim = _keyed("dispute", idempotency_key, case_id, body)
         if (answer := await _answered(session, principal, claim)) is not None:
             return answer
@@ -383,16 +413,16 @@ def router() -> APIRouter:
         status_code=202,
         tags=["cases"],
         summary="Resolve a dispute; escalation of that item resumes",
+        responses=error_responses(404, 409),
     )
     async def resolve_dispute(
         case_id: CasePath,
         dispute_id: IdPath,
         body: DisputeBody,
         request: Request,
-        principal: Authenticated,
+        principal: Collector,
         session: ReadSession,
     ) -> dict[str, Any]:
-        require_role(principal, "collector")
         claim = _Claim(
             _id(f"{dispute_id}:resolved"),
             _digest("resolve", case_id, body, dispute_id),
@@ -410,17 +440,20 @@ def router() -> APIRouter:
         return await _record(request, principal, debtor_id, "ar.dispute.resolved.v1", data, claim)
 
     @api.post(
-        "/cases/{case_id}/plans", status_code=202, tags=["cases"], summary="Record an agreed payment plan"
+        "/cases/{case_id}/plans",
+        status_code=202,
+        tags=["cases"],
+        summary="Record an agreed payment plan",
+        responses=error_responses(404, 409),
     )
     async def plan(
         case_id: CasePath,
         body: PlanBody,
         request: Request,
-        principal: Authenticated,
+        principal: Collector,
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        require_role(principal, "collector")
         claim = _keyed("plan", idempotency_key, case_id, body)
         if (answer := await _answered(session, principal, claim)) is not None:
             return answer
@@ -434,7 +467,7 @@ def router() -> APIRouter:
             data = c.PaymentPlanAgreed(
                 plan_id=claim.event_id,
                 currency=case.currency,
-                instalments=body.instalments,
+                instalments=[c.Instalment(due_date=i.due_date, amount=i.amount) for i in body.instalments],
                 recorded=recorded,
             )
         except ValueError as exc:
@@ -465,16 +498,21 @@ def router() -> APIRouter:
         event_type = "ar.hold.placed.v1" if placed else "ar.hold.released.v1"
         return await _record(request, principal, case.debtor_id, event_type, data, claim)
 
-    @api.post("/cases/{case_id}/holds", status_code=202, tags=["cases"], summary="Put a hold on the case")
+    @api.post(
+        "/cases/{case_id}/holds",
+        status_code=202,
+        tags=["cases"],
+        summary="Put a hold on the case",
+        responses=error_responses(404, 409),
+    )
     async def hold(
         case_id: CasePath,
         body: HoldBody,
         request: Request,
-        principal: Authenticated,
+        principal: Collector,
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        require_role(principal, "collector")
         hold_id = _event_id("hold", idempotency_key)
         claim = _Claim(
             _id(f"{hold_id}:on"),
@@ -485,11 +523,16 @@ def router() -> APIRouter:
             request, principal, session, case_id, claim, hold_id, body.kind, body.reason, body.until, True
         )
 
-    @api.delete("/cases/{case_id}/holds/{hold_id}", status_code=202, tags=["cases"], summary="Release a hold")
+    @api.delete(
+        "/cases/{case_id}/holds/{hold_id}",
+        status_code=202,
+        tags=["cases"],
+        summary="Release a hold",
+        responses=error_responses(404, 409),
+    )
     async def release(
-        case_id: CasePath, hold_id: IdPath, request: Request, principal: Authenticated, session: ReadSession
+        case_id: CasePath, hold_id: IdPath, request: Request, principal: Collector, session: ReadSession
     ) -> dict[str, Any]:
-        require_role(principal, "collector")
         claim = _Claim(
             _id(f"{hold_id}:off"),
             _digest("release", case_id, None, hold_id),
@@ -497,46 +540,61 @@ def router() -> APIRouter:
         )
         return await _hold(request, principal, session, case_id, claim, hold_id, "manual", None, None, False)
 
-    @api.post("/cases/{case_id}/pause", status_code=202, tags=["cases"], summary="Pause escalation")
+    @api.post(
+        "/cases/{case_id}/pause",
+        status_code=202,
+        tags=["cases"],
+        summary="Pause escalation",
+        responses=error_responses(404, 409),
+    )
     async def pause(
         case_id: CasePath,
-        body: NoteBody,
+        body: PauseBody,
         request: Request,
-        principal: Authenticated,
+        principal: Collector,
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        require_role(principal, "collector")
         # The case's one pause hold; each request is a record of its own (paused, resumed, paused again).
         claim = _keyed("pause", idempotency_key, case_id, body)
         return await _hold(
             request, principal, session, case_id, claim, _pause_hold(case_id), "paused", body.text, None, True
         )
 
-    @api.post("/cases/{case_id}/resume", status_code=202, tags=["cases"], summary="Resume a paused case")
+    @api.post(
+        "/cases/{case_id}/resume",
+        status_code=202,
+        tags=["cases"],
+        summary="Resume a paused case",
+        responses=error_responses(404, 409),
+    )
     async def resume(
         case_id: CasePath,
         request: Request,
-        principal: Authenticated,
+        principal: Collector,
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        require_role(principal, "collector")
         claim = _keyed("resume", idempotency_key, case_id, None)
         return await _hold(
             request, principal, session, case_id, claim, _pause_hold(case_id), "paused", None, None, False
         )
 
-    @api.post("/cases/{case_id}/notes", status_code=202, tags=["cases"], summary="Add a note to the timeline")
+    @api.post(
+        "/cases/{case_id}/notes",
+        status_code=202,
+        tags=["cases"],
+        summary="Add a note to the timeline",
+        responses=error_responses(404, 409),
+    )
     async def note(
         case_id: CasePath,
         body: NoteBody,
         request: Request,
-        principal: Authenticated,
+        principal: Collector,
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        require_role(principal, "collector")
         claim = _keyed("note", idempotency_key, case_id, body)
         if (answer := await _answered(session, principal, claim)) is not None:
             return answer
@@ -556,14 +614,14 @@ def router() -> APIRouter:
         status_code=202,
         tags=["policies"],
         summary="Publish a version of the tenant's dunning policy, in force from a business date",
+        responses=error_responses(409),
     )
     async def publish_policy(
         version: Annotated[int, Path(ge=1, le=MAX_INT32)],
         body: PolicyBody,
         request: Request,
-        principal: Authenticated,
+        principal: Operations,
     ) -> dict[str, Any]:
-        require_role(principal, "operations")
         published = PolicyPublished(
             version=version, effective_from=body.effective_from, document=body.document
         )
@@ -584,8 +642,7 @@ def router() -> APIRouter:
         return {"id": event_id, "status": "accepted"}
 
     @api.get("/policies", tags=["policies"], summary="The tenant's policy versions")
-    async def list_policies(principal: Authenticated, session: ReadSession) -> dict[str, Any]:
-        require_role(principal, "operations", "collector")
+    async def list_policies(principal: Reader, session: ReadSession) -> dict[str, Any]:
         rows = await session.execute(
             select(store.policies.c.version, store.policies.c.effective_from, store.policies.c.document)
             .where(store.policies.c.tenant_id == principal.tenant_id)
@@ -616,14 +673,13 @@ def router() -> APIRouter:
 
     @api.get("/agency/feed", tags=["agencies"], summary="Placements, updates and recalls, in order")
     async def agency_feed(
-        principal: Authenticated,
+        principal: Agency,
         session: ReadSession,
         after: Annotated[
             int, Query(ge=0, le=MAX_INT64, description="The cursor: the position of the last entry seen")
         ] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        require_role(principal, "agency")
         feed = store.agency_feed
         rows = (
             await session.execute(
@@ -640,11 +696,13 @@ def router() -> APIRouter:
         entries = [{"position": r.position, "case_id": r.case_id, "kind": r.kind, **r.entry} for r in rows]
         return {"entries": entries, "next": rows[-1].position if rows else after}
 
-    @api.get("/agency/cases/{case_id}", tags=["agencies"], summary="A case placed with this agency")
-    async def agency_case(
-        case_id: CasePath, principal: Authenticated, session: ReadSession
-    ) -> dict[str, Any]:
-        require_role(principal, "agency")
+    @api.get(
+        "/agency/cases/{case_id}",
+        tags=["agencies"],
+        summary="A case placed with this agency",
+        responses=error_responses(404),
+    )
+    async def agency_case(case_id: CasePath, principal: Agency, session: ReadSession) -> dict[str, Any]:
         row = await _placed_with(session, principal, case_id)
         return {k: v for k, v in _case_row(row).items() if k not in ("version",)}
 
@@ -653,16 +711,16 @@ def router() -> APIRouter:
         status_code=202,
         tags=["agencies"],
         summary="Report a contact result, promise, dispute or recovery",
+        responses=error_responses(404, 409),
     )
     async def agency_outcome(
         case_id: CasePath,
         body: OutcomeBody,
         request: Request,
-        principal: Authenticated,
+        principal: Agency,
         session: ReadSession,
         idempotency_key: IdempotencyKey = None,
     ) -> dict[str, Any]:
-        require_role(principal, "agency")
         claim = _keyed(f"agency:{principal.name}", idempotency_key, case_id, body)
         if (answer := await _answered(session, principal, claim)) is not None:
             return answer

@@ -7,11 +7,12 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import BaseModel, Field, StrictInt
 
-from contracts.envelope import Envelope
+from contracts.envelope import DebtorId, Envelope, Identifier
 from contracts.registry import ERP_TYPES, BatchError, ContractError, parse_batch
+from contracts.scalars import MAX_DAYS, MAX_INT64
 from services.ledger import admission, store
 from services.ledger.aging import AgingPolicy, age_by_currency
 from services.ledger.ingest import Conflicts, IngestResult, ingest
@@ -24,14 +25,16 @@ from services.ledger.open_items_csv import (
 )
 from services.ledger.statement import statement
 from services.runtime.auth import Principal
-from services.runtime.http import ApiError, ReadSession, authenticator
+from services.runtime.http import ApiError, Authorize, ReadSession, api_responses, error_responses
+from services.runtime.params import IsoDate, IsoMoment
 from services.runtime.settings import Settings
 
-Authenticated = Annotated[Principal, Depends(authenticator(store.runtime))]
+Erp = Annotated[Principal, Depends(Authorize(store.runtime, "erp"))]
+"""The ERP: posts its events, reads statements and aging, sets the aging buckets."""
 
 
 class AgingPolicyBody(BaseModel):
-    bounds: list[int] = Field(
+    bounds: list[Annotated[StrictInt, Field(ge=1, le=MAX_DAYS)]] = Field(
         min_length=1,
         max_length=20,
         description="Upper bounds of the past-due buckets in days",
@@ -103,18 +106,11 @@ async def _as_of(session: ReadSession, tenant_id: str, as_of: dt.date | None) ->
     return current
 
 
-AsOf = Annotated[dt.date | None, Query(description="Business date; default: the current one")]
+AsOf = Annotated[IsoDate | None, Query(description="Business date; default: the current one")]
 KnownAt = Annotated[
-    dt.datetime | None,
+    IsoMoment | None,
     Query(description="Only what Arrears had recorded by this moment (ISO 8601 with offset)"),
 ]
-
-
-def _check_known_at(known_at: dt.datetime | None) -> None:
-    if known_at is not None and known_at.tzinfo is None:
-        raise ApiError(
-            422, [{"field": "known_at", "message": "give a time zone offset, e.g. 2026-06-30T23:59:59Z"}]
-        )
 
 
 async def _policy(session: ReadSession, tenant_id: str) -> AgingPolicy:
@@ -123,12 +119,13 @@ async def _policy(session: ReadSession, tenant_id: str) -> AgingPolicy:
 
 
 def router(settings: Settings) -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["ledger"])
+    api = APIRouter(prefix="/v1", tags=["ledger"], responses=api_responses())
 
     @api.post(
         "/events",
         status_code=202,
         summary="Post a batch of ERP events (idempotent by event id)",
+        responses=error_responses(413),
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -136,7 +133,7 @@ def router(settings: Settings) -> APIRouter:
             }
         },
     )
-    async def post_events(request: Request, principal: Authenticated) -> dict[str, Any]:
+    async def post_events(request: Request, principal: Erp) -> dict[str, Any]:
         body = await _read_body(request, settings.max_request_bytes)
         events = _parse_batch(body, settings.max_events_per_request)
         _check_tenant(events, principal)
@@ -150,9 +147,10 @@ def router(settings: Settings) -> APIRouter:
         "/imports/open-items",
         status_code=202,
         summary="Load an initial open-item list from CSV: the whole file, or nothing and every error",
+        responses=error_responses(413),
     )
     async def import_open_items(
-        request: Request, principal: Authenticated, session: ReadSession, as_of: dt.date | None = None
+        request: Request, principal: Erp, session: ReadSession, as_of: AsOf = None
     ) -> dict[str, Any]:
         body = await _read_body(request, settings.max_request_bytes * 8)
         now = dt.datetime.now(dt.UTC)
@@ -175,8 +173,11 @@ def router(settings: Settings) -> APIRouter:
     @api.get(
         "/events/{event_id}",
         summary="What became of an accepted event: accepted (not applied yet), applied, parked or rejected",
+        responses=error_responses(404),
     )
-    async def event_outcome(event_id: str, principal: Authenticated, session: ReadSession) -> dict[str, Any]:
+    async def event_outcome(
+        event_id: Annotated[Identifier, Path()], principal: Erp, session: ReadSession
+    ) -> dict[str, Any]:
         found = await store.event_state(session, principal.tenant_id, event_id)
         if found is None:
             raise ApiError(404, f"no event {event_id} was accepted for tenant {principal.tenant_id}")
@@ -190,16 +191,16 @@ def router(settings: Settings) -> APIRouter:
 
     @api.get("/rejections", summary="Accepted events the ledger rejected, with the reason, oldest first")
     async def rejection_feed(
-        principal: Authenticated,
+        principal: Erp,
         session: ReadSession,
-        after: Annotated[int, Query(ge=0, le=2**63 - 1, description="The `next` of the last page")] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_INT64, description="The `next` of the last page")] = 0,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
         page = await store.rejections(session, principal.tenant_id, after, limit)
         return {"rejections": page, "next": page[-1]["seq"] if page else after}
 
     @api.get("/business-date", summary="The tenant's current business date, as the clock set it")
-    async def business_date(principal: Authenticated, session: ReadSession) -> dict[str, Any]:
+    async def business_date(principal: Erp, session: ReadSession) -> dict[str, Any]:
         return {
             "tenant_id": principal.tenant_id,
             "business_date": await store.business_date(session, principal.tenant_id),
@@ -209,15 +210,15 @@ def router(settings: Settings) -> APIRouter:
         "/debtors/{debtor_id}/statement",
         summary="A debtor's open items, balances, aging, payments and credit-note settlements as of a date,"
         " optionally as known at a moment",
+        responses=error_responses(404, 409),
     )
     async def debtor_statement(
-        debtor_id: str,
-        principal: Authenticated,
+        debtor_id: Annotated[DebtorId, Path()],
+        principal: Erp,
         session: ReadSession,
         as_of: AsOf = None,
         known_at: KnownAt = None,
     ) -> Any:
-        _check_known_at(known_at)
         day = await _as_of(session, principal.tenant_id, as_of)
         # The movements before the state: every invoice they name is then in the state read after.
         movements = await store.debtor_movements(session, principal.tenant_id, debtor_id, day, known_at)
@@ -227,11 +228,14 @@ def router(settings: Settings) -> APIRouter:
         policy = await _policy(session, principal.tenant_id)
         return statement(state, day, policy, movements=movements, known_at=known_at).to_json()
 
-    @api.get("/aging", summary="Portfolio aging per currency, as of a date, optionally as known at a moment")
+    @api.get(
+        "/aging",
+        summary="Portfolio aging per currency, as of a date, optionally as known at a moment",
+        responses=error_responses(409),
+    )
     async def portfolio_aging(
-        principal: Authenticated, session: ReadSession, as_of: AsOf = None, known_at: KnownAt = None
+        principal: Erp, session: ReadSession, as_of: AsOf = None, known_at: KnownAt = None
     ) -> dict[str, Any]:
-        _check_known_at(known_at)
         day = await _as_of(session, principal.tenant_id, as_of)
         policy = await _policy(session, principal.tenant_id)
         rows = await store.outstanding_by_due_date(session, principal.tenant_id, day, known_at)
@@ -248,14 +252,12 @@ def router(settings: Settings) -> APIRouter:
         }
 
     @api.get("/aging-policy", summary="The tenant's aging buckets")
-    async def get_aging_policy(principal: Authenticated, session: ReadSession) -> dict[str, Any]:
+    async def get_aging_policy(principal: Erp, session: ReadSession) -> dict[str, Any]:
         policy = await _policy(session, principal.tenant_id)
         return {"bounds": list(policy.bounds), "labels": list(policy.labels)}
 
     @api.put("/aging-policy", summary="Set the tenant's aging buckets")
-    async def put_aging_policy(
-        request: Request, body: AgingPolicyBody, principal: Authenticated
-    ) -> dict[str, Any]:
+    async def put_aging_policy(request: Request, body: AgingPolicyBody, principal: Erp) -> dict[str, Any]:
         try:
             policy = AgingPolicy(tuple(body.bounds))
         except ValueError as exc:

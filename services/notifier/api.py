@@ -5,28 +5,31 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from sqlalchemy import select, update
 
+from contracts.envelope import Identifier
 from services.notifier import store
 from services.runtime.auth import Principal
-from services.runtime.http import ApiError, ReadSession, authenticator, require_role
+from services.runtime.http import ApiError, Authorize, ReadSession, api_responses, error_responses
 
-Authenticated = Annotated[Principal, Depends(authenticator(store.runtime))]
+Reader = Annotated[Principal, Depends(Authorize(store.runtime, "collector", "operations"))]
+"""Who reads the task queue."""
+Collector = Annotated[Principal, Depends(Authorize(store.runtime, "collector"))]
+"""Who does the tasks."""
 
 
 def router() -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["tasks"])
+    api = APIRouter(prefix="/v1", tags=["tasks"], responses=api_responses())
 
     @api.get("/tasks", summary="Open tasks for the collections team, oldest first")
     async def list_tasks(
-        principal: Authenticated,
+        principal: Reader,
         session: ReadSession,
         kind: Literal["call", "legal", "writeoff_review"] | None = None,
         include_done: bool = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        require_role(principal, "collector", "operations")
         t = store.tasks
         query = select(
             t.c.command_id, t.c.debtor_id, t.c.case_id, t.c.kind, t.c.script, t.c.due_on, t.c.done_at
@@ -39,9 +42,10 @@ def router() -> APIRouter:
         rows = await session.execute(query.order_by(t.c.due_on, t.c.command_id).limit(limit))
         return {"tasks": [dict(r._mapping) for r in rows]}
 
-    @api.post("/tasks/{command_id}/done", summary="Mark a task done")
-    async def done(command_id: str, request: Request, principal: Authenticated) -> dict[str, Any]:
-        require_role(principal, "collector")
+    @api.post("/tasks/{command_id}/done", summary="Mark a task done", responses=error_responses(404))
+    async def done(
+        command_id: Annotated[Identifier, Path()], request: Request, principal: Collector
+    ) -> dict[str, Any]:
         t = store.tasks
         async with request.app.state.sessions() as session, session.begin():
             result = await session.execute(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.runtime.tables import RuntimeTables
 
 PREFIX = "ark"
+_KEY = re.compile(r"ark_([0-9a-f]{1,64})_([A-Za-z0-9_-]{1,256})")
+"""What a key can be: anything else is refused before a query (a NUL, say, no database takes)."""
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,10 @@ async def create_key(
 
 
 async def verify_key(session: AsyncSession, tables: RuntimeTables, presented: str) -> Principal | None:
-    prefix, _, rest = presented.partition("_")
-    key_id, _, secret = rest.partition("_")
-    if prefix != PREFIX or not key_id or not secret:
+    match = _KEY.fullmatch(presented)
+    if match is None:
         return None
+    key_id, secret = match.groups()
     keys = tables.api_keys
     row = (
         await session.execute(

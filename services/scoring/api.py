@@ -3,7 +3,6 @@ and the provision for expected credit loss. Reads only; every answer is the tena
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
@@ -11,15 +10,17 @@ from pydantic import Field
 from sqlalchemy import select
 
 from contracts.envelope import Identifier
-from contracts.scalars import FIRST_DATE, LAST_DATE, Line
+from contracts.scalars import Line
 from services.runtime.auth import Principal
-from services.runtime.http import ApiError, ReadSession, authenticator, require_role
+from services.runtime.http import ApiError, Authorize, ReadSession, api_responses, error_responses
+from services.runtime.params import IsoDate
 from services.scoring import store
 from services.scoring.projection import history_of
 from services.scoring.provision import BUCKETS, provision_matrix
 from services.scoring.worklist import expected_value
 
-Authenticated = Annotated[Principal, Depends(authenticator(store.runtime))]
+Reader = Annotated[Principal, Depends(Authorize(store.runtime, "collector", "operations"))]
+"""The collections team and finance."""
 Currency = Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")]
 WORKLIST_BUCKETS = ("1-30", "31-60", "61-90", "default")
 
@@ -49,16 +50,19 @@ def _score_json(row: Any) -> dict[str, Any]:
 
 
 def router() -> APIRouter:
-    api = APIRouter(prefix="/v1", tags=["scoring"])
+    api = APIRouter(prefix="/v1", tags=["scoring"], responses=api_responses())
 
-    @api.get("/debtors/{debtor_id}/score", summary="A debtor's latest score in each currency, with reasons")
+    @api.get(
+        "/debtors/{debtor_id}/score",
+        summary="A debtor's latest score in each currency, with reasons",
+        responses=error_responses(404),
+    )
     async def debtor_score(
-        principal: Authenticated,
+        principal: Reader,
         session: ReadSession,
         debtor_id: Annotated[Identifier, Path()],
         currency: Currency = None,
     ) -> dict[str, Any]:
-        require_role(principal, "collector", "operations")
         s = store.scores
         query = select(s).where(s.c.tenant_id == principal.tenant_id, s.c.debtor_id == debtor_id)
         if currency is not None:
@@ -70,7 +74,7 @@ def router() -> APIRouter:
 
     @api.get("/worklist", summary="Debtors by expected recovery of the next action less its cost")
     async def worklist(
-        principal: Authenticated,
+        principal: Reader,
         session: ReadSession,
         segment: Annotated[list[Literal["low", "medium", "high"]] | None, Query()] = None,
         bucket: Annotated[list[Literal["1-30", "31-60", "61-90", "default"]] | None, Query()] = None,
@@ -78,7 +82,6 @@ def router() -> APIRouter:
         collector: Annotated[list[Annotated[Line, Field(max_length=200)]] | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:
-        require_role(principal, "collector", "operations")
         items = await store.worklist(
             session,
             principal.tenant_id,
@@ -110,7 +113,7 @@ def router() -> APIRouter:
 
     @api.get("/write-off-proposals", summary="Debts whose recovery costs more than it returns, with reasons")
     async def write_off_proposals(
-        principal: Authenticated,
+        principal: Reader,
         session: ReadSession,
         currency: Currency = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -118,7 +121,6 @@ def router() -> APIRouter:
         """Each debtor and currency whose overdue debt is proposed for write-off, or with overdue
         invoices proposed on their own: the debtor's reasons and each such invoice's, the largest
         overdue amounts first."""
-        require_role(principal, "collector", "operations")
         s = store.scores
         query = select(s).where(s.c.tenant_id == principal.tenant_id, s.c.overdue_minor > 0)
         if currency is not None:
@@ -152,15 +154,18 @@ def router() -> APIRouter:
                 )
         return {"items": items[:limit]}
 
-    @api.get("/provision", summary="Expected credit loss by aging bucket (provision matrix)")
+    @api.get(
+        "/provision",
+        summary="Expected credit loss by aging bucket (provision matrix)",
+        responses=error_responses(404),
+    )
     async def provision(
-        principal: Authenticated,
+        principal: Reader,
         session: ReadSession,
-        as_of: Annotated[dt.date | None, Query(ge=FIRST_DATE, le=LAST_DATE)] = None,
+        as_of: Annotated[IsoDate | None, Query()] = None,
         currency: Currency = None,
         lookback_months: Annotated[int, Query(ge=1, le=60)] = 12,
     ) -> dict[str, Any]:
-        require_role(principal, "operations", "collector")
         tenant = principal.tenant_id
         if as_of is None:
             b = store.business_dates

@@ -85,7 +85,8 @@ from services.dunning.domain import (
 )
 from services.dunning.main import NAME, DunningService
 from services.dunning.policies import default_policy
-from services.dunning.projection import DunningProjection, case_row
+from services.dunning.projection import DunningProjection
+from services.dunning.store import case_row
 from services.runtime.clock import day_started
 from services.runtime.migrations import upgrade
 from services.runtime.process import open_resources

@@ -18,7 +18,7 @@ from contracts.clock import BusinessDayStarted
 from contracts.envelope import EventData
 from contracts.policy import POLICY_PUBLISHED
 from contracts.registry import make_event
-from services.dunning import projection as dunning_projection
+from services.dunning import store as dunning_store
 from services.dunning.domain import Fact, load_case_json
 from services.dunning.projection import DunningProjection
 from services.dunning.store import CaseChanged
@@ -223,14 +223,14 @@ async def test_a_business_day_slice_does_not_overwrite_a_case_changed_after_it_r
     # The day's slice reads the due case; another member applies a payment before the slice writes.
     payment = delivered(books.pay("I1", 100_000, on="2026-01-20"))
     meanwhile = once(lambda: apply_batch(sessions, DunningProjection(), [payment]))
-    read_chunk = dunning_projection._read_chunk
+    read_chunk = dunning_store.read_chunk
 
     async def read_then_pay(session: AsyncSession, tenant: str, debtors: Sequence[str]) -> Any:
         chunk = await read_chunk(session, tenant, debtors)
         await meanwhile()
         return chunk
 
-    monkeypatch.setattr(dunning_projection, "_read_chunk", read_then_pay)
+    monkeypatch.setattr(dunning_store, "read_chunk", read_then_pay)
     day = [day_started("2026-03-01")]
     with pytest.raises(CaseChanged):
         await apply_batch(sessions, member, day)

@@ -1,0 +1,163 @@
+"""What dunning publishes about a decision: commands, cancellations and case events to the outbox, with
+their timeline rows and the agency feed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from contracts.collections import CaseEvent, CollectionCommand, CommandCancelled, InputRef, case_type
+from contracts.collections import command_type as command_type_of
+from contracts.envelope import Envelope
+from contracts.registry import encode_event, make_event
+from contracts.topics import CASES, COMMANDS
+from services.dunning.agencies import record_placement
+from services.dunning.batch import Batch, moved
+from services.dunning.domain import Case, Decision, agency_key, cancellation_id, case_event_id
+from services.runtime.log import Message
+
+SOURCE = "arrears/dunning"
+
+
+def publish_decision(work: Batch, decision: Decision, day: dt.date, tick: InputRef | None) -> None:
+    case = decision.case
+    if not (decision.commands or decision.cancellations or decision.events) and not moved(work, case):
+        return
+    work.put(case)
+    for command in decision.commands:
+        publish_command(work, case, command)
+    for cancellation in decision.cancellations:
+        publish_cancellation(work, case, cancellation)
+    publish_events(work, case, list(decision.events))
+
+
+def envelope(event_type: str, data: Any, event_id: str, case: Case, cause: str | None) -> Message:
+    event: Envelope[Any] = make_event(
+        event_type,
+        data,
+        event_id=event_id,
+        tenant_id=case.tenant_id,
+        debtor_id=case.debtor_id,
+        source=SOURCE,
+        time=business_time(data),
+        causation_id=cause,
+    )
+    topic = COMMANDS.name if isinstance(data, CollectionCommand | CommandCancelled) else CASES.name
+    return Message(topic, event.key.encode(), encode_event(event))
+
+
+def publish_command(work: Batch, case: Case, command: CollectionCommand) -> None:
+    cause = command.inputs[-1].event_id if command.inputs else None
+    work.messages.append(envelope(command_type_of(command.action), command, command.command_id, case, cause))
+    work.timeline.append(
+        timeline_row(
+            case,
+            command.business_date,
+            f"command.{command.action}",
+            command.command_id,
+            {
+                "step": command.step,
+                "channels": command.channels,
+                "items": [i.invoice_id for i in command.items],
+                "total_minor": command.total.amount_minor,
+                "penalty_minor": command.penalty.amount_minor if command.penalty else None,
+                "discount_minor": command.discount.amount_minor if command.discount else None,
+                "deadline": command.deadline.isoformat() if command.deadline else None,
+                "policy_version": command.policy_version,
+                "inputs": [i.model_dump(mode="json") for i in command.inputs],
+            },
+        )
+    )
+
+
+def publish_cancellation(work: Batch, case: Case, cancellation: CommandCancelled) -> None:
+    event_id = cancellation_id(case.tenant_id, cancellation.command_id)
+    work.messages.append(envelope("collections.command.cancelled.v1", cancellation, event_id, case, None))
+    work.timeline.append(
+        timeline_row(
+            case,
+            cancellation.business_date,
+            "command.cancelled",
+            event_id,
+            {"command_id": cancellation.command_id, "reason": cancellation.reason},
+        )
+    )
+
+
+def publish_events(work: Batch, case: Case, events: list[CaseEvent]) -> None:
+    for event in events:
+        event_id = case_event_id(case.tenant_id, event)
+        cause = event.inputs[-1].event_id if event.inputs else None
+        work.messages.append(envelope(case_type(event.change), event, event_id, case, cause))
+        work.timeline.append(
+            timeline_row(
+                case,
+                event.business_date,
+                event.change,
+                event_id,
+                {
+                    "version": event.version,
+                    "status": event.status,
+                    "step": event.step,
+                    "overdue_minor": event.overdue.amount_minor,
+                    "detail": event.detail,
+                    "policy_version": event.policy_version,
+                    "inputs": [i.model_dump(mode="json") for i in event.inputs],
+                },
+            )
+        )
+        if event.change in ("placed", "recalled") and event.agency_id:
+            # Whatever ends a placement (a recall, a placement not delivered or cancelled before
+            # it was) is a recall in the agency's feed, in the order of the case's events.
+            work.feed.append(feed_row(case, event.agency_id, event.change, event.business_date))
+        if event.change == "placed" and event.agency_id:
+            key = agency_key(case)
+            if key is not None:
+                tenant = case.tenant_id
+                performance = work.performance.get(tenant, {})
+                work.count(tenant, key, record_placement(performance, key, event.overdue.amount_minor))
+        elif case.placement is not None and event.change not in ("placed", "recalled", "note"):
+            work.feed.append(feed_row(case, case.placement.agency_id, "updated", event.business_date))
+
+
+def business_time(data: Any) -> dt.datetime:
+    """Envelope time of what dunning publishes: midnight UTC of the business date it was decided on,
+    so a replay publishes byte-identical records."""
+    day: dt.date = data.business_date
+    return dt.datetime.combine(day, dt.time(), dt.UTC)
+
+
+def timeline_row(case: Case, day: dt.date, kind: str, event_id: str, entry: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tenant_id": case.tenant_id,
+        "case_id": case.case_id,
+        "business_date": day,
+        "kind": kind,
+        "event_id": event_id,
+        "entry": entry,
+    }
+
+
+def feed_row(case: Case, agency_id: str, kind: str, day: dt.date) -> dict[str, Any]:
+    """What an agency sees of a case: the debt, the debtor's contact data is added by the API."""
+    return {
+        "tenant_id": case.tenant_id,
+        "agency_id": agency_id,
+        "case_id": case.case_id,
+        "kind": kind,
+        "entry": {
+            "business_date": day.isoformat(),
+            "debtor_id": case.debtor_id,
+            "currency": case.currency,
+            "overdue_minor": case.overdue(day),
+            "items": [
+                {
+                    "invoice_id": i.invoice_id,
+                    "issue_date": i.issue_date.isoformat(),
+                    "due_date": i.due_date.isoformat(),
+                    "outstanding_minor": i.outstanding,
+                }
+                for i in case.open_items()
+            ],
+        },
+    }

@@ -83,13 +83,12 @@ from services.dunning.domain import (
     evolve,
     new_case,
 )
-from services.dunning.main import NAME, DunningService
+from services.dunning.main import NAME
 from services.dunning.policies import default_policy
 from services.dunning.projection import DunningProjection
 from services.dunning.store import case_row
 from services.runtime.clock import day_started
-from services.runtime.migrations import upgrade
-from services.runtime.process import open_resources
+from services.stack import migrate, open_stack
 
 DAY_DEBTORS = {"tiny": 2_000, "small": 100_000, "medium": 1_000_000, "full": 1_000_000}
 """Debtors evaluated per `--size` (`--day-debtors` overrides)."""
@@ -350,8 +349,7 @@ async def prepare_database(
 ) -> tuple[str, dict[str, Any]]:
     """A fresh dunning database holding the debtors' cases; returns its URL and what it holds."""
     url = await ctx.infra.create_database("dunning_day")
-    async with open_resources(settings(ctx.infra, url)) as resources:
-        await upgrade(resources.engine, NAME)
+    await migrate(settings(ctx.infra, url), [NAME])
     connection = await asyncpg.connect(libpq(url))
     started = time.perf_counter()
     try:
@@ -454,9 +452,8 @@ async def measure_dunning_evaluation(
     built_s = time.perf_counter() - started
     url, held = await prepare_database(ctx, tenants, built, debtors, policy)
 
-    async with open_resources(settings(ctx.infra, url)) as resources:
-        service = DunningService(resources)
-        await service.start_background()
+    async with open_stack(settings(ctx.infra, url), [NAME], migrate=False) as stack:
+        service = stack.dunning
         await asyncio.wait_for(service.consumer.started.wait(), 120)
         connection = await asyncpg.connect(libpq(url))
         try:
@@ -471,12 +468,12 @@ async def measure_dunning_evaluation(
             if ctx.profiler:
                 profiling.enter_context(ctx.profiler.attach(os.getpid(), profile_name))
             clock = time.perf_counter()
-            await resources.event_log.publish(ticks)
+            await stack.event_log.publish(ticks)
             deadline = clock + 600 + debtors / 500
             await caught_up_by(service.consumer, deadline, f"dunning's business day for {debtors} debtors")
             evaluated = time.perf_counter()
             cpu_evaluation = cpu_delta(cpu_before, ctx.processes.cpu())
-            while await outbox_rows(resources.sessions, dunning_store.runtime) > 0:
+            while await outbox_rows(stack.sessions, dunning_store.runtime) > 0:
                 if time.perf_counter() > deadline:
                     raise TimeoutError("the dunning outbox relay did not publish everything")
                 await asyncio.sleep(0.1)
@@ -484,7 +481,6 @@ async def measure_dunning_evaluation(
             cpu_total = cpu_delta(cpu_before, ctx.processes.cpu())
         published = service.relay.published
         applied = service.consumer.applied
-        await service.stop_background()
 
     written = await _written(url, since)
     copy = await copy_limits(url, ctx.infra, topic_ends)

@@ -74,19 +74,16 @@ from bench.portfolio import Portfolio, PortfolioSpec, generate
 from bench.server import service_server
 from contracts.policy import PolicyPublished
 from contracts.topics import COMMANDS, RECEIVABLES, catalogue
-from services.dunning import store as dunning_store
 from services.dunning.api import policy_message
 from services.dunning.main import NAME as DUNNING
 from services.dunning.policies import default_policy
 from services.dunning.projection import DunningProjection
-from services.ledger import store as ledger_store
 from services.ledger.main import NAME as LEDGER
 from services.ledger.projection import LedgerProjection
-from services.runtime.auth import create_key
 from services.runtime.clock import day_started
-from services.runtime.migrations import upgrade
-from services.runtime.process import open_resources
+from services.runtime.process import open_log
 from services.runtime.settings import Settings
+from services.stack import open_stack
 
 PROBES = {"tiny": 20, "small": 100, "medium": 300, "full": 300}
 """Probe payments per `--size` (`--latency-probes` overrides)."""
@@ -270,7 +267,7 @@ async def measure_payment_to_case_latency(
         dunning_api = (
             await stack.enter_async_context(server(DUNNING, "dunning_api")) if poll == "api" else None
         )
-        resources = await stack.enter_async_context(open_resources(settings(ctx.infra, url)))
+        event_log = await stack.enter_async_context(open_log(settings(ctx.infra, url)))
         db = await asyncpg.connect(libpq(url))
         stack.push_async_callback(db.close)
         ledger_http = await stack.enter_async_context(httpx.AsyncClient(base_url=ledger_api.url, timeout=60))
@@ -278,7 +275,7 @@ async def measure_payment_to_case_latency(
         # -- setup: policies, business days, probe debtors with a pending reminder
         policy = PolicyPublished(version=1, effective_from=dt.date(2020, 1, 1), document=default_policy())
         now = dt.datetime.now(dt.UTC)
-        await resources.event_log.publish(
+        await event_log.publish(
             [policy_message(t, policy, now) for t in tenants]
             + [day_started(t, D0, now) for t in probe_tenants]
             + [day_started(t, spec.start, now) for t in background.tenants]
@@ -304,9 +301,7 @@ async def measure_payment_to_case_latency(
         await _wait_for(
             db, "SELECT count(*) FROM dunning.debtors WHERE tenant_id = ANY($1)", [probe_tenants], probes
         )
-        await resources.event_log.publish(
-            [day_started(t, DECIDED, dt.datetime.now(dt.UTC)) for t in probe_tenants]
-        )
+        await event_log.publish([day_started(t, DECIDED, dt.datetime.now(dt.UTC)) for t in probe_tenants])
         await _wait_for(
             db,
             "SELECT count(DISTINCT case_id) FROM dunning.timeline WHERE tenant_id = ANY($1)"
@@ -382,15 +377,11 @@ async def _prepare_database(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Both schemas; an ERP key per tenant and a collector key per probe tenant; both consumer groups'
     stored offsets at the current end of their topics."""
-    async with open_resources(settings(ctx.infra, url)) as resources:
-        await upgrade(resources.engine, LEDGER)
-        await upgrade(resources.engine, DUNNING)
-        async with resources.sessions() as session, session.begin():
-            erp = {t: await create_key(session, ledger_store.runtime, t, "bench-erp", "erp") for t in tenants}
-            collector = {
-                t: await create_key(session, dunning_store.runtime, t, "bench-collector", "collector")
-                for t in probe_tenants
-            }
+    async with open_stack(settings(ctx.infra, url), (LEDGER, DUNNING), background=False) as stack:
+        erp = {t: await stack.create_key(t, "bench-erp", "erp", on=[LEDGER]) for t in tenants}
+        collector = {
+            t: await stack.create_key(t, "bench-collector", "collector", on=[DUNNING]) for t in probe_tenants
+        }
     counts = {name: partitions for name, partitions, _ in catalogue()}
     reader = AIOKafkaConsumer(bootstrap_servers=ctx.infra.bootstrap_servers, enable_auto_commit=False)
     await reader.start()

@@ -34,15 +34,12 @@ from bench.profiling import Profiler
 from bench.server import ledger_server, service_server
 from contracts.topics import catalogue
 from services.ledger import store
-from services.ledger.main import NAME, LedgerService
+from services.ledger.main import NAME
 from services.ledger.projection import LedgerProjection
-from services.runtime.auth import create_key
 from services.runtime.consumer import ConsumerLoop
-from services.runtime.migrations import upgrade
-from services.runtime.outbox import OutboxRelay
-from services.runtime.process import open_resources
 from services.runtime.settings import Settings
 from services.runtime.tables import RuntimeTables
+from services.stack import open_stack
 
 
 @dataclass
@@ -88,12 +85,8 @@ async def prepare_ledger_database(
 ) -> tuple[str, dict[str, str]]:
     """A new database with the ledger's schema and an API key per tenant: (its URL, keys by tenant)."""
     url = await ctx.infra.create_database(label)
-    async with open_resources(settings(ctx.infra, url)) as resources:
-        await upgrade(resources.engine, NAME)
-        keys = {}
-        async with resources.sessions() as session, session.begin():
-            for tenant in tenants:
-                keys[tenant] = await create_key(session, store.runtime, tenant, "bench-erp", "erp")
+    async with open_stack(settings(ctx.infra, url), [NAME], background=False) as stack:
+        keys = {tenant: await stack.create_key(tenant, "bench-erp", "erp", on=[NAME]) for tenant in tenants}
     return url, keys
 
 
@@ -222,12 +215,11 @@ async def measure_projection(ctx: Context, database_url: str, profile_name: str)
     its topics (lag 0), then until the outbox relay has published every balance fact."""
     records = await topic_records(ctx.infra, LedgerProjection.topics)
     batches_before = _batch_metrics()
-    async with open_resources(settings(ctx.infra, database_url)) as resources:
-        service = LedgerService(resources)
-        await service.migrate()
+    async with open_stack(settings(ctx.infra, database_url), [NAME], background=False) as stack:
+        service = stack.ledger
         cpu_before = ctx.processes.cpu()
         started = time.perf_counter()
-        await service.start_background()
+        await stack.start_background()
         await asyncio.wait_for(service.consumer.started.wait(), 120)
         assigned = time.perf_counter()
         with contextlib.ExitStack() as profiling:
@@ -237,14 +229,13 @@ async def measure_projection(ctx: Context, database_url: str, profile_name: str)
             await caught_up_by(service.consumer, deadline, f"the ledger consumer with {records} records")
             caught_up = time.perf_counter()
             cpu = cpu_delta(cpu_before, ctx.processes.cpu())
-            while await outbox_rows(resources.sessions) > 0:
+            while await outbox_rows(stack.sessions) > 0:
                 if time.perf_counter() > deadline:
                     raise TimeoutError("the outbox relay did not publish everything")
                 await asyncio.sleep(0.2)
             drained = time.perf_counter()
         applied, dead_lettered = service.consumer.applied, service.consumer.dead_lettered
         published = service.relay.published
-        await service.stop_background()
     batches = _delta(batches_before, _batch_metrics())
     seconds = caught_up - assigned
     return {
@@ -267,10 +258,12 @@ async def measure_projection(ctx: Context, database_url: str, profile_name: str)
 
 async def drain_outbox(ctx: Context, database_url: str) -> float:
     """Publish the ledger's outbox to Kafka with the service's relay; the seconds it took."""
-    async with open_resources(settings(ctx.infra, database_url)) as resources:
-        relay = OutboxRelay(resources.sessions, store.runtime, resources.event_log)
+    async with open_stack(
+        settings(ctx.infra, database_url), [NAME], background=False, migrate=False
+    ) as stack:
+        relay = stack.ledger.relay
         started = time.perf_counter()
-        while await relay.publish_once() or await outbox_rows(resources.sessions) > 0:
+        while await relay.publish_once() or await outbox_rows(stack.sessions) > 0:
             pass
         return time.perf_counter() - started
 

@@ -26,9 +26,8 @@ from bench.pipeline import Context
 from bench.portfolio import PortfolioSpec, check_sample, generate, spec_for
 from bench.profiling import summarize
 from bench.report import add_ratios, assess, write
-from services.ledger import store
-from services.runtime.auth import create_key
-from services.runtime.process import open_resources
+from services.ledger.main import NAME as LEDGER
+from services.stack import open_stack
 
 RESULTS_DIR = REPO / "bench" / "results"
 
@@ -207,9 +206,6 @@ async def measure_payment_to_case_latency(ctx: Context, options: Options) -> dic
 
 
 async def create_keys(ctx: Context, database_url: str, tenants: list[str]) -> dict[str, str]:
-    async with (
-        open_resources(pipeline.settings(ctx.infra, database_url)) as resources,
-        resources.sessions() as session,
-        session.begin(),
-    ):
-        return {t: await create_key(session, store.runtime, t, "bench-reader", "erp") for t in tenants}
+    settings = pipeline.settings(ctx.infra, database_url)
+    async with open_stack(settings, [LEDGER], background=False, migrate=False) as stack:
+        return {t: await stack.create_key(t, "bench-reader", "erp", on=[LEDGER]) for t in tenants}

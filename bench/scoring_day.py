@@ -52,10 +52,11 @@ from services.runtime.clock import day_started
 from services.scoring import store as scoring_store
 from services.scoring.batch import score_chunk
 from services.scoring.features import DebtorHistory, InvoiceFact
-from services.scoring.main import ScoringService
+from services.scoring.main import NAME
 from services.scoring.model import default_scorecard, score_debtors
 from services.scoring.projection import ScoringProjection
 from services.scoring.writeoff import propose
+from services.stack import migrate, open_stack
 
 DAY_DEBTORS = {"tiny": 2_000, "small": 50_000, "medium": 200_000, "full": 1_000_000}
 """Debtors scored again per `--size` (`--scoring-day-debtors` overrides)."""
@@ -172,8 +173,7 @@ def scorer_rate(rows: Sequence[tuple[Any, ...]], sample: int = SCORER_SAMPLE) ->
 
 async def prepare_database(ctx: Context, tenants: Sequence[str], rows: list[tuple[Any, ...]]) -> str:
     url = await ctx.infra.create_database("scoring-day")
-    async with open_resources_for(ctx, url) as resources:
-        await ScoringService(resources).migrate()
+    await migrate(settings(ctx.infra, url), [NAME])
     connection = await asyncpg.connect(libpq(url))
     try:
         await connection.copy_records_to_table(
@@ -197,12 +197,6 @@ async def prepare_database(ctx: Context, tenants: Sequence[str], rows: list[tupl
     finally:
         await connection.close()
     return url
-
-
-def open_resources_for(ctx: Context, url: str) -> Any:
-    from services.runtime.process import open_resources
-
-    return open_resources(settings(ctx.infra, url))
 
 
 async def _end_offsets(ctx: Context, topics: Sequence[str]) -> dict[tuple[str, int], int]:
@@ -234,9 +228,8 @@ async def measure_scoring_day(ctx: Context, debtors: int, seed: int = 42) -> dic
     invoices = len(rows)
     del rows
 
-    async with open_resources_for(ctx, url) as resources:
-        service = ScoringService(resources)
-        await service.start_background()
+    async with open_stack(settings(ctx.infra, url), [NAME], migrate=False) as stack:
+        service = stack.scoring
         await asyncio.wait_for(service.consumer.started.wait(), 120)
         ticks = [day_started(t, TODAY, dt.datetime.now(dt.UTC)) for t in tenants]
         await asyncio.wait_for(service.projection.workers_ready(), 120)  # started with the service
@@ -249,18 +242,17 @@ async def measure_scoring_day(ctx: Context, debtors: int, seed: int = 42) -> dic
                 for n, pid in enumerate(workers):
                     profiling.enter_context(ctx.profiler.attach(pid, f"scoring-day-worker-{n}"))
             clock = time.perf_counter()
-            await resources.event_log.publish(ticks)
+            await stack.event_log.publish(ticks)
             deadline = clock + 600 + debtors / 200
             await caught_up_by(service.consumer, deadline, f"scoring's business day for {debtors} debtors")
             scored_at = time.perf_counter()
             cpu = cpu_delta(cpu_before, ctx.processes.cpu())
-        while await outbox_rows(resources.sessions, scoring_store.runtime) > 0:
+        while await outbox_rows(stack.sessions, scoring_store.runtime) > 0:
             if time.perf_counter() > deadline:
                 raise TimeoutError("the scoring outbox relay did not publish everything")
             await asyncio.sleep(0.1)
         drained = time.perf_counter()
         published = service.relay.published
-        await service.stop_background()
 
     connection = await asyncpg.connect(libpq(url))
     try:
@@ -319,18 +311,16 @@ async def measure_scoring_facts(ctx: Context, ledger_facts_per_s: float | None) 
     published those facts (`ledger_facts_per_s`: balance facts published / seconds, in (2))."""
     url = await ctx.infra.create_database("scoring-facts")
     records = await topic_records(ctx.infra, ScoringProjection.topics)
-    async with open_resources_for(ctx, url) as resources:
-        service = ScoringService(resources)
-        await service.migrate()
+    async with open_stack(settings(ctx.infra, url), [NAME], background=False) as stack:
+        service = stack.scoring
         cpu_before = ctx.processes.cpu()
-        await service.start_background()
+        await stack.start_background()
         await asyncio.wait_for(service.consumer.started.wait(), 120)
         assigned = time.perf_counter()
         await caught_up_by(service.consumer, assigned + 600 + records / 50, f"scoring with {records} records")
         seconds = time.perf_counter() - assigned
         cpu = cpu_delta(cpu_before, ctx.processes.cpu())
         applied, published = service.consumer.applied, service.relay.published
-        await service.stop_background()
     connection = await asyncpg.connect(libpq(url))
     try:
         invoices = await connection.fetchval("SELECT count(*) FROM scoring.invoices")

@@ -128,10 +128,8 @@ async def _wait_ready(
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
-    from services.dunning.main import DunningService
-    from services.ledger.main import LedgerService
-    from services.runtime.process import open_resources
     from services.runtime.settings import Settings
+    from services.stack import open_stack
 
     parser = argparse.ArgumentParser(
         description="Serve a service's API, by default without its background loops."
@@ -141,7 +139,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--service", choices=SERVICES, default="ledger")
     parser.add_argument("--background", action="store_true", help="run the consumer and the outbox relay too")
     args = parser.parse_args(argv)
-    service_type = {"ledger": LedgerService, "dunning": DunningService}[args.service]
     settings = Settings()
     if settings.database_url is None or not settings.kafka_bootstrap_servers:
         sys.exit("set ARREARS_DATABASE_URL and ARREARS_KAFKA_BOOTSTRAP_SERVERS")
@@ -154,10 +151,9 @@ def main(argv: list[str] | None = None) -> None:
             yield
 
     async def serve() -> None:
-        async with open_resources(settings) as resources:
-            app = service_type(resources).app(run_background=args.background)
+        async with open_stack(settings, [args.service], background=args.background, migrate=False) as stack:
             config = uvicorn.Config(
-                app, host=args.host, port=args.port, log_level="warning", access_log=False
+                stack.app(args.service), host=args.host, port=args.port, log_level="warning", access_log=False
             )
             server = Server(config)
             stop = functools.partial(setattr, server, "should_exit", True)

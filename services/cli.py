@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from services.runtime.settings import Settings
 from services.scoring.cli import app as scoring_app
-
-if TYPE_CHECKING:
-    from services.runtime.log import EventLog
-    from services.runtime.process import Resources
-    from services.runtime.service import Service
 
 app = typer.Typer(help="Arrears: event-sourced accounts-receivable collections.", no_args_is_help=True)
 clock_app = typer.Typer(help="The business clock (ar.clock.v1).", no_args_is_help=True)
@@ -35,25 +28,6 @@ app.add_typer(scoring_app, name="scoring")
 
 def _logging(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-
-
-@contextlib.asynccontextmanager
-async def _services_log(settings: Settings) -> AsyncIterator[EventLog]:
-    """The log the services read: Kafka, or with none configured the PostgreSQL log in their database
-    (the embedded server of ARREARS_DATA_DIR, running or not, or DATABASE_URL)."""
-    from services.runtime.kafka_log import KafkaLog
-    from services.runtime.process import open_resources
-
-    if not settings.kafka_bootstrap_servers:
-        async with open_resources(settings) as resources:
-            yield resources.event_log
-        return
-    log = KafkaLog(settings.kafka_bootstrap_servers, timeout_s=settings.producer_timeout_s)
-    await log.start()
-    try:
-        yield log
-    finally:
-        await log.stop()
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -86,38 +60,23 @@ def serve(
     """Run a service: migrations, consumer, outbox relay and HTTP API, configured by ARREARS_* variables."""
     import uvicorn
 
-    from services.dunning.main import DunningService
-    from services.ledger.main import LedgerService
-    from services.notifier.main import NotifierService
-    from services.runtime.process import open_resources
-    from services.scoring.main import ScoringService
+    from services.stack import SERVICES, open_stack
 
     settings = Settings()
     _logging(settings)
-    services: dict[str, Callable[[Resources], Service]] = {
-        "ledger": LedgerService,
-        "dunning": DunningService,
-        "notifier": NotifierService,
-        "scoring": ScoringService,
-    }
-    if service not in services:
-        raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(services)}")
+    if service not in SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
 
     async def run() -> None:
-        async with open_resources(settings) as resources:
-            running = services[service](resources)
-            await running.migrate()
+        async with open_stack(settings, [service], background=not api_only) as stack:
             config = uvicorn.Config(
-                running.app(run_background=not api_only),
-                host=settings.http_host,
-                port=settings.http_port,
-                log_level="info",
+                stack.app(service), host=settings.http_host, port=settings.http_port, log_level="info"
             )
             await uvicorn.Server(config).serve()
 
     # uvicorn shuts down gracefully on SIGTERM and then raises it again for the handler it found; with
-    # Python's default one the process would end there, before open_resources stops the embedded
-    # PostgreSQL it started.
+    # Python's default one the process would end there, before the stack stops its loops and the
+    # embedded PostgreSQL it started.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     asyncio.run(run())
 
@@ -125,29 +84,9 @@ def serve(
 @app.command()
 def migrate() -> None:
     """Create or upgrade every service's schema."""
-    from services.dunning.main import DunningService
-    from services.ledger.main import LedgerService
-    from services.notifier.main import NotifierService
-    from services.runtime.process import open_resources
-    from services.scoring.main import ScoringService
+    from services.stack import migrate as migrate_all
 
-    services: list[Callable[[Resources], Service]] = [
-        LedgerService,
-        DunningService,
-        NotifierService,
-        ScoringService,
-    ]
-
-    async def run() -> list[str]:
-        migrated = []
-        async with open_resources(Settings()) as resources:
-            for service in services:
-                running = service(resources)
-                await running.migrate()
-                migrated.append(running.name)
-        return migrated
-
-    typer.echo(f"migrated: {', '.join(asyncio.run(run()))}")
+    typer.echo(f"migrated: {', '.join(asyncio.run(migrate_all(Settings())))}")
 
 
 @keys_app.command("create")
@@ -161,34 +100,17 @@ def create_key(
     ] = "erp",
 ) -> None:
     """Create an API key; it is printed once and only its hash is stored."""
-    from services.dunning import store as dunning_store
-    from services.dunning.main import DunningService
-    from services.ledger import store as ledger_store
-    from services.ledger.main import LedgerService
-    from services.notifier import store as notifier_store
-    from services.notifier.main import NotifierService
-    from services.runtime.auth import create_key as create
-    from services.runtime.process import open_resources
-    from services.scoring import store as scoring_store
-    from services.scoring.main import ScoringService
+    from services.stack import open_stack
 
     if role not in ("erp", "collector", "agency", "operations"):
         raise typer.BadParameter("role must be erp, collector, agency or operations")
+    services = ["ledger"] if role == "erp" else ["dunning"]
+    if role in ("collector", "operations"):
+        services += ["notifier", "scoring"]
 
     async def run() -> str:
-        async with open_resources(Settings()) as resources:
-            services: list[Service] = (
-                [LedgerService(resources)] if role == "erp" else [DunningService(resources)]
-            )
-            if role in ("collector", "operations"):
-                services += [NotifierService(resources), ScoringService(resources)]
-            for service in services:
-                await service.migrate()
-            tables = [ledger_store.runtime] if role == "erp" else [dunning_store.runtime]
-            if role in ("collector", "operations"):
-                tables += [notifier_store.runtime, scoring_store.runtime]
-            async with resources.sessions() as session, session.begin():
-                return await create(session, tables, tenant, name, role)
+        async with open_stack(Settings(), services, background=False) as stack:
+            return await stack.create_key(tenant, name, role, on=services)
 
     typer.echo(asyncio.run(run()))
 
@@ -204,9 +126,10 @@ def advance_clock(
 ) -> None:
     """Publish one business-day-started event per day up to --to. Repeating a day is harmless."""
     from services.runtime import clock
+    from services.runtime.process import open_log
 
     async def run() -> list[dt.date]:
-        async with _services_log(Settings()) as log:
+        async with open_log(Settings()) as log:
             return await clock.advance(
                 log, tenant, to.date(), dt.datetime.now(dt.UTC), start.date() if start else None
             )
@@ -231,6 +154,7 @@ def publish_policy(
     """Validate a dunning policy and publish it on collections.policies.v1."""
     from contracts.policy import PolicyPublished, load_policy
     from services.dunning.api import policy_message
+    from services.runtime.process import open_log
 
     try:
         document = load_policy(file)
@@ -239,7 +163,7 @@ def publish_policy(
     published = PolicyPublished(version=version, effective_from=effective_from.date(), document=document)
 
     async def run() -> None:
-        async with _services_log(Settings()) as log:
+        async with open_log(Settings()) as log:
             await log.publish([policy_message(tenant, published, dt.datetime.now(dt.UTC))])
 
     asyncio.run(run())
@@ -255,7 +179,9 @@ def create_topics() -> None:
     settings = Settings()
     if not settings.kafka_bootstrap_servers:
         raise typer.BadParameter("set ARREARS_KAFKA_BOOTSTRAP_SERVERS")
-    asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, catalogue()))
+    asyncio.run(
+        ensure_topics(settings.kafka_bootstrap_servers, catalogue(), settings.kafka_replication_factor)
+    )
     typer.echo("topics ready")
 
 

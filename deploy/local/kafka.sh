@@ -11,10 +11,12 @@
 #   --port N                KAFKA_PORT             default: as in the data dir's server.properties, else 9092
 #   --controller-port N     KAFKA_CONTROLLER_PORT  default: likewise, else 9093
 #   --timeout S             KAFKA_START_TIMEOUT    default 90 (seconds to wait for the broker)
-# Also: ARREARS_CACHE (default ~/.cache/arrears), KAFKA_HEAP_OPTS (default -Xms512m -Xmx512m), JAVA_HOME
-# (Java 17 or newer), PYTHON (default: the project's .venv/bin/python; topics are created with it).
+# Also: ARREARS_CACHE (default ~/.cache/arrears), KAFKA_HEAP_OPTS (default -Xms512m -Xmx512m), KAFKA_JVM_OPTS
+# (more JVM options, default none), JAVA_HOME (Java 17 or newer), PYTHON (default: the project's .venv/bin/python; topics are created with it).
 #
 # The data dir holds server.properties, broker.log, broker.pid and the KRaft storage (kraft/).
+#
+# kafka-cluster.sh (several nodes, replicated topics) sources this file for its fetch and node helpers.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,9 +34,12 @@ CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT=30
 JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms512m -Xmx512m}"
+JVM_OPTS="${KAFKA_JVM_OPTS:-}"
+SCRIPT="$(basename "$0")"
 
-die() { echo "kafka.sh: $*" >&2; exit 1; }
-log() { echo "kafka.sh: $*" >&2; }
+die() { echo "$SCRIPT: $*" >&2; exit 1; }
+log() { echo "$SCRIPT: $*" >&2; }
 
 # The first errors of the broker log (the cause; the end is mostly shutdown noise), then its end.
 show_log() {
@@ -96,14 +101,20 @@ parse_options() {
   done
   mkdir -p "$DATA_DIR"
   DATA_DIR="$(cd "$DATA_DIR" && pwd)"
-  PID_FILE="$DATA_DIR/broker.pid"
-  BROKER_LOG="$DATA_DIR/broker.log"
-  PROPS="$DATA_DIR/server.properties"
+  node_paths "$DATA_DIR"
   if [[ -f "$PROPS" ]]; then
     : "${PORT:=$(sed -n 's|^listeners=PLAINTEXT://127.0.0.1:\([0-9]*\).*|\1|p' "$PROPS")}"
     : "${CONTROLLER_PORT:=$(sed -n 's|^controller.quorum.bootstrap.servers=127.0.0.1:||p' "$PROPS")}"
   fi
   : "${PORT:=9092}" "${CONTROLLER_PORT:=9093}"
+}
+
+# A node's files: its data dir (absolute) holds them all.
+node_paths() {
+  DATA_DIR="$1"
+  PID_FILE="$DATA_DIR/broker.pid"
+  BROKER_LOG="$DATA_DIR/broker.log"
+  PROPS="$DATA_DIR/server.properties"
 }
 
 # The pid of the running broker of this data dir, or nothing (a stale pid file is removed).
@@ -140,18 +151,77 @@ auto.create.topics.enable=false
 EOF
 }
 
-format_storage() {
-  # A Kafka Uuid is 16 random bytes in unpadded base64url, as `StorageTool random-uuid` prints (which costs
-  # a second of JVM start); like Kafka, avoid a leading '-', which the tool would take for an option.
-  local cluster_id="-"
-  while [[ "$cluster_id" == -* ]]; do
-    cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+# A Kafka Uuid: 16 random bytes in unpadded base64url, as `StorageTool random-uuid` prints (which costs a
+# second of JVM start); like Kafka, avoid a leading '-', which the tool would take for an option.
+new_uuid() {
+  local uuid="-"
+  while [[ "$uuid" == -* ]]; do
+    uuid="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
   done
-  if ! "$JAVA" -cp "$LIBS/*" kafka.tools.StorageTool format --standalone -t "$cluster_id" -c "$PROPS" \
+  echo "$uuid"
+}
+
+# format_storage CLUSTER_ID QUORUM_OPTION...: format the node's KRaft storage (its PROPS, log.dirs).
+format_storage() {
+  local cluster_id="$1"
+  shift
+  if ! "$JAVA" -cp "$LIBS/*" kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" "$@" \
       >"$DATA_DIR/format.log" 2>&1; then
     cat "$DATA_DIR/format.log" >&2
     die "formatting $DATA_DIR/kraft failed"
   fi
+}
+
+# Start the node of PROPS in the background and record its pid.
+launch() {
+  # setsid: the broker outlives this script and does not get the caller's terminal signals.
+  # shellcheck disable=SC2086
+  setsid "$JAVA" $HEAP_OPTS $JVM_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    -Djava.awt.headless=true -Dlog4j2.configurationFile="$LOG4J" \
+    -cp "$LIBS/*" kafka.Kafka "$PROPS" </dev/null >"$BROKER_LOG" 2>&1 &
+  echo "$!" >"$PID_FILE"
+}
+
+# await_started PID STARTED: wait until the node of BROKER_LOG logs that it serves; STARTED is the
+# $SECONDS it was launched at. Fails (after showing the log) if it exits or START_TIMEOUT passes.
+await_started() {
+  local pid="$1" started="$2"
+  until grep -q "Kafka Server started" "$BROKER_LOG"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      rm -f "$PID_FILE"
+      show_log
+      log "the broker exited during start-up; log: $BROKER_LOG"
+      return 1
+    fi
+    if ((SECONDS - started >= START_TIMEOUT)); then
+      show_log
+      log "the broker did not start within $START_TIMEOUT s; log: $BROKER_LOG"
+      return 1
+    fi
+    sleep 0.2
+  done
+}
+
+# terminate PID...: SIGTERM to each, then wait for all of them; SIGKILL to those left after STOP_TIMEOUT.
+terminate() {
+  (($#)) || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  local waited=0 pid alive
+  while ((waited < STOP_TIMEOUT * 5)); do
+    alive=0
+    for pid in "$@"; do
+      kill -0 "$pid" 2>/dev/null && alive=1
+    done
+    ((alive)) || return 0
+    sleep 0.2
+    waited=$((waited + 1))
+  done
+  for pid in "$@"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      log "pid $pid still running after $STOP_TIMEOUT s, killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
 }
 
 start() {
@@ -170,31 +240,16 @@ start() {
         die "$DATA_DIR was formatted for other ports: use those, or remove $DATA_DIR"
     else
       echo "$props" >"$PROPS"
-      format_storage
+      format_storage "$(new_uuid)" --standalone
     fi
 
     local started=$SECONDS
-    # setsid: the broker outlives this script and does not get the caller's terminal signals.
-    # shellcheck disable=SC2086
-    setsid "$JAVA" ${KAFKA_HEAP_OPTS:--Xms512m -Xmx512m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-      -Djava.awt.headless=true -Dlog4j2.configurationFile="$LOG4J" \
-      -cp "$LIBS/*" kafka.Kafka "$PROPS" </dev/null >"$BROKER_LOG" 2>&1 &
-    pid=$!
-    echo "$pid" >"$PID_FILE"
-
-    until grep -q "Kafka Server started" "$BROKER_LOG"; do
-      if ! kill -0 "$pid" 2>/dev/null; then
-        rm -f "$PID_FILE"
-        show_log
-        die "the broker exited during start-up; log: $BROKER_LOG"
-      fi
-      if ((SECONDS - started >= START_TIMEOUT)); then
-        show_log
-        stop
-        die "the broker did not start within $START_TIMEOUT s; log: $BROKER_LOG"
-      fi
-      sleep 0.2
-    done
+    launch
+    pid="$(<"$PID_FILE")"
+    if ! await_started "$pid" "$started"; then
+      stop
+      die "start failed"
+    fi
     log "Kafka $KAFKA_VERSION up on 127.0.0.1:$PORT in $((SECONDS - started)) s (pid $pid, log $BROKER_LOG)"
   fi
   create_topics || { show_log; die "creating the topics failed"; }
@@ -207,16 +262,7 @@ stop() {
     log "not running"
     return 0
   fi
-  kill -TERM "$pid"
-  local waited=0
-  while kill -0 "$pid" 2>/dev/null && ((waited < STOP_TIMEOUT * 5)); do
-    sleep 0.2
-    waited=$((waited + 1))
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "still running after $STOP_TIMEOUT s, killing pid $pid"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
+  terminate "$pid"
   rm -f "$PID_FILE"
   log "stopped"
 }
@@ -245,6 +291,9 @@ create_topics() {
   (cd "$REPO" && "$python" -m services.runtime.kafka_admin --bootstrap "127.0.0.1:$PORT")
 }
 
+# Sourced (by kafka-cluster.sh): the functions only.
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
+
 cmd="${1:-}"
 shift || true
 case "$cmd" in
@@ -253,5 +302,5 @@ case "$cmd" in
   stop) parse_options "$@"; stop ;;
   status) parse_options "$@"; status ;;
   create-topics) parse_options "$@"; create_topics ;;
-  *) sed -n '2,17s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,19s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
 esac

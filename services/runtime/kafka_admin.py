@@ -13,6 +13,8 @@ import sys
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
+from services.runtime.settings import Settings
+
 log = logging.getLogger(__name__)
 
 
@@ -49,22 +51,43 @@ async def _poll_until_ready(bootstrap_servers: str, timeout_s: float) -> None:
         await asyncio.sleep(0.25)
 
 
+def min_insync_replicas(replication_factor: int) -> int:
+    """A majority of the replicas (2 of 3): a write is acknowledged once that many hold it, so any one
+    broker of three may die without losing it, and writes go on while it is away."""
+    return replication_factor // 2 + 1
+
+
+def topic_configs(retention_ms: int, replication_factor: int) -> dict[str, str]:
+    configs = {"retention.ms": str(retention_ms)}
+    if replication_factor > 1:
+        configs["min.insync.replicas"] = str(min_insync_replicas(replication_factor))
+    return configs
+
+
 async def ensure_topics(
     bootstrap_servers: str,
     topics: list[tuple[str, int, int]],
     replication_factor: int = 1,
     timeout_ms: int = 30_000,
 ) -> None:
-    """Create each (name, partitions, retention_ms) topic that does not exist yet.
+    """Create each (name, partitions, retention_ms) topic that does not exist yet, with
+    `replication_factor` replicas and, above one, min.insync.replicas a majority of them.
 
-    Existing topics are left as they are, even if their partitions or retention differ.
+    Existing topics are left as they are, even if their partitions, retention or replicas differ.
     """
+    if replication_factor < 1:
+        raise ValueError(f"replication factor {replication_factor} < 1")
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, partitions, replication_factor, topic_configs={"retention.ms": str(retention_ms)})
+            NewTopic(
+                name,
+                partitions,
+                replication_factor,
+                topic_configs=topic_configs(retention_ms, replication_factor),
+            )
             for name, partitions, retention_ms in topics
             if name not in existing
         ]
@@ -91,12 +114,20 @@ async def _main(bootstrap: str, replication_factor: int, wait_s: float) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Create the Arrears topics on a Kafka cluster.")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="bootstrap servers, host:port[,...]")
-    parser.add_argument("--replication-factor", type=int, default=1)
+    parser.add_argument(
+        "--replication-factor",
+        type=int,
+        default=None,
+        help="replicas per partition (default: ARREARS_KAFKA_REPLICATION_FACTOR, else 1)",
+    )
     parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the cluster first")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(_main(args.bootstrap, args.replication_factor, args.wait))
+        replication_factor = args.replication_factor
+        if replication_factor is None:
+            replication_factor = Settings().kafka_replication_factor
+        asyncio.run(_main(args.bootstrap, replication_factor, args.wait))
     except (TimeoutError, KafkaError) as exc:
         sys.exit(f"kafka_admin: {exc!r}")
 

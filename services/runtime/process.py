@@ -48,6 +48,23 @@ async def open_resources(settings: Settings, event_log: EventLog | None = None) 
             await engine.dispose()
 
 
+@contextlib.asynccontextmanager
+async def open_log(settings: Settings) -> AsyncIterator[EventLog]:
+    """The log alone, for a command that only publishes: Kafka, or with none configured the PostgreSQL
+    log in the services' database (the embedded server of the data dir, running or not, or
+    DATABASE_URL)."""
+    if not settings.kafka_bootstrap_servers:
+        async with open_resources(settings) as resources:
+            yield resources.event_log
+        return
+    log = KafkaLog(settings.kafka_bootstrap_servers, timeout_s=settings.producer_timeout_s)
+    await log.start()
+    try:
+        yield log
+    finally:
+        await log.stop()
+
+
 @contextlib.contextmanager
 def _database_url(settings: Settings) -> Iterator[str]:
     """DATABASE_URL, or the embedded server of the data dir: the running one, left running at exit (a

@@ -20,6 +20,12 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = Field(
         default=None, description="host:port[,host:port]; unset keeps the log in PostgreSQL (schema eventlog)"
     )
+    kafka_replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas of each topic `arrears topics create` makes (3 on a cluster of three or more"
+        " brokers; min.insync.replicas is then a majority of them)",
+    )
     data_dir: Path = Field(default=Path("var"), description="Where the embedded PostgreSQL keeps its data")
     http_host: str = "127.0.0.1"
     http_port: int = 8080

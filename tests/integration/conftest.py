@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import asyncpg
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -20,14 +19,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from contracts.topics import catalogue
 from services.ledger import store
 from services.ledger.main import LedgerService
-from services.runtime.auth import create_key
 from services.runtime.embedded_postgres import sqlalchemy_to_libpq
 from services.runtime.kafka_admin import ensure_topics
 from services.runtime.kafka_log import KafkaLog
-from services.runtime.process import Resources, open_resources
+from services.runtime.process import Resources
 from services.runtime.service import Service
 from services.runtime.settings import Settings
-from tests.infra.kafka_broker import KafkaBroker, free_ports, start_kafka_broker
+from services.stack import Stack, open_stack, serving
+from tests.infra.kafka_broker import KafkaBroker, start_kafka_broker
 from tests.infra.postgres_server import PostgresServer, start_postgres
 
 
@@ -102,6 +101,11 @@ async def begin_at_test_start(resources: Resources, services: list[Service]) -> 
                 await session.execute(insert.on_conflict_do_nothing())
 
 
+async def from_test_start(stack: Stack) -> None:
+    """`begin_at_test_start` for every service of a stack (its `prepare`)."""
+    await begin_at_test_start(stack.resources, list(stack.services.values()))
+
+
 @pytest.fixture
 def new_database(postgres: PostgresServer) -> Callable[[], Awaitable[str]]:
     """A fresh, empty database on the session's server; returns its SQLAlchemy URL."""
@@ -159,26 +163,10 @@ async def outbox_rows(resources: Resources) -> int:
 
 @contextlib.asynccontextmanager
 async def ledger_stack(settings: Settings, tenant: str) -> AsyncIterator[LedgerStack]:
-    async with open_resources(settings) as resources:
-        service = LedgerService(resources)
-        await service.migrate()
-        await begin_at_test_start(resources, [service])
-        async with resources.sessions() as session, session.begin():
-            key = await create_key(session, store.runtime, tenant, "test-erp", "erp")
-        (port,) = free_ports(1)
-        server = uvicorn.Server(
-            uvicorn.Config(service.app(), host="127.0.0.1", port=port, log_level="warning")
-        )
-        serving = asyncio.create_task(server.serve())
-        while not server.started:
-            if serving.done():
-                serving.result()
-            await asyncio.sleep(0.02)
-        try:
-            yield LedgerStack(service, resources, f"http://127.0.0.1:{port}", key, tenant)
-        finally:
-            server.should_exit = True
-            await serving
+    async with open_stack(settings, ["ledger"], prepare=from_test_start) as stack:
+        key = await stack.create_key(tenant, "test-erp", "erp", on=["ledger"])
+        async with serving(stack.app("ledger")) as url:
+            yield LedgerStack(stack.ledger, stack.resources, url, key, tenant)
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ cases that do not exist (404), and the consumers go on applying what comes after
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -14,10 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
-from tests.infra.kafka_broker import KafkaBroker, free_ports
+from services.stack import serving
+from tests.infra.kafka_broker import KafkaBroker
 from tests.integration.collections_stack import CollectionsStack, collections_stack
 from tests.integration.conftest import settings_for
 from tests.integration.events import envelope, invoice
@@ -26,23 +23,6 @@ pytestmark = pytest.mark.integration
 
 D = dt.date
 NO_CASE = "A1:XYZ"
-
-
-@contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """The app on a free loopback port, over real HTTP; its base URL."""
-    (port,) = free_ports(1)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serving
 
 
 @dataclass
@@ -68,8 +48,8 @@ async def http(
     settings = settings_for(await new_database(), kafka)
     async with (
         collections_stack(settings, tenant, tmp_path / "letters") as stack,
-        served(stack.ledger.app(run_background=False)) as ledger,
-        served(stack.dunning.app(run_background=False)) as dunning,
+        serving(stack.stack.app("ledger")) as ledger,
+        serving(stack.stack.app("dunning")) as dunning,
     ):
         await stack.publish_policy(D(2026, 1, 1))
         await stack.start_day(D(2026, 1, 5))

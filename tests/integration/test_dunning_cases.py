@@ -6,8 +6,6 @@ day; a placement that was not delivered is a recall in the agency's feed."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import uuid
@@ -18,23 +16,18 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from contracts import collections as c
 from contracts.money import Money
 from contracts.registry import encode_event, make_event
 from contracts.topics import CONTACTS
-from services.dunning import store as dunning_store
 from services.dunning.policies import default_policy
-from services.ledger import store as ledger_store
-from services.notifier import store as notifier_store
-from services.runtime.auth import create_key
 from services.runtime.embedded_postgres import sqlalchemy_to_libpq
 from services.runtime.log import Message
-from tests.infra.kafka_broker import KafkaBroker, free_ports
+from services.stack import serving
+from tests.infra.kafka_broker import KafkaBroker
 from tests.infra.postgres_server import PostgresServer
-from tests.integration.collections_stack import CollectionsStack, collections_stack
+from tests.integration.collections_stack import CollectionsStack, collections_stack, tenant_keys
 from tests.integration.conftest import settings_for
 from tests.integration.events import envelope, invoice, money
 
@@ -56,23 +49,6 @@ async def fresh_database(postgres: PostgresServer) -> str:
         await connection.close()
     base, _, query = postgres.url.partition("?")
     return f"{base.rsplit('/', 1)[0]}/{name}" + (f"?{query}" if query else "")
-
-
-@contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    """The app on a free loopback port, over real HTTP; its base URL."""
-    (port,) = free_ports(1)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serving
 
 
 @dataclass
@@ -135,14 +111,7 @@ class Stack:
         """A new tenant with keys for every role (and each of `agencies`, named by its id), `policy`
         in force from 2026-01-01 as version 1, and its first business day 2026-01-05."""
         tenant_id = f"t{uuid.uuid4().hex[:10]}"
-        keys = {}
-        async with self.stack.resources.sessions() as session, session.begin():
-            keys["erp"] = await create_key(session, ledger_store.runtime, tenant_id, "erp", "erp")
-            for role, name in (("collector", "alice"), ("operations", "ops")):
-                tables = [dunning_store.runtime, notifier_store.runtime]
-                keys[role] = await create_key(session, tables, tenant_id, name, role)
-            for agency in agencies:
-                keys[agency] = await create_key(session, [dunning_store.runtime], tenant_id, agency, "agency")
+        keys = await tenant_keys(self.stack.stack, tenant_id, {agency: agency for agency in agencies})
         tenant = Tenant(
             dataclasses.replace(self.stack, tenant=tenant_id, keys=keys), self.ledger_url, self.dunning_url
         )
@@ -159,8 +128,8 @@ async def stack(
     letters = tmp_path_factory.mktemp("letters")
     async with (
         collections_stack(settings, f"t{uuid.uuid4().hex[:10]}", letters) as running,
-        served(running.ledger.app(run_background=False)) as ledger,
-        served(running.dunning.app(run_background=False)) as dunning,
+        serving(running.stack.app("ledger")) as ledger,
+        serving(running.stack.app("dunning")) as dunning,
     ):
         yield Stack(running, ledger, dunning)
 

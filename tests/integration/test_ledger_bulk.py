@@ -11,11 +11,10 @@ from prometheus_client import REGISTRY
 
 from contracts.topics import JOURNAL
 from services.ledger import store
-from services.ledger.main import LedgerService
 from services.runtime.log import Message
 from services.runtime.memory_log import InProcessLog
-from services.runtime.process import open_resources
 from services.runtime.settings import Settings
+from services.stack import open_stack
 from tests.infra.kafka_broker import KafkaBroker
 from tests.integration.conftest import ledger_stack, settings_for
 from tests.integration.events import invoice
@@ -59,20 +58,16 @@ async def test_a_consumer_batch_of_twenty_thousand_records_is_applied_in_one_tra
     )
     settings = Settings(database_url=await new_database(), consumer_max_records=50_000)
     batches_before = _batches()
-    async with open_resources(settings, event_log=event_log) as resources:
-        service = LedgerService(resources)
-        await service.migrate()
-        await service.start_background()
-        try:
-            deadline = asyncio.get_running_loop().time() + 120
-            await asyncio.wait_for(service.consumer.started.wait(), 120)
-            while await service.consumer.lag() > 0:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError("the consumer did not apply the batch")
-                await asyncio.sleep(0.05)
-        finally:
-            await service.stop_background()
-        async with resources.sessions() as session:
+    async with open_stack(settings, ["ledger"], event_log=event_log) as stack:
+        service = stack.ledger
+        deadline = asyncio.get_running_loop().time() + 120
+        await asyncio.wait_for(service.consumer.started.wait(), 120)
+        while await service.consumer.lag() > 0:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("the consumer did not apply the batch")
+            await asyncio.sleep(0.05)
+        await stack.stop_background()
+        async with stack.sessions() as session:
             ledger = await store.load_ledger(session, tenant, "D7")
     assert service.consumer.applied == records and service.consumer.dead_lettered == 0
     assert _batches() - batches_before <= 2, "one batch, not a failed one replayed record by record"

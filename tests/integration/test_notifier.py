@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import email
 import email.policy
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-import uvicorn
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
 from sqlalchemy import select
@@ -26,12 +24,11 @@ from contracts.registry import decode_event, encode_event, make_event
 from contracts.topics import CONTACTS
 from services.notifier import store
 from services.notifier.channels import signature
-from services.notifier.main import NotifierService
 from services.runtime.kafka_log import KafkaLog
 from services.runtime.log import Message
-from services.runtime.process import open_resources
+from services.stack import open_stack, serving
 from tests.infra.kafka_broker import KafkaBroker, free_ports
-from tests.integration.conftest import begin_at_test_start, settings_for
+from tests.integration.conftest import from_test_start, settings_for
 
 NOW = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
 
@@ -63,22 +60,6 @@ class Gateway:
             return {"status": "queued"}
 
         return app
-
-
-@contextlib.asynccontextmanager
-async def serving(app: FastAPI) -> AsyncIterator[str]:
-    (port,) = free_ports(1)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 def eur(minor: int) -> Money:
@@ -200,15 +181,8 @@ async def test_commands_are_sent_once_through_their_channel_unless_the_last_look
                 webhook_urls={"agency": f"{gateway_url}/agency"},
                 webhook_secret="s3cret",
             )
-            async with open_resources(settings) as resources:
-                notifier = NotifierService(resources)
-                await notifier.migrate()
-                await begin_at_test_start(resources, [notifier])
-                await notifier.start_background()
-                try:
-                    await run_scenario(kafka_log, resources.sessions, tenant, mailbox, gateway, tmp_path)
-                finally:
-                    await notifier.stop_background()
+            async with open_stack(settings, ["notifier"], prepare=from_test_start) as stack:
+                await run_scenario(kafka_log, stack.sessions, tenant, mailbox, gateway, tmp_path)
     finally:
         smtp.stop()
 

@@ -25,20 +25,18 @@ from contracts.receivables import ReceivableBalance
 from contracts.registry import encode_event, make_event
 from contracts.topics import CONTACTS
 from services.runtime import clock
-from services.runtime.auth import create_key
 from services.runtime.consumer import Delivered, StaleState
 from services.runtime.database import make_engine, make_sessions
 from services.runtime.kafka_log import KafkaLog
 from services.runtime.log import Message, Record
 from services.runtime.migrations import upgrade
-from services.runtime.process import open_resources
 from services.scoring import projection as scoring_projection
 from services.scoring import store
-from services.scoring.main import ScoringService
 from services.scoring.models_on_disk import ModelSource
 from services.scoring.projection import ScoringProjection
+from services.stack import Stack, open_stack
 from tests.infra.kafka_broker import KafkaBroker
-from tests.integration.conftest import begin_at_test_start, settings_for
+from tests.integration.conftest import from_test_start, settings_for
 from tests.integration.test_scoring_service import balance, profile, score_events, until
 
 pytestmark = pytest.mark.integration
@@ -70,131 +68,129 @@ async def test_a_business_day_rescores_every_debtor_with_an_open_item_and_publis
 ) -> None:
     url = await new_database()
     settings = settings_for(url, kafka, scoring_model_dir=tmp_path / "model")
-    async with open_resources(settings) as resources, score_events(kafka, tenant) as events:
-        service = ScoringService(resources)
-        service.projection.day_chunk = 1  # every debtor in a chunk (and a transaction) of its own
-        await service.migrate()
-        await begin_at_test_start(resources, [service])
-        await service.start_background()
-        try:
-            await service.consumer.started.wait()
-            # "quiet" last paid on Feb 13 and owes EUR 500.00 due Mar 31; "lost" last paid on Feb 13
-            # and owes EUR 30.00 due Jan 15; "fresh" last paid on Apr 4 and owes EUR 500.00 due
-            # May 5; "done" owes nothing. The facts end on Apr 5.
-            await kafka_log.publish(
-                paid_history(tenant, "quiet", D(2025, 10, 1), D(2026, 3, 1))
-                + paid_history(tenant, "lost", D(2025, 10, 1), D(2025, 12, 16), 3_000)
-                + paid_history(tenant, "fresh", D(2025, 11, 20), D(2026, 4, 5))
-                + paid_history(tenant, "done", D(2025, 10, 1), None)
-            )
 
-            async def scored_on(day: D) -> dict[str, Any]:
-                async with resources.sessions() as session:
-                    s = store.scores
-                    rows = await session.execute(select(s).where(s.c.tenant_id == tenant))
-                    return {r.debtor_id: r for r in rows if r.as_of == day}
+    async def prepare(stack: Stack) -> None:
+        stack.scoring.projection.day_chunk = 1  # every debtor in a chunk (and a transaction) of its own
+        await from_test_start(stack)
 
-            async def all_scored() -> bool:
-                return set(await scored_on(D(2026, 4, 5))) == {"quiet", "lost", "fresh", "done"}
+    async with (
+        score_events(kafka, tenant) as events,
+        open_stack(settings, ["scoring"], prepare=prepare) as stack,
+    ):
+        service = stack.scoring
+        await service.consumer.started.wait()
+        # "quiet" last paid on Feb 13 and owes EUR 500.00 due Mar 31; "lost" last paid on Feb 13
+        # and owes EUR 30.00 due Jan 15; "fresh" last paid on Apr 4 and owes EUR 500.00 due
+        # May 5; "done" owes nothing. The facts end on Apr 5.
+        await kafka_log.publish(
+            paid_history(tenant, "quiet", D(2025, 10, 1), D(2026, 3, 1))
+            + paid_history(tenant, "lost", D(2025, 10, 1), D(2025, 12, 16), 3_000)
+            + paid_history(tenant, "fresh", D(2025, 11, 20), D(2026, 4, 5))
+            + paid_history(tenant, "done", D(2025, 10, 1), None)
+        )
 
-            async def applied() -> bool:
-                return await service.consumer.lag() == 0
+        async def scored_on(day: D) -> dict[str, Any]:
+            async with stack.sessions() as session:
+                s = store.scores
+                rows = await session.execute(select(s).where(s.c.tenant_id == tenant))
+                return {r.debtor_id: r for r in rows if r.as_of == day}
 
-            # A debtor is scored as of its tenant's business date when the batch holding its facts is
-            # applied; when the facts come in more than one batch, a debtor of an early one is scored
-            # as of an earlier date. Touched again once everything is applied, every debtor is scored
-            # as of the last date of the facts.
-            await until(applied, "the facts were not applied")
-            await kafka_log.publish([profile(tenant, d, "v1") for d in ("quiet", "lost", "fresh", "done")])
-            await until(all_scored, "the facts were not scored")
-            before = await scored_on(D(2026, 4, 5))
-            # Scorecard: 8 invoices on time give 0.9 / 11 = 0.08; "quiet" is overdue (+0.10).
-            assert (before["quiet"].score, before["fresh"].score) == (18, 8)
-            # "lost", 80 days past due: 82 % of EUR 30.00 is worth a claim letter (EUR 15.00).
-            assert (before["lost"].score, before["lost"].write_off_proposed) == (18, False)
-            published_before = len(events())
+        async def all_scored() -> bool:
+            return set(await scored_on(D(2026, 4, 5))) == {"quiet", "lost", "fresh", "done"}
 
-            # Apr 20: no new facts, but "quiet" and "lost" have not paid for 66 days (+0.10): 28, a
-            # material move. "lost" is 95 days past due: 72 % of EUR 30.00 is below the cost of an
-            # agency placement (EUR 50.00), so its debt is proposed for write-off.
-            await clock.advance(kafka_log, tenant, D(2026, 4, 20), AT, D(2026, 4, 20))
+        async def applied() -> bool:
+            return await service.consumer.lag() == 0
 
-            async def rescored() -> bool:
-                return set(await scored_on(D(2026, 4, 20))) == {"quiet", "lost", "fresh"}
+        # A debtor is scored as of its tenant's business date when the batch holding its facts is
+        # applied; when the facts come in more than one batch, a debtor of an early one is scored
+        # as of an earlier date. Touched again once everything is applied, every debtor is scored
+        # as of the last date of the facts.
+        await until(applied, "the facts were not applied")
+        await kafka_log.publish([profile(tenant, d, "v1") for d in ("quiet", "lost", "fresh", "done")])
+        await until(all_scored, "the facts were not scored")
+        before = await scored_on(D(2026, 4, 5))
+        # Scorecard: 8 invoices on time give 0.9 / 11 = 0.08; "quiet" is overdue (+0.10).
+        assert (before["quiet"].score, before["fresh"].score) == (18, 8)
+        # "lost", 80 days past due: 82 % of EUR 30.00 is worth a claim letter (EUR 15.00).
+        assert (before["lost"].score, before["lost"].write_off_proposed) == (18, False)
+        published_before = len(events())
 
-            await until(rescored, "the business day did not score the debtors with open items again")
-            after = await scored_on(D(2026, 4, 20))
-            assert after["quiet"].score == 28 and after["quiet"].oldest_days_past_due == 20
-            assert after["fresh"].score == 8  # moved nothing: scored again, not published
-            assert "done" in await scored_on(D(2026, 4, 5))  # nothing open: left as it was
+        # Apr 20: no new facts, but "quiet" and "lost" have not paid for 66 days (+0.10): 28, a
+        # material move. "lost" is 95 days past due: 72 % of EUR 30.00 is below the cost of an
+        # agency placement (EUR 50.00), so its debt is proposed for write-off.
+        await clock.advance(kafka_log, tenant, D(2026, 4, 20), AT, D(2026, 4, 20))
 
-            async def published() -> bool:
-                return len([e for e in events() if e.data.as_of == D(2026, 4, 20)]) >= 2
+        async def rescored() -> bool:
+            return set(await scored_on(D(2026, 4, 20))) == {"quiet", "lost", "fresh"}
 
-            await until(published, "the material changes were not published")
-            day_events = sorted(
-                (e for e in events()[published_before:] if e.data.as_of == D(2026, 4, 20)),
-                key=lambda e: e.debtorid or "",
-            )
-            assert [(e.debtorid, e.data.score) for e in day_events] == [("lost", 28), ("quiet", 28)]
-            lost, quiet = (e.data for e in day_events)
-            assert quiet.previous_segment == "low" and not quiet.write_off_proposed
-            assert quiet.overdue == Money(amount_minor=50_000, currency="EUR")
-            reason = (
-                "expected recovery EUR 21.55 (72% of EUR 30.00) is below the cost of the next action"
-                " (agency, EUR 50.00)"
-            )
-            assert lost.write_off_proposed and lost.write_off_reasons == [reason]
+        await until(rescored, "the business day did not score the debtors with open items again")
+        after = await scored_on(D(2026, 4, 20))
+        assert after["quiet"].score == 28 and after["quiet"].oldest_days_past_due == 20
+        assert after["fresh"].score == 8  # moved nothing: scored again, not published
+        assert "done" in await scored_on(D(2026, 4, 5))  # nothing open: left as it was
 
-            async with resources.sessions() as session, session.begin():
-                key = await create_key(session, store.runtime, tenant, "collector-1", "collector")
-            async with httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=service.app(run_background=False)),
-                base_url="http://scoring",
-                headers={"X-API-Key": key},
-            ) as client:
-                answer = await client.get("/v1/write-off-proposals")
-                assert answer.status_code == 200, answer.text
-                (item,) = answer.json()["items"]
-                assert (item["debtor_id"], item["proposed"], item["reasons"]) == ("lost", True, [reason])
-                assert [(i["invoice_id"], i["reasons"]) for i in item["invoices"]] == [
-                    ("lost-open", [reason])
-                ]
-                (mine,) = (await client.get("/v1/debtors/lost/score")).json()["scores"]
-                assert mine["write_off"] == {"proposed": True, "reasons": [reason]}
+        async def published() -> bool:
+            return len([e for e in events() if e.data.as_of == D(2026, 4, 20)]) >= 2
 
-                # Anna notes a call with "quiet": its worklist row is hers.
-                await kafka_log.publish([note(tenant, "quiet", "anna")])
+        await until(published, "the material changes were not published")
+        day_events = sorted(
+            (e for e in events()[published_before:] if e.data.as_of == D(2026, 4, 20)),
+            key=lambda e: e.debtorid or "",
+        )
+        assert [(e.debtorid, e.data.score) for e in day_events] == [("lost", 28), ("quiet", 28)]
+        lost, quiet = (e.data for e in day_events)
+        assert quiet.previous_segment == "low" and not quiet.write_off_proposed
+        assert quiet.overdue == Money(amount_minor=50_000, currency="EUR")
+        reason = (
+            "expected recovery EUR 21.55 (72% of EUR 30.00) is below the cost of the next action"
+            " (agency, EUR 50.00)"
+        )
+        assert lost.write_off_proposed and lost.write_off_reasons == [reason]
 
-                async def worklist(**params: Any) -> list[tuple[str, str | None]]:
-                    answer = await client.get("/v1/worklist", params=params)
-                    return [(i["debtor_id"], i["collector"]) for i in answer.json()["items"]]
+        key = await stack.create_key(tenant, "collector-1", "collector", on=["scoring"])
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=stack.app("scoring")),
+            base_url="http://scoring",
+            headers={"X-API-Key": key},
+        ) as client:
+            answer = await client.get("/v1/write-off-proposals")
+            assert answer.status_code == 200, answer.text
+            (item,) = answer.json()["items"]
+            assert (item["debtor_id"], item["proposed"], item["reasons"]) == ("lost", True, [reason])
+            assert [(i["invoice_id"], i["reasons"]) for i in item["invoices"]] == [("lost-open", [reason])]
+            (mine,) = (await client.get("/v1/debtors/lost/score")).json()["scores"]
+            assert mine["write_off"] == {"proposed": True, "reasons": [reason]}
 
-                async def assigned() -> bool:
-                    return await worklist(collector="anna") == [("quiet", "anna")]
+            # Anna notes a call with "quiet": its worklist row is hers.
+            await kafka_log.publish([note(tenant, "quiet", "anna")])
 
-                await until(assigned, "the collector filter did not find the debtor Anna worked")
-                assert await worklist() == [("quiet", "anna"), ("lost", None)]
+            async def worklist(**params: Any) -> list[tuple[str, str | None]]:
+                answer = await client.get("/v1/worklist", params=params)
+                return [(i["debtor_id"], i["collector"]) for i in answer.json()["items"]]
 
-            # The same worklist from the command line, read from the database.
-            env = {
-                **{k: v for k, v in os.environ.items() if not k.startswith("ARREARS_")},
-                "ARREARS_DATABASE_URL": url,
-            }
-            process = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "services.cli", "scoring", "worklist", "--tenant", tenant),
-                *("--collector", "anna", "--json"),
-                cwd=ROOT,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-            assert process.returncode == 0, stderr.decode()
-            (row,) = json.loads(stdout)["items"]
-            assert (row["debtor_id"], row["collector"], row["action"]) == ("quiet", "anna", "reminder")
-        finally:
-            await service.stop_background()
+            async def assigned() -> bool:
+                return await worklist(collector="anna") == [("quiet", "anna")]
+
+            await until(assigned, "the collector filter did not find the debtor Anna worked")
+            assert await worklist() == [("quiet", "anna"), ("lost", None)]
+
+        # The same worklist from the command line, read from the database.
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("ARREARS_")},
+            "ARREARS_DATABASE_URL": url,
+        }
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "services.cli", "scoring", "worklist", "--tenant", tenant),
+            *("--collector", "anna", "--json"),
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, stderr.decode()
+        (row,) = json.loads(stdout)["items"]
+        assert (row["debtor_id"], row["collector"], row["action"]) == ("quiet", "anna", "reminder")
 
 
 def note(tenant: str, debtor: str, collector: str) -> Message:

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from contracts.envelope import Envelope
@@ -23,16 +22,14 @@ from contracts.money import Money
 from contracts.receivables import ReceivableBalance
 from contracts.registry import decode_event, encode_event, make_event
 from contracts.topics import DEBTORS, RECEIVABLES, SCORES
-from services.runtime.auth import create_key
 from services.runtime.kafka_log import KafkaLog
 from services.runtime.log import Message
-from services.runtime.process import open_resources
-from services.scoring import artifacts, store
+from services.scoring import artifacts
 from services.scoring.features import DebtorHistory, InvoiceFact, examples_known_before
-from services.scoring.main import ScoringService
 from services.scoring.model import train
-from tests.infra.kafka_broker import KafkaBroker, free_ports
-from tests.integration.conftest import begin_at_test_start, settings_for
+from services.stack import open_stack, serving
+from tests.infra.kafka_broker import KafkaBroker
+from tests.integration.conftest import from_test_start, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -172,22 +169,16 @@ async def test_facts_in_score_events_out_worklist_ranked_and_a_new_model_used_li
     model_dir = tmp_path / "model"
     database_url = await new_database()
     settings = settings_for(database_url, kafka, scoring_model_dir=model_dir)
-    async with open_resources(settings) as resources, score_events(kafka, tenant) as events:
-        service = ScoringService(resources)
-        await service.migrate()
-        await begin_at_test_start(resources, [service])
-        async with resources.sessions() as session, session.begin():
-            key = await create_key(session, store.runtime, tenant, "collector-1", "collector")
-        (port,) = free_ports(1)
-        server = uvicorn.Server(
-            uvicorn.Config(service.app(), host="127.0.0.1", port=port, log_level="warning")
-        )
-        serving = asyncio.create_task(server.serve())
-        client = httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{port}", headers={"X-API-Key": key}, timeout=10
-        )
-        try:
-            await until(lambda: asyncio.sleep(0, server.started), "the scoring API did not start")
+    async with (
+        score_events(kafka, tenant) as events,
+        open_stack(settings, ["scoring"], prepare=from_test_start) as stack,
+    ):
+        service = stack.scoring
+        key = await stack.create_key(tenant, "collector-1", "collector", on=["scoring"])
+        async with (
+            serving(stack.app("scoring")) as url,
+            httpx.AsyncClient(base_url=url, headers={"X-API-Key": key}, timeout=10) as client,
+        ):
             await asyncio.wait_for(service.consumer.started.wait(), 20)
 
             # Overdue on Mar 31: "steady" EUR 5000.00 for 28 days, "slow" EUR 5000.00 for 45 days,
@@ -277,7 +268,3 @@ async def test_facts_in_score_events_out_worklist_ranked_and_a_new_model_used_li
                 now["slow"]["reasons"] and now["slow"]["probability_late"] != final["slow"].probability_late
             )
             assert (await client.get("/v1/debtors/nobody/score")).status_code == 404
-        finally:
-            await client.aclose()
-            server.should_exit = True
-            await serving

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
@@ -55,6 +56,9 @@ class Claimed:
     debtor_id: str
     attempts: int
     event: Envelope[Any]
+    claimed_at: dt.datetime
+    """When this notifier's claim was taken or last renewed: the claim is its own while the row
+    still says so."""
 
     @property
     def command(self) -> CollectionCommand:
@@ -134,9 +138,14 @@ class Sender:
     async def send_due(self) -> int:
         claimed = await self._claim()
         for delivery in claimed:
-            outcome = await self._execute(delivery)
-            await self._finish(delivery, outcome)
-        self.executed += len(claimed)
+            # A batch can outlast the lease (a slow relay): each delivery's claim is renewed right
+            # before it is sent, and one another notifier took over meanwhile is left to it.
+            renewed = await self._renew(delivery)
+            if renewed is None:
+                continue
+            outcome = await self._execute(renewed)
+            await self._finish(renewed, outcome)
+            self.executed += 1
         return len(claimed)
 
     async def _claim(self) -> list[Claimed]:
@@ -166,7 +175,28 @@ class Sender:
                 .where(tuple_(d.c.tenant_id, d.c.command_id).in_([(r.tenant_id, r.command_id) for r in rows]))
                 .values(status="sending", claimed_at=now, attempts=d.c.attempts + 1, updated_at=now)
             )
-        return [Claimed(r.tenant_id, r.debtor_id, r.attempts + 1, decode_event(r.command)) for r in rows]
+        return [Claimed(r.tenant_id, r.debtor_id, r.attempts + 1, decode_event(r.command), now) for r in rows]
+
+    def _still_ours(self, delivery: Claimed) -> Any:
+        d = store.deliveries
+        return and_(
+            d.c.tenant_id == delivery.tenant_id,
+            d.c.command_id == delivery.command.command_id,
+            d.c.status == "sending",
+            d.c.claimed_at == delivery.claimed_at,
+        )
+
+    async def _renew(self, delivery: Claimed) -> Claimed | None:
+        """The delivery with its claim renewed, or None when the claim is no longer this notifier's."""
+        now = self._clock()
+        async with self._sessions() as session, session.begin():
+            renewed = await session.execute(
+                update(store.deliveries).where(self._still_ours(delivery)).values(claimed_at=now)
+            )
+        if renewed.rowcount != 1:  # type: ignore[attr-defined]
+            log.info("delivery %s was taken over by another notifier", delivery.command.command_id)
+            return None
+        return dataclasses.replace(delivery, claimed_at=now)
 
     async def _situation(self, delivery: Claimed) -> tuple[Situation, Addressee | None]:
         command = delivery.command
@@ -313,11 +343,13 @@ class Sender:
         if outcome.retry_at is not None:
             values["next_attempt_at"] = outcome.retry_at
         async with self._sessions() as session, session.begin():
-            await session.execute(
-                update(d)
-                .where(d.c.tenant_id == delivery.tenant_id, d.c.command_id == delivery.command.command_id)
-                .values(**values)
-            )
+            finished = await session.execute(update(d).where(self._still_ours(delivery)).values(**values))
+            if finished.rowcount != 1:  # type: ignore[attr-defined]
+                # Another notifier took the delivery over while this one sent it (a send longer than
+                # the lease): the same Message-ID, file or key made it one at the far end, and the
+                # outcome is that notifier's to record.
+                log.warning("delivery %s was taken over while being sent", delivery.command.command_id)
+                return
             await write_outbox(session, store.runtime, [self._contact_record(delivery, outcome, now)])
         if outcome.status == "failed":
             log.warning("command %s failed for good: %s", delivery.command.command_id, outcome.reason)

@@ -5,14 +5,17 @@ Every refusal has one shape: `{"detail": "..."}` for 401, 403, 404, 409 and 413,
 `{"detail": [{"field": ..., "message": ...}, ...]}` naming each wrong parameter or body field
 (`instalments[1].amount`), also when FastAPI's own validation refuses the request. Authorization comes
 first: a key that may not call a route gets its 401 or 403 whatever else is wrong with the request.
+An outage of the database is a 503 with `Retry-After`: nothing of the request was done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -22,15 +25,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import ErrorDetails
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.envelope import IDENTIFIER_PATTERN
 from contracts.scalars import PATTERN_MEANINGS
 from services.runtime.auth import Principal, verify_key
+from services.runtime.consumer import is_transient
 from services.runtime.log import EventLog
 from services.runtime.supervisor import BackgroundTasks
 from services.runtime.tables import RuntimeTables
+
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -77,6 +84,7 @@ _DESCRIPTIONS = {
     409: "In conflict with what is recorded (the request was made before, or its precondition is unmet)",
     413: "The body is too large",
     422: "A parameter or body field is wrong; each is named",
+    503: "The database cannot be reached just now: nothing was done, the same request may be retried",
 }
 
 
@@ -93,8 +101,8 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def api_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """What every authenticated route can answer (401, 403, 422), and these statuses."""
-    return error_responses(401, 403, 422, *statuses)
+    """What every authenticated route can answer (401, 403, 422, 503), and these statuses."""
+    return error_responses(401, 403, 422, 503, *statuses)
 
 
 async def _render(request: Request, exc: Exception) -> JSONResponse:
@@ -170,8 +178,27 @@ async def _refuse_unreadable(request: Request, exc: Exception) -> Any:
     return JSONResponse({"detail": [problem]}, status_code=422)
 
 
+_OUTAGES = (OSError, TimeoutError, DBAPIError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """An outage of the database (or of the connection to it) is a 503 the client retries, not a
+    500: the request's transaction did not commit, so nothing of it was done."""
+    if not is_transient(exc):
+        log.exception("%s %s failed", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+    log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"detail": "the database cannot be reached just now; retry the same request"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_error_handler(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _render)
+    for outage in _OUTAGES:
+        app.add_exception_handler(outage, _unavailable)
     app.add_exception_handler(RequestValidationError, _refuse_invalid)
     app.add_exception_handler(StarletteHTTPException, _refuse_unreadable)
 

@@ -27,6 +27,7 @@ from services.runtime.service import Service
 from services.runtime.settings import Settings
 from services.scoring import store as scoring_store
 from services.scoring.main import ScoringService
+from tests.infra.kafka_broker import KafkaBroker, free_ports
 from tests.integration.events import envelope
 
 pytestmark = pytest.mark.integration
@@ -236,3 +237,24 @@ async def test_every_operation_documents_its_errors_in_the_shapes_sent(apis: Api
     dunning = apis.apps["dunning"].openapi()["paths"]
     assert "409" in dunning["/v1/policies/{version}"]["put"]["responses"]
     assert "409" in dunning["/v1/cases/{case_id}/notes"]["post"]["responses"]
+
+
+async def test_a_database_that_cannot_be_reached_is_a_503_to_retry_not_a_500(kafka: KafkaBroker) -> None:
+    (closed,) = free_ports(1)
+    settings = Settings(
+        database_url=f"postgresql+asyncpg://arrears@127.0.0.1:{closed}/arrears",
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+    )
+    async with open_resources(settings) as resources:
+        app = LedgerService(resources).app(run_background=False)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as ledger:
+            headers = {"X-API-Key": "ark_0123456789abcdef_" + "x" * 32}
+            event = envelope("ar.debtor.registered.v1", "t1", "D1", "reg-1", {"name": "Acme"})
+            for response in (
+                await ledger.post("/v1/events", json=[event], headers=headers),
+                await ledger.get("/v1/aging", params={"as_of": "2026-01-05"}, headers=headers),
+            ):
+                assert response.status_code == 503, response.text
+                assert response.headers["Retry-After"] == "1"
+                assert "retry" in response.json()["detail"]

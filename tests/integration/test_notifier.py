@@ -24,6 +24,7 @@ from contracts.registry import decode_event, encode_event, make_event
 from contracts.topics import CONTACTS
 from services.notifier import store
 from services.notifier.channels import signature
+from services.notifier.sender import Sender
 from services.runtime.kafka_log import KafkaLog
 from services.runtime.log import Message
 from services.stack import open_stack, serving
@@ -276,3 +277,65 @@ async def run_scenario(
         f"{tenant}-c3": "ar.contact.delivered.v1",
         f"{tenant}-c4": "ar.contact.delivered.v1",
     }
+
+
+@dataclass
+class SlowMailbox(Mailbox):
+    """An SMTP relay that takes a second per message."""
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(1.0)
+        return await super().handle_DATA(server, session, envelope)
+
+
+async def test_a_batch_that_outlasts_the_send_lease_sends_each_email_once(
+    kafka: KafkaBroker,
+    kafka_log: KafkaLog,
+    new_database: Callable[[], Awaitable[str]],
+    tenant: str,
+    tmp_path: Path,
+) -> None:
+    # Four e-mails at a second each against a lease of 1.5 s: whichever notifier claims them first
+    # still holds the batch when the lease of its last ones runs out, and two more notifiers are
+    # looking for expired claims. Each claim is renewed right before its send, so a delivery another
+    # notifier took over is left to it instead of being sent by both.
+    mailbox = SlowMailbox()
+    (smtp_port,) = free_ports(1)
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    try:
+        settings = settings_for(
+            await new_database(),
+            kafka,
+            smtp_port=smtp_port,
+            send_windows="ignore",
+            letters_dir=tmp_path / "letters",
+            send_lease_s=1.5,
+        )
+        async with open_stack(settings, ["notifier"], prepare=from_test_start) as stack:
+            debtors = [f"D{n}" for n in range(4)]
+            await kafka_log.publish([profile(tenant, d, email=f"{d.lower()}@example.com") for d in debtors])
+            ids = [f"{tenant}-lease-{d}" for d in debtors]
+            await kafka_log.publish(
+                [command(tenant, d, i, "send_reminder", ["email"]) for d, i in zip(debtors, ids, strict=True)]
+            )
+            stopping = asyncio.Event()
+            others = [Sender(stack.sessions, settings, poll_interval_s=0.05) for _ in range(2)]
+            running = [asyncio.create_task(s.run(stopping)) for s in others]
+
+            async def all_sent() -> bool:
+                async with stack.sessions() as session:
+                    statuses = await session.scalars(
+                        select(store.deliveries.c.status).where(store.deliveries.c.tenant_id == tenant)
+                    )
+                    return sorted(statuses) == ["sent"] * len(ids)
+
+            try:
+                await eventually(all_sent)
+                await asyncio.sleep(1.5)  # a send taken over late would arrive by now
+            finally:
+                stopping.set()
+                await asyncio.gather(*running)
+    finally:
+        smtp.stop()
+    assert {i: len(mailbox.with_id(i)) for i in ids} == dict.fromkeys(ids, 1)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration kafka-up kafka-down bench clean deploy-check
+.PHONY: demo test lint unit integration kafka-up kafka-down bench chaos clean deploy-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy contracts services tests bench
+	$(BIN)/mypy contracts services tests bench chaos
 	$(BIN)/python -m contracts.generate --check
 
 unit: $(STAMP)
@@ -34,6 +34,12 @@ test: lint $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Fault scenarios on real processes (docs/reliability.md): the long run by default, `make chaos ARGS=--short`
+# for the few-minute one CI runs. Exits non-zero if anything was lost, applied twice or sent twice.
+chaos: $(STAMP)
+	bash deploy/local/kafka.sh fetch
+	$(BIN)/python -m chaos $(ARGS)
 
 # Lint deploy/image/Dockerfile and validate the Kubernetes manifests (base and overlays), offline.
 deploy-check: $(STAMP)

@@ -76,6 +76,23 @@ class LogConsumer(ABC):
     async def stop(self) -> None: ...
 
 
+class SoleMemberConsumer(LogConsumer):
+    """The only member of its group (the logs of the embedded default and of tests): every partition
+    of its topics is assigned to it."""
+
+    def __init__(self) -> None:
+        self._paused: set[TopicPartition] = set()
+
+    async def all_end_offsets(self) -> dict[TopicPartition, int]:
+        return await self.end_offsets()
+
+    def pause(self, partition: TopicPartition) -> None:
+        self._paused.add(partition)
+
+    def resume(self, partition: TopicPartition) -> None:
+        self._paused.discard(partition)
+
+
 class EventLog(ABC):
     @abstractmethod
     async def start(self) -> None: ...

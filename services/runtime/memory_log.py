@@ -10,7 +10,15 @@ import zlib
 from collections.abc import Sequence
 
 from contracts.topics import catalogue
-from services.runtime.log import AssignmentCallback, EventLog, LogConsumer, Message, Record, TopicPartition
+from services.runtime.log import (
+    AssignmentCallback,
+    EventLog,
+    LogConsumer,
+    Message,
+    Record,
+    SoleMemberConsumer,
+    TopicPartition,
+)
 
 
 class InProcessLog(EventLog):
@@ -72,15 +80,13 @@ class InProcessLog(EventLog):
                 await asyncio.wait_for(self._appended.wait(), timeout_s)
 
 
-class _InProcessConsumer(LogConsumer):
-    """The only member of its group: every partition of its topics is assigned to it."""
-
+class _InProcessConsumer(SoleMemberConsumer):
     def __init__(self, log: InProcessLog, topics: list[str]) -> None:
+        super().__init__()
         self._log = log
         self._positions: dict[TopicPartition, int] = {
             (t, p): 0 for t in topics for p in range(log.partition_count(t))
         }
-        self._paused: set[TopicPartition] = set()
 
     async def start(self, on_assigned: AssignmentCallback, on_revoked: AssignmentCallback) -> None:
         await on_assigned(list(self._positions))
@@ -113,15 +119,6 @@ class _InProcessConsumer(LogConsumer):
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
         return {tp: len(self._log.records(*tp)) for tp in self._positions}
-
-    async def all_end_offsets(self) -> dict[TopicPartition, int]:
-        return await self.end_offsets()  # the only member: every partition is assigned to it
-
-    def pause(self, partition: TopicPartition) -> None:
-        self._paused.add(partition)
-
-    def resume(self, partition: TopicPartition) -> None:
-        self._paused.discard(partition)
 
     async def stop(self) -> None:
         return None

@@ -38,7 +38,15 @@ import asyncpg
 from aiokafka.partitioner import murmur2
 
 from contracts.topics import catalogue
-from services.runtime.log import AssignmentCallback, EventLog, LogConsumer, Message, Record, TopicPartition
+from services.runtime.log import (
+    AssignmentCallback,
+    EventLog,
+    LogConsumer,
+    Message,
+    Record,
+    SoleMemberConsumer,
+    TopicPartition,
+)
 
 SCHEMA = "eventlog"
 log = logging.getLogger(__name__)
@@ -301,17 +309,15 @@ def _record(row: asyncpg.Record) -> Record:
     )
 
 
-class PostgresLogConsumer(LogConsumer):
-    """The only member of its group: every partition of its topics is assigned to it."""
-
+class PostgresLogConsumer(SoleMemberConsumer):
     def __init__(self, log: PostgresLog, group_id: str, topics: list[str]) -> None:
+        super().__init__()
         self._log = log
         self._group_id = group_id
         self._topics = topics
         self._positions: dict[TopicPartition, int] = {
             (t, p): 0 for t in topics for p in range(log.partition_count(t))
         }
-        self._paused: set[TopicPartition] = set()
         self._fetches = itertools.count()
 
     async def start(self, on_assigned: AssignmentCallback, on_revoked: AssignmentCallback) -> None:
@@ -370,15 +376,6 @@ class PostgresLogConsumer(LogConsumer):
     async def end_offsets(self) -> dict[TopicPartition, int]:
         next_offsets = await self._log.next_offsets(self._topics)
         return {tp: next_offsets.get(tp, 0) for tp in self._positions}
-
-    async def all_end_offsets(self) -> dict[TopicPartition, int]:
-        return await self.end_offsets()  # the only member: every partition is assigned to it
-
-    def pause(self, partition: TopicPartition) -> None:
-        self._paused.add(partition)
-
-    def resume(self, partition: TopicPartition) -> None:
-        self._paused.discard(partition)
 
     async def stop(self) -> None:
         return None

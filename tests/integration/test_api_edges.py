@@ -5,7 +5,6 @@ request; and each OpenAPI document declares the errors in the shapes the APIs se
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -13,27 +12,17 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import insert
 
-from services.dunning import store as dunning_store
-from services.dunning.main import DunningService
-from services.ledger import store as ledger_store
 from services.ledger.main import LedgerService
-from services.notifier import store as notifier_store
-from services.notifier.main import NotifierService
-from services.runtime.auth import create_key
 from services.runtime.process import open_resources
-from services.runtime.service import Service
 from services.runtime.settings import Settings
-from services.scoring import store as scoring_store
-from services.scoring.main import ScoringService
 from tests.infra.kafka_broker import KafkaBroker, free_ports
+from tests.integration.api_world import CASE_ID, api_world
 from tests.integration.events import envelope
 
 pytestmark = pytest.mark.integration
 
-TODAY = dt.date(2026, 1, 5)
-CASE = "/v1/cases/C-1042:EUR"
+CASE = f"/v1/cases/{CASE_ID}"
 BIG = 2**64
 
 
@@ -51,43 +40,9 @@ class Apis:
 
 @pytest.fixture
 async def apis(new_database: Callable[[], Awaitable[str]], tenant: str) -> AsyncIterator[Apis]:
-    settings = Settings(database_url=await new_database(), kafka_bootstrap_servers=None)
-    async with open_resources(settings) as resources:
-        services: dict[str, Service] = {
-            "ledger": LedgerService(resources),
-            "dunning": DunningService(resources),
-            "notifier": NotifierService(resources),
-            "scoring": ScoringService(resources),
-        }
-        for service in services.values():
-            await service.migrate()
-        runtimes = [s.runtime for s in (ledger_store, dunning_store, notifier_store, scoring_store)]
-        async with resources.sessions() as session, session.begin():
-            keys = {
-                role: await create_key(session, runtimes, tenant, f"{role}-1", role)
-                for role in ("erp", "collector", "agency", "operations")
-            }
-            for table in (
-                ledger_store.business_dates,
-                dunning_store.business_dates,
-                scoring_store.business_dates,
-            ):
-                await session.execute(insert(table).values(tenant_id=tenant, business_date=TODAY))
-            await session.execute(
-                insert(dunning_store.cases).values(
-                    tenant_id=tenant,
-                    case_id="C-1042:EUR",
-                    debtor_id="C-1042",
-                    currency="EUR",
-                    status="open",
-                    overdue_minor=10_000,
-                    agency_id="agency-1",
-                    version=1,
-                    state=b"",
-                )
-            )
-        apps = {name: service.app(run_background=False) for name, service in services.items()}
-        yield Apis(apps, keys, tenant)
+    async with api_world(await new_database(), tenant) as world:
+        apps = {name: world.stack.app(name) for name in world.stack.services}
+        yield Apis(apps, world.keys, tenant)
 
 
 def refused(response: httpx.Response) -> list[str]:

@@ -11,39 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
 import schemathesis
-import uvicorn
-from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from schemathesis.engine import Status, events
 from schemathesis.engine import from_schema as engine_for
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.dunning import store as dunning_store
-from services.dunning.main import DunningService
-from services.ledger import store as ledger_store
-from services.ledger.main import LedgerService
-from services.notifier import store as notifier_store
-from services.notifier.main import NotifierService
-from services.runtime.auth import create_key
 from services.runtime.http import Authorize
-from services.runtime.process import open_resources
 from services.runtime.service import Service
-from services.runtime.settings import Settings
-from services.scoring import store as scoring_store
-from services.scoring.main import ScoringService
-from tests.infra.kafka_broker import free_ports
+from services.stack import serving
+from tests.integration.api_world import ROLES, api_world
 
 pytestmark = pytest.mark.integration
 
-ROLES = ("erp", "collector", "agency", "operations")
 CHECKS = (
     "not_a_server_error",
     "response_schema_conformance",
@@ -85,34 +69,6 @@ def fuzz_config(api_key: str, *, allowed: bool) -> schemathesis.Config:
             },
             "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
         }
-    )
-
-
-RUNTIMES = [ledger_store.runtime, dunning_store.runtime, notifier_store.runtime, scoring_store.runtime]
-TODAY = dt.date(2026, 1, 5)
-
-
-async def seed(session: AsyncSession, tenant: str) -> None:
-    """A business day in every service and the case of the documents' example (C-1042:EUR), placed
-    with the agency whose key the run uses, so that requests get past "no such case" to the checks
-    behind it."""
-    for table in (ledger_store.business_dates, dunning_store.business_dates, scoring_store.business_dates):
-        await session.execute(insert(table).values(tenant_id=tenant, business_date=TODAY))
-    await session.execute(
-        insert(dunning_store.cases).values(
-            tenant_id=tenant,
-            case_id="C-1042:EUR",
-            debtor_id="C-1042",
-            currency="EUR",
-            status="open",
-            step="reminder",
-            overdue_minor=10_000,
-            oldest_due_date=dt.date(2025, 12, 1),
-            next_action_date=TODAY,
-            agency_id="agency-1",
-            version=1,
-            state=b"",
-        )
     )
 
 
@@ -196,59 +152,32 @@ def fuzz(url: str, api_key: str, operations: list[str], *, allowed: bool) -> Out
     return outcome
 
 
-@contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
-    (port,) = free_ports(1)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()
-        await asyncio.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serving
-
-
 async def test_no_request_makes_an_api_fail_or_answer_off_its_document(
     postgres: object, new_database: Callable[[], Awaitable[str]], tenant: str
 ) -> None:
-    settings = Settings(database_url=await new_database(), kafka_bootstrap_servers=None)
-    async with open_resources(settings) as resources:
-        services: dict[str, Service] = {
-            "ledger": LedgerService(resources),
-            "dunning": DunningService(resources),
-            "notifier": NotifierService(resources),
-            "scoring": ScoringService(resources),
-        }
-        for service in services.values():
-            await service.migrate()
-        async with resources.sessions() as session, session.begin():
-            keys = {role: await create_key(session, RUNTIMES, tenant, f"{role}-1", role) for role in ROLES}
-            await seed(session, tenant)
-        apps = {name: service.app(run_background=False) for name, service in services.items()}
-        async with contextlib.AsyncExitStack() as stack:
-            urls = {name: await stack.enter_async_context(served(app)) for name, app in apps.items()}
-            report: list[str] = []
-            findings: list[str] = []
-            started = time.monotonic()
-            for name, url in urls.items():
-                roles = roles_of(services[name])
-                assert roles, f"{name} has no operation behind a key check"
-                for role in ROLES:
-                    for allowed in (True, False):
-                        operations = [o for o, admitted in roles.items() if (role in admitted) == allowed]
-                        begun = time.monotonic()
-                        outcome = await asyncio.to_thread(fuzz, url, keys[role], operations, allowed=allowed)
-                        report.append(
-                            f"{name} as {role} ({'allowed' if allowed else 'refused'}, {len(operations)}"
-                            f" operations): {outcome.cases} cases, {len(outcome.failed)} failed"
-                            f" ({time.monotonic() - begun:.1f} s)"
-                        )
-                        findings += [f"[{name} as {role}] {f}" for f in outcome.findings.values()]
-                        findings += [f"[{name} as {role}] error: {e}" for e in outcome.errors]
-            report.append(f"total {time.monotonic() - started:.1f} s")
+    report: list[str] = []
+    findings: list[str] = []
+    async with api_world(await new_database(), tenant) as world, contextlib.AsyncExitStack() as served:
+        services = world.stack.services
+        urls = {name: await served.enter_async_context(serving(world.stack.app(name))) for name in services}
+        started = time.monotonic()
+        for name, url in urls.items():
+            roles = roles_of(services[name])
+            assert roles, f"{name} has no operation behind a key check"
+            for role in ROLES:
+                for allowed in (True, False):
+                    operations = [o for o, admitted in roles.items() if (role in admitted) == allowed]
+                    begun = time.monotonic()
+                    outcome = await asyncio.to_thread(
+                        fuzz, url, world.keys[role], operations, allowed=allowed
+                    )
+                    report.append(
+                        f"{name} as {role} ({'allowed' if allowed else 'refused'}, {len(operations)}"
+                        f" operations): {outcome.cases} cases, {len(outcome.failed)} failed"
+                        f" ({time.monotonic() - begun:.1f} s)"
+                    )
+                    findings += [f"[{name} as {role}] {f}" for f in outcome.findings.values()]
+                    findings += [f"[{name} as {role}] error: {e}" for e in outcome.errors]
+        report.append(f"total {time.monotonic() - started:.1f} s")
     print("\n".join(report))
     assert not findings, "\n".join(report + findings)

@@ -78,7 +78,37 @@ async def run_demo(
         async with open_stack(settings, outside=True) as stack:
             erp_key = await stack.create_key(TENANT, "demo-erp", "erp", on=["ledger"])
             collector_key = await stack.create_key(TENANT, "demo-collector", "collector", on=["dunning"])
+            await _record_creditor(stack, min(days))
             return await _replay(stack, invoices, days, erp_key, collector_key, letters, out)
+
+
+DEMO_CREDITOR = {
+    "legal_name": "Northwind Trading Ltd",
+    "address": ["1 Market Street", "London EC1A 1AA", "United Kingdom"],
+    "registrations": [
+        {"label": "Company no.", "value": "01234567"},
+        {"label": "VAT", "value": "GB123456789"},
+    ],
+    "bank_account": {"iban": "GB33BUKB20201555555555", "bic": "BUKBGB22", "bank_name": "Example Bank plc"},
+    "payment_reference": "AR-{debtor_id}",
+    "email": "credit.control@northwind.example",
+    "phone": "+44 20 7946 0000",
+    "signatory": {"name": "Jane Doe", "title": "Credit Control Manager"},
+}
+"""The creditor the demo's letters and e-mails come from (an example company)."""
+
+
+async def _record_creditor(stack: Stack, first: dt.date) -> None:
+    """The tenant's creditor profile, recorded over the notifier's API as operations would."""
+    key = await stack.create_key(TENANT, "demo-operations", "operations", on=["notifier"])
+    transport = httpx.ASGITransport(app=stack.app("notifier"))
+    async with httpx.AsyncClient(transport=transport, base_url="http://notifier") as notifier:
+        response = await notifier.put(
+            "/v1/tenant-profile/versions/1",
+            json={"effective_from": first.isoformat(), "profile": DEMO_CREDITOR},
+            headers={"X-API-Key": key},
+        )
+        response.raise_for_status()
 
 
 async def _replay(

@@ -22,6 +22,7 @@ from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
 
 from contracts.collections import CollectionCommand
+from services.notifier.profile import TenantProfile
 from services.notifier.rendering import Addressee, format_money, presentation, render
 
 TEXT_FONT = ("fontpkg_noto_sans", "files/NotoSans[wdth,wght].ttf")
@@ -42,8 +43,12 @@ def font_for(language: str) -> str:
     return name
 
 
-def letter_pdf(command: CollectionCommand, addressee: Addressee) -> bytes:
-    rendered = render(command, addressee, "letter")
+def letter_pdf(
+    command: CollectionCommand, addressee: Addressee, creditor: TenantProfile | None = None
+) -> bytes:
+    """The letter as PDF: the creditor's block (when the tenant has a profile), the addressee, the
+    date, the text, the items, the payment details and the signatory."""
+    rendered = render(command, addressee, "letter", creditor)
     language = rendered.language
     font = font_for(language)
     styles = getSampleStyleSheet()
@@ -84,8 +89,17 @@ def letter_pdf(command: CollectionCommand, addressee: Addressee) -> bytes:
             ]
         )
     )
-    address = [escape(line) for line in (addressee.name, *addressee.postal_address)]
+    # An address whose first line is the addressee's name (as many registries keep them) names it once.
+    postal = list(addressee.postal_address)
+    if postal and postal[0].strip() == addressee.name.strip():
+        postal.pop(0)
+    address = [escape(line) for line in (addressee.name, *postal)]
+    sender = ParagraphStyle(
+        "sender", parent=body, fontSize=8, leading=10, textColor=colors.HexColor("#444444")
+    )
     story = [
+        Paragraph(_lines(rendered.blocks.get("sender", "")), sender),
+        Spacer(1, 6 * mm),
         Paragraph("<br/>".join(address), body),
         Spacer(1, 10 * mm),
         Paragraph(escape(shown["business_date"] or ""), body),
@@ -98,8 +112,10 @@ def letter_pdf(command: CollectionCommand, addressee: Addressee) -> bytes:
         table,
         Spacer(1, 5 * mm),
         Paragraph(escape(rendered.blocks.get("closing", "")), body),
+        Spacer(1, 3 * mm),
+        Paragraph(escape(rendered.blocks.get("payment", "")), body),
         Spacer(1, 10 * mm),
-        Paragraph(escape(rendered.blocks.get("signature", "")), body),
+        Paragraph(_lines(rendered.blocks.get("signature", "")), body),
     ]
     buffer = io.BytesIO()
     document = SimpleDocTemplate(
@@ -112,3 +128,7 @@ def letter_pdf(command: CollectionCommand, addressee: Addressee) -> bytes:
     )
     document.build(story)
     return buffer.getvalue()
+
+
+def _lines(text: str) -> str:
+    return "<br/>".join(escape(line) for line in text.splitlines())

@@ -1,5 +1,5 @@
 """Wiring of the notifier: migrations, the consumer of commands and facts, the sender, the outbox
-relay, and the team's task queue over HTTP."""
+relay, and over HTTP the team's task queue and the creditor profile."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter
 
-from services.notifier import store
+from services.notifier import profile_api, store
 from services.notifier.api import router
 from services.notifier.projection import NotifierProjection
 from services.notifier.sender import Sender
@@ -34,4 +34,4 @@ class NotifierService(Service):
         return (*super().loops(), (f"{NAME}-sender", self.sender.run))
 
     def routers(self) -> Sequence[APIRouter]:
-        return (router(),)
+        return (router(), profile_api.router())

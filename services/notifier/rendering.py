@@ -22,6 +22,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template, Tem
 from contracts.channels import Channel
 from contracts.collections import CollectionCommand
 from contracts.money import Money, minor_unit_exponent
+from services.notifier.profile import TenantProfile
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 LANGUAGES = ("en", "ru", "zh")
@@ -119,7 +120,28 @@ def presentation(command: CollectionCommand, language: str) -> dict[str, Any]:
     }
 
 
-def render(command: CollectionCommand, addressee: Addressee, channel: Channel) -> Rendered:
+def creditor_view(profile: TenantProfile, command: CollectionCommand, debtor_id: str) -> SimpleNamespace:
+    """The creditor as the templates see it, with the payment reference of this debtor and case."""
+    bank = profile.bank_account
+    return SimpleNamespace(
+        legal_name=profile.legal_name,
+        address=list(profile.address),
+        registrations=[f"{r.label} {r.value}" for r in profile.registrations],
+        bank=SimpleNamespace(
+            holder=bank.holder or profile.legal_name, iban=bank.iban, bic=bank.bic, bank_name=bank.bank_name
+        ),
+        reference=profile.reference(debtor_id, command.case_id, command.total.currency),
+        email=profile.email,
+        phone=profile.phone,
+        signatory=profile.signatory,
+    )
+
+
+def render(
+    command: CollectionCommand, addressee: Addressee, channel: Channel, creditor: TenantProfile | None = None
+) -> Rendered:
+    """The message of `channel` for the command, from `creditor` (the tenant's profile in force on the
+    command's business date; without one, from its accounts receivable department, unnamed)."""
     kind = KIND_OF_CHANNEL.get(channel)
     if kind is None:
         raise ValueError(f"{channel} messages are not rendered from templates")
@@ -133,6 +155,7 @@ def render(command: CollectionCommand, addressee: Addressee, channel: Channel) -
         "debtor": addressee,
         "overdue": any(i.days_past_due > 0 for i in command.items),
         "oldest_days": max((i.days_past_due for i in command.items), default=0),
+        "creditor": creditor_view(creditor, command, addressee.debtor_id) if creditor else None,
     }
     context = template.new_context(variables)
     blocks = {name: "".join(block(context)).strip() for name, block in template.blocks.items()}

@@ -38,6 +38,7 @@ from services.notifier.channels import (
 )
 from services.notifier.domain import CaseSeen, Situation, last_look, retry_delay, usable_channels
 from services.notifier.letters import letter_pdf
+from services.notifier.profile import TenantProfile, in_force
 from services.notifier.rendering import Addressee, render
 from services.runtime.log import Message
 from services.runtime.outbox import write_outbox
@@ -198,7 +199,7 @@ class Sender:
             return None
         return dataclasses.replace(delivery, claimed_at=now)
 
-    async def _situation(self, delivery: Claimed) -> tuple[Situation, Addressee | None]:
+    async def _situation(self, delivery: Claimed) -> tuple[Situation, Addressee | None, TenantProfile | None]:
         command = delivery.command
         tenant, debtor = delivery.tenant_id, delivery.debtor_id
         invoices = [i.invoice_id for i in command.items]
@@ -237,36 +238,41 @@ class Sender:
                     store.addressees.c.tenant_id == tenant, store.addressees.c.debtor_id == debtor
                 )
             )
+            creditor = in_force(await store.profile_versions(session, tenant), command.business_date)
         situation = Situation(
             outstanding={r.invoice_id: r.outstanding for r in balances},
             disputed=frozenset(disputed),
             case=_case_seen(case),
             cancelled_because=cancelled,
         )
-        return situation, _addressee(debtor, profile)
+        return situation, _addressee(debtor, profile), creditor.profile if creditor else None
 
     async def _execute(self, delivery: Claimed) -> Outcome:
         command = delivery.command
-        situation, addressee = await self._situation(delivery)
+        situation, addressee, creditor = await self._situation(delivery)
         reason = last_look(command, situation)
         if reason is not None:
             return Outcome("skipped", "skipped", reason=reason)
         if command.action in WEBHOOK_ACTIONS:
-            return await self._attempt(delivery, ["webhook"], addressee)
+            return await self._attempt(delivery, ["webhook"], addressee, creditor)
         if command.action in TASK_ACTIONS and command.action != "start_legal_action":
-            return await self._attempt(delivery, ["call"], addressee)
+            return await self._attempt(delivery, ["call"], addressee, creditor)
         channels = usable_channels(command, addressee)
         if not channels:
             return Outcome("failed", "failed", reason="no usable channel for this debtor", permanent=True)
-        return await self._attempt(delivery, channels, addressee)
+        return await self._attempt(delivery, channels, addressee, creditor)
 
     async def _attempt(
-        self, delivery: Claimed, channels: Sequence[Channel], addressee: Addressee | None
+        self,
+        delivery: Claimed,
+        channels: Sequence[Channel],
+        addressee: Addressee | None,
+        creditor: TenantProfile | None,
     ) -> Outcome:
         failures: list[str] = []
         for channel in channels:
             try:
-                reference = await self._send(delivery, channel, addressee)
+                reference = await self._send(delivery, channel, addressee, creditor)
             except PermanentFailure as exc:
                 failures.append(f"{channel}: {exc}")
                 continue
@@ -284,21 +290,23 @@ class Sender:
             return Outcome("sent", "delivered", channel, reference=reference)
         return Outcome("failed", "failed", reason="; ".join(failures), permanent=True)
 
-    async def _send(self, delivery: Claimed, channel: Channel, addressee: Addressee | None) -> str:
+    async def _send(
+        self, delivery: Claimed, channel: Channel, addressee: Addressee | None, creditor: TenantProfile | None
+    ) -> str:
         command = delivery.command
         someone = addressee or Addressee(delivery.debtor_id, delivery.debtor_id, command.language)
         if channel == "email":
             assert someone.email
             return await self._email.send(
-                command.command_id, someone.email, render(command, someone, "email")
+                command.command_id, someone.email, render(command, someone, "email", creditor)
             )
         if channel in ("sms", "messenger"):
             assert someone.phone
             return await self._gateway.send(
-                command.command_id, channel, someone.phone, render(command, someone, channel)
+                command.command_id, channel, someone.phone, render(command, someone, channel, creditor)
             )
         if channel == "letter":
-            pdf = await asyncio.to_thread(letter_pdf, command, someone)
+            pdf = await asyncio.to_thread(letter_pdf, command, someone, creditor)
             return str(
                 await asyncio.to_thread(self._letters.write, delivery.tenant_id, command.command_id, pdf)
             )

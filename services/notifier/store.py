@@ -6,6 +6,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Index,
     Integer,
@@ -15,9 +16,12 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.notifier.profile import ProfileVersion
 from services.runtime.tables import RuntimeTables
 
 SCHEMA = "notifier"
@@ -101,3 +105,24 @@ tasks = Table(
     Column("due_on", DateTime(timezone=True), nullable=False),
     Column("done_at", DateTime(timezone=True), nullable=True),
 )
+
+tenant_profiles = Table(
+    "tenant_profiles",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("effective_from", Date, nullable=False),
+    Column("profile", JSONB, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+"""The creditor's details (`profile.py`), one row per version; a version is never changed."""
+
+
+async def profile_versions(session: AsyncSession, tenant_id: str) -> list[ProfileVersion]:
+    t = tenant_profiles
+    rows = await session.execute(
+        select(t.c.version, t.c.effective_from, t.c.profile).where(t.c.tenant_id == tenant_id)
+    )
+    return [
+        ProfileVersion(version=r.version, effective_from=r.effective_from, profile=r.profile) for r in rows
+    ]

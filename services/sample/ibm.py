@@ -72,9 +72,7 @@ def profile_of(invoice: SampleInvoice) -> DebtorProfile:
         name=f"Customer {invoice.customer_id}",
         language=LANGUAGE_OF_COUNTRY.get(invoice.country_code, "en"),
         email=f"ar-{invoice.customer_id.lower()}@customers.example" if electronic else None,
-        postal_address=[]
-        if electronic
-        else [f"Customer {invoice.customer_id}", f"Country {invoice.country_code}"],
+        postal_address=[] if electronic else ["Accounts Payable", f"Country {invoice.country_code}"],
         consented_channels=["email", "call", "webhook"] if electronic else ["letter", "call", "webhook"],
     )
 

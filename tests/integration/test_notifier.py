@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from aiosmtpd.controller import Controller
 from fastapi import FastAPI, Request
@@ -339,3 +340,93 @@ async def test_a_batch_that_outlasts_the_send_lease_sends_each_email_once(
     finally:
         smtp.stop()
     assert {i: len(mailbox.with_id(i)) for i in ids} == dict.fromkeys(ids, 1)
+
+
+def acme(iban: str) -> dict[str, Any]:
+    return {
+        "legal_name": "Acme Industrial Supplies GmbH",
+        "address": ["Hauptstraße 1", "10115 Berlin"],
+        "bank_account": {"iban": iban, "bic": "COBADEFFXXX"},
+        "payment_reference": "AR-{debtor_id}",
+        "signatory": {"name": "Anna Schmidt", "title": "Head of Accounts Receivable"},
+    }
+
+
+async def test_the_creditor_profile_is_versioned_and_a_message_carries_the_version_in_force(
+    kafka: KafkaBroker,
+    kafka_log: KafkaLog,
+    new_database: Callable[[], Awaitable[str]],
+    tenant: str,
+    tmp_path: Path,
+) -> None:
+    mailbox = Mailbox()
+    (smtp_port,) = free_ports(1)
+    smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    smtp.start()
+    try:
+        settings = settings_for(
+            await new_database(), kafka, smtp_port=smtp_port, send_windows="ignore", letters_dir=tmp_path
+        )
+        async with open_stack(settings, ["notifier"], prepare=from_test_start) as stack:
+            keys = {
+                role: await stack.create_key(tenant, role, role, on=["notifier"])
+                for role in ("operations", "collector")
+            }
+            transport = httpx.ASGITransport(app=stack.app("notifier"))
+            async with httpx.AsyncClient(transport=transport, base_url="http://notifier") as api:
+                ops, collector = {"X-API-Key": keys["operations"]}, {"X-API-Key": keys["collector"]}
+                assert (await api.get("/v1/tenant-profile", headers=ops)).status_code == 404
+                first = {"effective_from": "2026-01-01", "profile": acme("DE89370400440532013000")}
+                second = {"effective_from": "2026-03-01", "profile": acme("DE02120300000000202051")}
+                assert (
+                    await api.put("/v1/tenant-profile/versions/1", json=first, headers=collector)
+                ).status_code == 403
+                assert (
+                    await api.put("/v1/tenant-profile/versions/1", json=first, headers=ops)
+                ).status_code == 201
+                assert (
+                    await api.put("/v1/tenant-profile/versions/1", json=first, headers=ops)
+                ).status_code == 200
+                assert (
+                    await api.put("/v1/tenant-profile/versions/1", json=second, headers=ops)
+                ).status_code == 409
+                assert (
+                    await api.put("/v1/tenant-profile/versions/2", json=second, headers=ops)
+                ).status_code == 201
+                bad = {
+                    "effective_from": "2026-03-01",
+                    "profile": {**acme("not an iban"), "payment_reference": "{x}"},
+                }
+                refused = await api.put("/v1/tenant-profile/versions/3", json=bad, headers=ops)
+                assert refused.status_code == 422
+                assert {p["field"] for p in refused.json()["detail"]} == {
+                    "profile.bank_account.iban",
+                    "profile.payment_reference",
+                }
+                in_february = await api.get(
+                    "/v1/tenant-profile", params={"as_of": "2026-02-15"}, headers=collector
+                )
+                assert in_february.json()["version"] == 1
+                in_march = await api.get(
+                    "/v1/tenant-profile", params={"as_of": "2026-03-02"}, headers=collector
+                )
+                assert in_march.json()["profile"]["bank_account"]["iban"] == "DE02120300000000202051"
+
+            await kafka_log.publish([profile(tenant, "D1", email="d1@example.com")])
+            reminder = command(
+                tenant, "D1", f"{tenant}-profile-c1", "send_reminder", ["email"]
+            )  # on 2026-03-02
+            await kafka_log.publish([reminder])
+            await eventually(lambda: _received(mailbox, f"{tenant}-profile-c1"))
+    finally:
+        smtp.stop()
+    (mail,) = mailbox.with_id(f"{tenant}-profile-c1")
+    body = mail.get_body(preferencelist=("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "DE02120300000000202051" in text and "DE89370400440532013000" not in text
+    assert "AR-D1" in text and "Anna Schmidt" in text and "Acme Industrial Supplies GmbH" in text
+
+
+async def _received(mailbox: Mailbox, command_id: str) -> bool:
+    return bool(mailbox.with_id(command_id))

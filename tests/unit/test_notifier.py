@@ -15,6 +15,7 @@ from contracts.collections import CollectionCommand, CommandItem
 from contracts.money import Money
 from services.notifier.domain import CaseSeen, Situation, last_look, next_send_time, usable_channels
 from services.notifier.letters import letter_pdf
+from services.notifier.profile import ProfileVersion, TenantProfile, in_force
 from services.notifier.rendering import Addressee, render
 
 UTC = dt.UTC
@@ -197,3 +198,80 @@ def test_a_letter_embeds_its_font_and_its_text_reads_back(
     assert all(fonts.values()), (
         f"fonts not embedded: {[name for name, embedded in fonts.items() if not embedded]}"
     )
+
+
+ACME = TenantProfile.model_validate(
+    {
+        "legal_name": "Acme Industrial Supplies GmbH",
+        "address": ["Hauptstraße 1", "10115 Berlin"],
+        "registrations": [{"label": "VAT", "value": "DE123456789"}],
+        "bank_account": {"iban": "DE89370400440532013000", "bic": "COBADEFFXXX", "bank_name": "Commerzbank"},
+        "payment_reference": "AR-{debtor_id}",
+        "email": "ar@acme.example",
+        "signatory": {"name": "Anna Schmidt", "title": "Head of Accounts Receivable"},
+    }
+)
+
+
+@pytest.mark.parametrize("language", ["en", "ru", "zh"])
+def test_letters_and_emails_carry_the_creditor_the_bank_details_and_the_reference(language: str) -> None:
+    claim = command("claim_letter", template="claim_letter", deadline=dt.date(2026, 3, 5), penalty=eur(412))
+    debtor = Addressee("D1", "Debtor One", language=language, postal_address=("1 Main St",))
+    wanted = [
+        "Acme Industrial Supplies GmbH",
+        "DE89370400440532013000",
+        "COBADEFFXXX",
+        "AR-D1",
+        "Anna Schmidt",
+    ]
+    mail = render(claim, debtor, "email", ACME).body
+    for words in [*wanted, "Head of Accounts Receivable", "Hauptstraße 1", "VAT DE123456789"]:
+        assert words in mail, (words, mail)
+    text, _ = _text_and_fonts(letter_pdf(claim, debtor, ACME))
+    flat = " ".join(text.split())
+    for words in [*wanted, "10115 Berlin", "VAT DE123456789"]:
+        assert words in flat, (words, flat)
+    # The creditor's block comes before the debtor's address; the signatory closes the letter.
+    assert flat.index("Acme Industrial Supplies GmbH") < flat.index("Debtor One")
+    assert flat.rindex("Anna Schmidt") > flat.index("DE89370400440532013000")
+
+
+def test_without_a_profile_the_letter_is_signed_by_the_department_and_names_no_bank() -> None:
+    text, _ = _text_and_fonts(
+        letter_pdf(command("claim_letter", template="claim_letter"), Addressee("D1", "X"))
+    )
+    assert "Accounts Receivable" in text
+    assert "IBAN" not in text
+
+
+def test_a_payment_reference_names_only_what_the_erp_can_match() -> None:
+    assert ACME.reference("D-7", "D-7:EUR", "EUR") == "AR-D-7"
+    for bad in ("{invoice}", "{debtor_id!r}", "{debtor_id:>9}", "{}", "{0}"):
+        with pytest.raises(ValueError, match="may name only"):
+            TenantProfile.model_validate({**ACME.model_dump(), "payment_reference": bad})
+
+
+def test_the_profile_in_force_is_the_latest_to_take_effect_by_the_day() -> None:
+    first = ProfileVersion(version=1, effective_from=dt.date(2026, 1, 1), profile=ACME)
+    moved = ACME.model_copy(update={"address": ["Neue Straße 5", "10117 Berlin"]})
+    second = ProfileVersion(version=2, effective_from=dt.date(2026, 3, 1), profile=moved)
+    assert in_force([first, second], dt.date(2025, 12, 31)) is None
+    assert in_force([second, first], dt.date(2026, 2, 28)) == first
+    assert in_force([first, second], dt.date(2026, 3, 1)) == second
+
+
+def test_an_address_that_starts_with_the_name_names_the_debtor_once() -> None:
+    debtor = Addressee("D1", "Acme GmbH", postal_address=("Acme GmbH", "Hauptstraße 1", "10115 Berlin"))
+    text, _ = _text_and_fonts(letter_pdf(command("claim_letter", template="claim_letter"), debtor))
+    head = text[: text.index("10115 Berlin")]
+    assert head.count("Acme GmbH") == 1, head
+
+
+@pytest.mark.parametrize("channel", ["email", "sms"])
+def test_a_russian_deadline_ends_its_sentence_once(channel: str) -> None:
+    # A Russian date ends in the abbreviation of "year" and its full stop: the sentence's is not added.
+    year = "\u0433."
+    notice = command("formal_notice", deadline=dt.date(2026, 3, 5))
+    body = render(notice, Addressee("D1", "Debtor", language="ru"), channel).body  # type: ignore[arg-type]
+    assert f"2026\u202f{year}" in body
+    assert f"{year}." not in body

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import email
 import email.policy
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,18 @@ class Mailbox:
 
     def with_id(self, command_id: str) -> list[email.message.EmailMessage]:
         return [m for m in self.messages if m["Message-ID"] == f"<{command_id}@arrears>"]
+
+
+@contextlib.contextmanager
+def smtp_server(handler: Mailbox) -> Iterator[int]:
+    """An SMTP server on a free loopback port that hands every message to `handler`; its port."""
+    (port,) = free_ports(1)
+    smtp = Controller(handler, hostname="127.0.0.1", port=port)
+    smtp.start()
+    try:
+        yield port
+    finally:
+        smtp.stop()
 
 
 @dataclass
@@ -169,10 +182,7 @@ async def test_commands_are_sent_once_through_their_channel_unless_the_last_look
     tmp_path: Path,
 ) -> None:
     mailbox, gateway = Mailbox(), Gateway()
-    (smtp_port,) = free_ports(1)
-    smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
-    smtp.start()
-    try:
+    with smtp_server(mailbox) as smtp_port:
         async with serving(gateway.app()) as gateway_url:
             settings = settings_for(
                 await new_database(),
@@ -185,8 +195,6 @@ async def test_commands_are_sent_once_through_their_channel_unless_the_last_look
             )
             async with open_stack(settings, ["notifier"], prepare=from_test_start) as stack:
                 await run_scenario(kafka_log, stack.sessions, tenant, mailbox, gateway, tmp_path)
-    finally:
-        smtp.stop()
 
 
 async def run_scenario(
@@ -301,10 +309,7 @@ async def test_a_batch_that_outlasts_the_send_lease_sends_each_email_once(
     # looking for expired claims. Each claim is renewed right before its send, so a delivery another
     # notifier took over is left to it instead of being sent by both.
     mailbox = SlowMailbox()
-    (smtp_port,) = free_ports(1)
-    smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
-    smtp.start()
-    try:
+    with smtp_server(mailbox) as smtp_port:
         settings = settings_for(
             await new_database(),
             kafka,
@@ -337,8 +342,6 @@ async def test_a_batch_that_outlasts_the_send_lease_sends_each_email_once(
             finally:
                 stopping.set()
                 await asyncio.gather(*running)
-    finally:
-        smtp.stop()
     assert {i: len(mailbox.with_id(i)) for i in ids} == dict.fromkeys(ids, 1)
 
 
@@ -360,10 +363,7 @@ async def test_the_creditor_profile_is_versioned_and_a_message_carries_the_versi
     tmp_path: Path,
 ) -> None:
     mailbox = Mailbox()
-    (smtp_port,) = free_ports(1)
-    smtp = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
-    smtp.start()
-    try:
+    with smtp_server(mailbox) as smtp_port:
         settings = settings_for(
             await new_database(), kafka, smtp_port=smtp_port, send_windows="ignore", letters_dir=tmp_path
         )
@@ -418,8 +418,6 @@ async def test_the_creditor_profile_is_versioned_and_a_message_carries_the_versi
             )  # on 2026-03-02
             await kafka_log.publish([reminder])
             await eventually(lambda: _received(mailbox, f"{tenant}-profile-c1"))
-    finally:
-        smtp.stop()
     (mail,) = mailbox.with_id(f"{tenant}-profile-c1")
     body = mail.get_body(preferencelist=("plain",))
     assert body is not None

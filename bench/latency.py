@@ -695,7 +695,7 @@ async def _batches(urls: dict[str, str]) -> dict[str, dict[str, float]]:
                         sample.name == "arrears_consumer_records_total"
                         and sample.labels.get("outcome") == "applied"
                     ):
-                        values["applied"] = sample.value
+                        values["applied"] += sample.value  # one sample per topic
             found[name] = values
     return found
 

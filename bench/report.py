@@ -24,6 +24,7 @@ import orjson
 from bench.dunning_day import summary_line as dunning_line
 from bench.latency import TARGET_P99_MS, breakdown_line
 from bench.latency import summary_line as latency_line
+from bench.policy_whatif import summary_line as whatif_line
 from bench.scoring_day import summary_lines as scoring_lines
 
 CONSUMER_TABLES = (
@@ -257,6 +258,7 @@ def summary(results: dict[str, Any]) -> str:
     lines.append(dunning_line(m.get("dunning_evaluation", {"status": NOT_MEASURED})))
     lines += scoring_lines(m)
     lines.append(latency_line(m.get("payment_to_case_latency", {"status": NOT_MEASURED})))
+    lines.append(whatif_line(m.get("policy_whatif", {"status": NOT_MEASURED})))
     if breakdown := breakdown_line(m.get("payment_to_case_latency", {})):
         lines.append(breakdown)
     for name, label in (

@@ -10,6 +10,8 @@ The measures, numbered as in docs/benchmarks.md:
   (6) API reads    statement and portfolio aging latency, p50/p99
   (7) scoring      records/s keeping features up to date; seconds to score every debtor with an open
                    item again on a business day (bench/scoring_day.py)
+  (8) policy what-if   seconds to replay a candidate policy over N debtors' recorded history beside
+                   the published one (bench/policy_whatif.py)
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from bench import dunning_day, latency, limits, pipeline, scoring_day
+from bench import dunning_day, latency, limits, pipeline, policy_whatif, scoring_day
 from bench.infra import REPO, Infrastructure, machine, postgres_version
 from bench.pipeline import Context
 from bench.portfolio import PortfolioSpec, check_sample, generate, spec_for
@@ -173,6 +175,9 @@ async def _run(options: Options, ctx: Context, started_at: dt.datetime) -> dict[
         ctx, options.day_debtor_count(), options.seed
     )
     measures["payment_to_case_latency"] = await measure_payment_to_case_latency(ctx, options)
+    measures["policy_whatif"] = await policy_whatif.measure_policy_whatif(
+        ctx, policy_whatif.WHATIF_DEBTORS[options.size], options.seed
+    )
 
     keys = await create_keys(ctx, replay_url, portfolio.tenants)
     reads = await pipeline.measure_reads(ctx, portfolio, replay_url, keys, options.reads, options.seed)

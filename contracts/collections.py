@@ -38,6 +38,7 @@ Action = Literal[
     "recall_from_agency",
     "start_legal_action",
     "propose_writeoff",
+    "escalate_dispute",
 ]
 ACTIONS: tuple[Action, ...] = (
     "send_reminder",
@@ -49,6 +50,7 @@ ACTIONS: tuple[Action, ...] = (
     "recall_from_agency",
     "start_legal_action",
     "propose_writeoff",
+    "escalate_dispute",
 )
 
 
@@ -102,10 +104,16 @@ class CollectionCommand(EventData):
     total: Money = Field(description="Sum of the items' outstanding amounts")
     penalty: Money | None = None
     discount: Money | None = Field(default=None, description="Early-payment discount on offer, if any")
+    costs: Money | None = Field(
+        default=None, description="Recovery costs claimed besides the penalty (claim letter, final demand)"
+    )
     deadline: dt.date | None = Field(
         default=None, description="Pay by this date (claim letter, final demand)"
     )
     agency_id: Identifier | None = None
+    assignee: Line | None = Field(
+        default=None, max_length=200, description="Who a task is for (a dispute's owner); none: the team"
+    )
     send_after: AwareDatetime | None = Field(
         default=None, description="Not before this moment: the end of quiet hours in the debtor's time zone"
     )
@@ -196,14 +204,15 @@ class CaseEvent(EventData):
     inputs: list[InputRef] = Field(default_factory=list)
 
 
-ContactOutcome = Literal["attempted", "delivered", "failed", "skipped"]
+ContactOutcome = Literal["attempted", "delivered", "failed", "skipped", "deferred"]
 
 
 class ContactResult(EventData):
-    """What became of one command on one channel. `skipped` is the notifier's last look saying no."""
+    """What became of one command on one channel. `skipped` is the notifier's last look saying no;
+    `deferred` says it waits for the send window of the debtor's time zone (until `not_before`)."""
 
     TYPES: ClassVar[tuple[str, ...]] = tuple(
-        f"ar.contact.{o}.v1" for o in ("attempted", "delivered", "failed", "skipped")
+        f"ar.contact.{o}.v1" for o in ("attempted", "delivered", "failed", "skipped", "deferred")
     )
     TOPIC: ClassVar[str] = CONTACTS.name
 
@@ -216,6 +225,9 @@ class ContactResult(EventData):
     attempt: int = Field(default=1, ge=1, le=MAX_INT32)
     reference: QuotedText | None = Field(
         default=None, max_length=500, description="Message id, file name, call task id"
+    )
+    not_before: AwareDatetime | None = Field(
+        default=None, description="Deferred: when the send window opens and the delivery is tried"
     )
 
 
@@ -250,6 +262,12 @@ class DisputeChanged(EventData):
     dispute_id: Identifier
     invoice_id: Identifier
     reason: Text | None = Field(default=None, max_length=2000)
+    owner: Line | None = Field(
+        default=None,
+        max_length=200,
+        description="Who resolves the dispute; a dispute open longer than the policy allows is escalated to "
+        "them (default: who recorded it)",
+    )
     recorded: Recorded
 
 
@@ -284,6 +302,12 @@ class PaymentPlanAgreed(EventData):
 
 HoldKind = Literal["manual", "insolvency", "paused"]
 
+DISPUTE_ESCALATION = "dispute_escalation"
+"""The step that escalates a dispute open longer than the policy allows to its owner."""
+INSOLVENCY_CLAIM = "insolvency_claim"
+"""The step that lodges the claim with an insolvency administrator: decided while the case is held,
+and executed although it is."""
+
 
 class HoldChanged(EventData):
     """A hold on a debtor's case in one currency (or all, when `currency` is empty)."""
@@ -296,6 +320,14 @@ class HoldChanged(EventData):
     currency: CurrencyCode | None = None
     reason: Text | None = Field(default=None, max_length=2000)
     until: BusinessDate | None = Field(default=None, description="The hold expires after this date")
+    claims_deadline: BusinessDate | None = Field(
+        default=None, description="Insolvency: the last day to lodge claims with the administrator"
+    )
+    administrator: Line | None = Field(
+        default=None,
+        max_length=300,
+        description="Insolvency: the administrator, with the proceedings' number",
+    )
     recorded: Recorded
 
 

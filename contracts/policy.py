@@ -117,6 +117,11 @@ class QuietHours(Fragment):
         return self.contains(window.start) or window.start < self.start < window.end
 
 
+NOTICE_ACTIONS: tuple[Action, ...] = ("place_with_agency", "start_legal_action")
+"""Steps that act away from the debtor and may tell the debtor they did."""
+NOTICE_CHANNELS: tuple[Channel, ...] = ("letter", "email")
+
+
 class LadderStep(Fragment):
     """One rung of the escalation ladder."""
 
@@ -133,10 +138,25 @@ class LadderStep(Fragment):
     with_penalty: bool = Field(default=False, description="State the accrued late-payment penalty")
     offer_discount: bool = Field(default=False, description="State the early-payment discount on offer")
     deadline_days: int | None = Field(default=None, ge=1, le=365, description="Pay within this many days")
+    recovery_costs: MinorAmounts = Field(
+        default_factory=dict,
+        description="Costs of recovery claimed with this step, once per command, per currency (the penalty's "
+        "fixed fee is separate)",
+    )
     send_window: DailyWindow | None = Field(default=None, description="Overrides the policy's send window")
+    notice_template: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[a-z][a-z0-9_.-]*$",
+        description="An agency placement or legal action also tells the debtor, by letter or e-mail as "
+        "consented, from this template (a `<step>_notice` command), when the contact caps allow",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        if self.notice_template and self.action not in NOTICE_ACTIONS:
+            raise ValueError(f"step {self.name}: only {' and '.join(NOTICE_ACTIONS)} send a notice")
         if len(set(self.channels)) != len(self.channels):
             raise ValueError(f"step {self.name}: a channel is listed twice")
         if self.days <= 0 and self.action != "send_reminder":
@@ -218,6 +238,9 @@ class Agency(Fragment):
     name: Line | None = Field(default=None, max_length=200)
     currencies: list[CurrencyCode] = Field(default_factory=list, description="Empty: any currency")
     segments: list[Name] = Field(default_factory=list, description="Empty: any risk segment")
+    fee_rate: Rate | None = Field(
+        default=None, description="The agency's fee as a share of what it recovers; none: not known"
+    )
 
 
 class AgencyRules(Fragment):
@@ -288,8 +311,17 @@ class DunningPolicy(Fragment):
     penalty: Penalty | None = None
     discounts: list[DiscountTier] = Field(default_factory=list, max_length=10)
     promise_grace_days: int = Field(default=3, ge=0, le=90)
+    insolvency_claim_days: int = Field(
+        default=30,
+        ge=1,
+        le=365,
+        description="Days after an insolvency hold to lodge the claim, when the hold names no deadline",
+    )
     plan_grace_days: int = Field(default=5, ge=0, le=90)
     agency: AgencyRules | None = None
+    dispute_limit_days: int = Field(
+        default=30, ge=1, le=3650, description="A dispute open longer than this is reported as overdue"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

@@ -11,7 +11,10 @@ from typing import Annotated
 
 import typer
 
+from services.dunning.audit_cli import app as audit_app
+from services.runtime.logging_setup import LogFormat, configure_logging
 from services.runtime.settings import Settings
+from services.runtime.tracing import configure_tracing
 from services.scoring.cli import app as scoring_app
 
 app = typer.Typer(help="Arrears: event-sourced accounts-receivable collections.", no_args_is_help=True)
@@ -24,10 +27,11 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(topics_app, name="topics")
 app.add_typer(policy_app, name="policy")
 app.add_typer(scoring_app, name="scoring")
+app.add_typer(audit_app, name="audit")
 
 
-def _logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+def _logging(settings: Settings, default: LogFormat = "text", level: str | int | None = None) -> None:
+    configure_logging(level or settings.log_level, settings.log_format or default)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -39,17 +43,27 @@ def demo(
     data: Annotated[Path, typer.Option(help="The IBM accounts-receivable sample CSV")] = Path(
         "../shared/data/ibm-accounts-receivable-2012-2013H1.csv"
     ),
+    serve_dashboard: Annotated[
+        bool,
+        typer.Option(
+            "--serve/--no-serve", help="At the end, serve the dashboard until Ctrl-C (--no-serve: exit)"
+        ),
+    ] = True,
+    port: Annotated[int, typer.Option(help="The dashboard's port on 127.0.0.1 (0: any free one)")] = 8080,
 ) -> None:
-    """Replay the sample day by day on the embedded default and print the aging at every month end."""
+    """Replay the sample day by day on the embedded default, print the aging at every month end, then
+    serve the operations dashboard over the result."""
     from services.demo import main
 
-    logging.basicConfig(level=logging.WARNING)
-    main(data)
+    _logging(Settings(), level=logging.WARNING)
+    main(data, port if serve_dashboard else None)
 
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="ledger, dunning, notifier or scoring")] = "ledger",
+    service: Annotated[
+        str, typer.Argument(help="ledger, dunning, notifier, scoring, or dashboard (the operations page)")
+    ] = "ledger",
     api_only: Annotated[
         bool,
         typer.Option(
@@ -63,14 +77,26 @@ def serve(
     from services.stack import SERVICES, open_stack
 
     settings = Settings()
-    _logging(settings)
+    _logging(settings, "json")
+    if service == "dashboard":
+        from services.dashboard.main import serve as serve_dashboard
+
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        asyncio.run(serve_dashboard(settings))
+        return
     if service not in SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
+    configure_tracing(service)
 
     async def run() -> None:
         async with open_stack(settings, [service], background=not api_only) as stack:
+            # Requests are logged by the app (request_telemetry.py), in the process's format.
             config = uvicorn.Config(
-                stack.app(service), host=settings.http_host, port=settings.http_port, log_level="info"
+                stack.app(service),
+                host=settings.http_host,
+                port=settings.http_port,
+                log_config=None,
+                access_log=False,
             )
             await uvicorn.Server(config).serve()
 
@@ -107,6 +133,8 @@ def create_key(
     services = ["ledger"] if role == "erp" else ["dunning"]
     if role in ("collector", "operations"):
         services += ["notifier", "scoring"]
+    if role == "operations":  # finance reads the ledger's aging and KPIs (the dashboard's key)
+        services.insert(0, "ledger")
 
     async def run() -> str:
         async with open_stack(Settings(), services, background=False) as stack:
@@ -168,6 +196,49 @@ def publish_policy(
 
     asyncio.run(run())
     typer.echo(f"{tenant}: policy version {version} in force from {effective_from.date()}")
+
+
+@policy_app.command("simulate")
+def simulate_policy(
+    tenant: Annotated[str, typer.Option(help="Tenant id")],
+    candidate: Annotated[
+        Path, typer.Option(exists=True, dir_okay=False, help="YAML or JSON candidate policy document")
+    ],
+    start: Annotated[
+        dt.datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="First business date of the window")
+    ],
+    end: Annotated[
+        dt.datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="Last business date of the window")
+    ],
+    paid_within: Annotated[int, typer.Option(min=0, help="Days after a command a payment counts")] = 14,
+    workers: Annotated[int, typer.Option(min=1, help="Processes replaying the log's partitions")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON")] = False,
+) -> None:
+    """Replay a candidate policy over the tenant's recorded history beside the published versions
+    (read-only: nothing is sent, no table or topic is written)."""
+    from typing import Any
+
+    import orjson
+
+    from contracts.policy import load_policy
+    from services.dunning.replay import simulate
+    from services.dunning.simulation import Window, report_json, report_table
+    from services.runtime.process import open_log
+
+    try:
+        document = load_policy(candidate)
+        window = Window(start.date(), end.date(), paid_within)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    async def run() -> dict[str, Any]:
+        settings = Settings()
+        async with open_log(settings) as log:
+            report = await simulate(log, tenant, document, window, workers=workers, settings=settings)
+            return report_json(report)
+
+    report = asyncio.run(run())
+    typer.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode() if as_json else report_table(report))
 
 
 @topics_app.command("create")

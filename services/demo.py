@@ -4,24 +4,30 @@ One process: an embedded PostgreSQL in a fresh folder, the in-process log, and t
 notifier and scoring services with their consumers and outbox relays. Scoring's segments reach
 dunning, whose default policy shifts the ladder by segment. Every journal event goes through
 `POST /v1/events`, disputes through the collectors' API, every business day through the clock, every
-report through `GET /v1/aging` and `GET /v1/cases`. E-mail goes to an SMTP server started in the
-process; letters are written as PDF files; agency and ERP webhooks go to a receiver in the process.
+report through `GET /v1/aging`, `GET /v1/kpis/receivables` and `GET /v1/cases`. E-mail goes to an
+SMTP server started in the process; letters are written as PDF files; agency and ERP webhooks go to a
+receiver in the process. At the end the operations dashboard serves the replayed stack on a local port
+until interrupted, unless told not to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import shutil
+import signal
+import socket
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from sqlalchemy import func, select
 
 from contracts.money import format_major
@@ -45,21 +51,42 @@ def _month_end(day: dt.date) -> bool:
     return (day + dt.timedelta(days=1)).month != day.month
 
 
-def _aging_line(day: dt.date, report: dict[str, Any], labels: list[str]) -> str:
+def _aging_line(
+    day: dt.date, report: dict[str, Any], labels: list[str], kpis: dict[str, dict[str, Any]]
+) -> str:
     cells = []
     for currency, figures in report["currencies"].items():
         amounts = [format_major(figures["buckets_minor"][label], currency) for label in labels]
+        month = kpis.get(currency, {})
         cells.append(
             f"{currency} "
             + " ".join(f"{a:>10}" for a in amounts)
             + f" {format_major(figures['total_minor'], currency):>11}"
+            + f" {_figure(month.get('dso_count_back_days'), ' d'):>8}"
+            + f" {_figure(month.get('cei_percent'), ' %'):>7}"
         )
     return f"{day}  " + ("  ".join(cells) if cells else "nothing outstanding")
 
 
+def _figure(value: float | None, unit: str) -> str:
+    return "-" if value is None else f"{value:.1f}{unit}"
+
+
+async def _month_kpis(ledger_api: httpx.AsyncClient, day: dt.date) -> dict[str, dict[str, Any]]:
+    """Per currency, the receivables KPIs of the month through `day` (none if the ledger has none)."""
+    response = await ledger_api.get("/v1/kpis/receivables", params={"as_of": day.isoformat(), "months": 1})
+    if response.status_code != 200:
+        return {}
+    return {currency: months[-1] for currency, months in response.json()["currencies"].items() if months}
+
+
 async def run_demo(
-    data: Path, letters: Path = Path("var/demo/letters"), out: Print = print
+    data: Path, letters: Path = Path("var/demo/letters"), out: Print = print, serve_port: int | None = None
 ) -> dict[str, Any]:
+    """Replay the sample; then, when `serve_port` is given, serve the dashboard on it (0: any free
+    port) until interrupted."""
+    # The port is taken before the replay, so a busy one is said at once rather than minutes later.
+    listener = _listen(serve_port) if serve_port is not None else None
     invoices = ibm.load(data)
     days = ibm.events_by_day(invoices, TENANT)
     out(
@@ -79,7 +106,50 @@ async def run_demo(
             erp_key = await stack.create_key(TENANT, "demo-erp", "erp", on=["ledger"])
             collector_key = await stack.create_key(TENANT, "demo-collector", "collector", on=["dunning"])
             await _record_creditor(stack, min(days))
-            return await _replay(stack, invoices, days, erp_key, collector_key, letters, out)
+            summary = await _replay(stack, invoices, days, erp_key, collector_key, letters, out)
+            if listener is not None:
+                with listener:
+                    await _serve_dashboard(stack, listener, summary["outstanding_on"], out)
+            return summary
+
+
+class _Server(uvicorn.Server):
+    """Stops on Ctrl-C or SIGTERM as uvicorn does, but does not raise the signal again once stopped:
+    asyncio would take it for a second Ctrl-C and cut short the stack's orderly shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        previous = {s: signal.signal(s, self.handle_exit) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def _listen(port: int) -> socket.socket:
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("127.0.0.1", port))
+        listener.listen(100)  # a browser that comes before the server waits in the backlog
+    except OSError as exc:
+        listener.close()
+        raise SystemExit(f"cannot serve the dashboard on port {port}: {exc.strerror}; pass --port") from None
+    return listener
+
+
+async def _serve_dashboard(stack: Stack, listener: socket.socket, as_of: dt.date | None, out: Print) -> None:
+    """The dashboard over the replayed stack, with a read key of operations in the address's fragment
+    (a browser never sends the fragment to a server), until Ctrl-C. It opens on `as_of`: by the end of
+    the sample every invoice is settled, and an empty aging shows nothing."""
+    key = await stack.create_key(TENANT, "demo-dashboard", "operations", on=list(stack.services))
+    server = _Server(uvicorn.Config(stack.dashboard(), log_level="warning"))
+    fragment = f"key={key}" + (f"&as_of={as_of}" if as_of else "")
+    out(f"\nThe operations dashboard: http://127.0.0.1:{listener.getsockname()[1]}/#{fragment}")
+    out("Serving the replayed stack until Ctrl-C.")
+    await server.serve(sockets=[listener])
+    out("stopped")
 
 
 DEMO_CREDITOR = {
@@ -140,12 +210,13 @@ async def _replay(
         headers={"X-API-Key": collector_key},
     )
     worklist: list[str] = []
+    outstanding_on: dt.date | None = None  # the last month end with anything outstanding
     async with ledger_api, dunning_api:
         labels: list[str] = (await ledger_api.get("/v1/aging-policy")).json()["labels"]
         out(
             f"\n{'month end':<10}  cur "
             + " ".join(f"{label:>10}" for label in labels)
-            + f" {'total':>11}  cases open/held  sent"
+            + f" {'total':>11} {'DSO':>8} {'CEI':>7}  cases open/held  sent"
         )
         day = first
         while day <= last:
@@ -170,13 +241,16 @@ async def _replay(
             await settled()
             if _month_end(day) or day == last:
                 report = (await ledger_api.get("/v1/aging")).json()
+                kpis = await _month_kpis(ledger_api, day)
                 cases = await _case_counts(stack)
                 sent = await _sent(stack)
                 out(
-                    _aging_line(day, report, labels)
+                    _aging_line(day, report, labels, kpis)
                     + f"  {cases.get('open', 0):>5}/{cases.get('held', 0):<5}  {sum(sent.values()):>5}"
                 )
                 worklist = await _worklist(stack, day) or worklist
+                if report["currencies"]:
+                    outstanding_on = day
             day += dt.timedelta(days=1)
         await settled()
         elapsed = time.perf_counter() - started
@@ -197,7 +271,13 @@ async def _replay(
         out("risk segments (scoring): " + _counts(summary["segments"]))
         for line in worklist:
             out(line)
-        return {"posted": posted, "seconds": elapsed, **summary, "emails": len(outside.emails)}
+        return {
+            "posted": posted,
+            "seconds": elapsed,
+            **summary,
+            "emails": len(outside.emails),
+            "outstanding_on": outstanding_on,
+        }
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -278,7 +358,10 @@ async def _worklist(stack: Stack, day: dt.date, top: int = 5) -> list[str]:
     return lines
 
 
-def main(data: Path) -> None:
+def main(data: Path, serve_port: int | None) -> None:
     if not data.is_file():
         raise SystemExit(f"sample data not found at {data}; pass --data PATH")
-    asyncio.run(run_demo(data))
+    try:
+        asyncio.run(run_demo(data, serve_port=serve_port))
+    except KeyboardInterrupt:
+        print("stopped")

@@ -31,6 +31,8 @@ from fastapi import FastAPI, Request
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.dashboard.app import dashboard_app
+from services.dashboard.upstreams import in_process
 from services.dunning.main import DunningService
 from services.ledger.main import LedgerService
 from services.notifier import store as notifier_store
@@ -127,6 +129,10 @@ class Stack:
     def app(self, name: str) -> FastAPI:
         """The HTTP API of a service of the stack; its loops are the stack's to run."""
         return self.services[name].app(run_background=False)
+
+    def dashboard(self) -> FastAPI:
+        """The operations dashboard, passing its API calls to this stack's services in the process."""
+        return dashboard_app(in_process({name: self.app(name) for name in self.services}))
 
     async def start_background(self) -> None:
         for service in self.services.values():

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 from sqlalchemy import and_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
@@ -32,7 +32,9 @@ from contracts.policy import DunningPolicy, PolicyPublished
 from contracts.registry import encode_event, make_event
 from contracts.scalars import MAX_INT32, MAX_INT64, Line, Text
 from contracts.topics import CONTACTS, POLICIES
-from services.dunning import store
+from services.dunning import agency_store, agency_view, store
+from services.dunning.kpi_api import kpi_router
+from services.dunning.simulation_api import router as simulation_router
 from services.runtime.auth import Principal
 from services.runtime.http import ApiError, Authorize, ReadSession, api_responses, error_responses
 from services.runtime.log import Message
@@ -82,6 +84,12 @@ class PromiseBody(BaseModel):
 class DisputeBody(BaseModel):
     invoice_id: Identifier
     reason: Text | None = Field(default=None, max_length=2000)
+    owner: Line | None = Field(
+        default=None,
+        max_length=200,
+        description="Who resolves it (opening only); a dispute open longer than the policy's "
+        "dispute_limit_days is escalated to them as a task (default: who records it)",
+    )
 
 
 class InstalmentBody(BaseModel):
@@ -102,6 +110,23 @@ class HoldBody(BaseModel):
     kind: Literal["manual", "insolvency"] = "manual"
     reason: Text = Field(min_length=1, max_length=2000)
     until: IsoDate | None = None
+    claims_deadline: IsoDate | None = Field(
+        default=None,
+        description="Insolvency: the last day to lodge claims with the administrator; the legal task to "
+        "lodge the claim is due by it (without it, by the policy's insolvency_claim_days)",
+    )
+    administrator: Line | None = Field(
+        default=None,
+        max_length=300,
+        description="Insolvency: the administrator, with the proceedings' number",
+    )
+
+    @field_validator("claims_deadline", "administrator")
+    @classmethod
+    def _insolvency_only(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and info.data.get("kind") != "insolvency":
+            raise ValueError("only an insolvency hold names a claims deadline or an administrator")
+        return value
 
 
 class NoteBody(BaseModel):
@@ -404,6 +429,7 @@ def router() -> APIRouter:
             dispute_id=claim.event_id,
             invoice_id=body.invoice_id,
             reason=body.reason,
+            owner=body.owner,
             recorded=await _recorded(session, principal),
         )
         return await _record(request, principal, debtor_id, "ar.dispute.opened.v1", data, claim)
@@ -485,6 +511,9 @@ def router() -> APIRouter:
         reason: str | None,
         until: dt.date | None,
         placed: bool,
+        *,
+        claims_deadline: dt.date | None = None,
+        administrator: str | None = None,
     ) -> dict[str, Any]:
         if (answer := await _answered(session, principal, claim)) is not None:
             return answer
@@ -492,8 +521,17 @@ def router() -> APIRouter:
         recorded = await _recorded(session, principal)
         if until is not None:
             _not_before(until, recorded.business_date, "until")
+        if claims_deadline is not None:
+            _not_before(claims_deadline, recorded.business_date, "claims_deadline")
         data = c.HoldChanged(
-            hold_id=hold_id, kind=kind, currency=case.currency, reason=reason, until=until, recorded=recorded
+            hold_id=hold_id,
+            kind=kind,
+            currency=case.currency,
+            reason=reason,
+            until=until,
+            claims_deadline=claims_deadline,
+            administrator=administrator,
+            recorded=recorded,
         )
         event_type = "ar.hold.placed.v1" if placed else "ar.hold.released.v1"
         return await _record(request, principal, case.debtor_id, event_type, data, claim)
@@ -520,7 +558,18 @@ def router() -> APIRouter:
             f"Idempotency-Key {idempotency_key} was used for another request",
         )
         return await _hold(
-            request, principal, session, case_id, claim, hold_id, body.kind, body.reason, body.until, True
+            request,
+            principal,
+            session,
+            case_id,
+            claim,
+            hold_id,
+            body.kind,
+            body.reason,
+            body.until,
+            True,
+            claims_deadline=body.claims_deadline,
+            administrator=body.administrator,
         )
 
     @api.delete(
@@ -694,17 +743,47 @@ def router() -> APIRouter:
             )
         ).all()
         entries = [{"position": r.position, "case_id": r.case_id, "kind": r.kind, **r.entry} for r in rows]
+        debtor_ids = [e["debtor_id"] for e in entries if "debtor_id" in e]
+        profiles = await agency_store.profiles(session, principal.tenant_id, debtor_ids)
+        policy = await _policy_today(session, principal.tenant_id)
+        for entry in entries:
+            if "debtor_id" in entry:
+                debtor = entry["debtor_id"]
+                entry["debtor"] = agency_view.debtor_details(debtor, profiles.get(debtor), policy)
         return {"entries": entries, "next": rows[-1].position if rows else after}
+
+    async def _policy_today(session: ReadSession, tenant_id: str) -> DunningPolicy | None:
+        day = await session.scalar(
+            select(store.business_dates.c.business_date).where(store.business_dates.c.tenant_id == tenant_id)
+        )
+        return None if day is None else await agency_store.policy(session, tenant_id, day)
 
     @api.get(
         "/agency/cases/{case_id}",
         tags=["agencies"],
-        summary="A case placed with this agency",
+        summary="A case placed with this agency: the debtor as far as consented, the statement of the "
+        "placed items, the documents sent so far and the recoveries reconciled with the ledger's payments",
         responses=error_responses(404),
     )
     async def agency_case(case_id: CasePath, principal: Agency, session: ReadSession) -> dict[str, Any]:
         row = await _placed_with(session, principal, case_id)
-        return {k: v for k, v in _case_row(row).items() if k not in ("version",)}
+        tenant = principal.tenant_id
+        case = await agency_store.case_state(session, tenant, case_id)
+        if case is None:
+            raise ApiError(404, f"no case {case_id}")
+        day = await _business_date(session, tenant)
+        profiles = await agency_store.profiles(session, tenant, [row.debtor_id])
+        sent = await agency_store.documents_sent(session, tenant, row.debtor_id, case_id)
+        ledger, reported = await agency_store.recoveries(session, tenant, case_id, principal.name)
+        return {
+            **{k: v for k, v in _case_row(row).items() if k not in ("version",)},
+            "debtor": agency_view.debtor_details(
+                row.debtor_id, profiles.get(row.debtor_id), await agency_store.policy(session, tenant, day)
+            ),
+            "statement": agency_view.statement(case, day),
+            "documents": agency_view.documents(sent),
+            "recoveries": agency_view.reconciliation(ledger, reported),
+        }
 
     @api.post(
         "/agency/cases/{case_id}/outcomes",
@@ -738,4 +817,6 @@ def router() -> APIRouter:
         )
         return await _record(request, principal, row.debtor_id, "ar.agency.outcome.v1", data, claim)
 
+    api.include_router(kpi_router())
+    api.include_router(simulation_router())
     return api

@@ -12,6 +12,8 @@ import orjson
 from contracts.policy import PolicyPublished
 from services.dunning.agencies import AgencyKey, AgencyPerformance, AgencyRecord
 from services.dunning.domain import Case, dump_case, is_due, load_case_json
+from services.dunning.domain.audit import Line
+from services.dunning.kpis import KpiFacts
 from services.dunning.store import DebtorKey
 from services.runtime.log import Message
 
@@ -33,6 +35,8 @@ class Batch:
     messages: list[Message] = field(default_factory=list)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     feed: list[dict[str, Any]] = field(default_factory=list)
+    record: list[tuple[str, str, Line]] = field(default_factory=list)
+    """Lines of the debtors' records, (tenant, debtor, line) in the order they happened."""
     performance: dict[str, dict[AgencyKey, AgencyRecord]] = field(default_factory=dict)
     """Each tenant's agency records as they stand (shared by a day's slices)."""
     performance_added: dict[str, dict[AgencyKey, AgencyRecord]] = field(default_factory=dict)
@@ -43,6 +47,8 @@ class Batch:
     """The version (`xmin`) of each case row this transaction read or wrote, by (tenant, case id).
     A case is written only while its row still has that version, and a case without one only while
     it still has no row (`_save`); what the consumer batch leaves behind is cached with it."""
+    kpi: KpiFacts = field(default_factory=KpiFacts)
+    """What the KPI tables learn from the cases' moves (`kpis.observe`)."""
     caches: bool = False
     """The consumer batch's own (not a day's slice): what it leaves behind is cached."""
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from services.dunning import store
 from services.dunning.api import router
 from services.dunning.projection import DunningProjection
+from services.dunning.record_api import router as record_router
 from services.runtime.process import Resources
 from services.runtime.service import Service
 
@@ -23,4 +24,4 @@ class DunningService(Service):
         )
 
     def routers(self) -> Sequence[APIRouter]:
-        return (router(),)
+        return (router(), record_router())

@@ -41,15 +41,16 @@ from services.dunning.domain import (
     Case,
     DebtorFacts,
     agency_key,
-    currency_of,
     decide_debtor,
-    evolve,
     fact_of,
     is_due,
-    new_case,
-    opens_case,
 )
+from services.dunning.domain.debtor import evolve_debtor, opened_case
+from services.dunning.domain.record import RESTATED, case_of, fact_line
+from services.dunning.kpi_store import write_facts
+from services.dunning.kpis import observe
 from services.dunning.publishing import publish_decision, publish_events
+from services.dunning.record import append_lines
 from services.dunning.store import DebtorKey
 from services.runtime.committed_cache import CommittedCache
 from services.runtime.consumer import Applied, Delivered
@@ -227,17 +228,16 @@ class DunningProjection:
     def _apply_fact(self, work: Batch, d: Delivered) -> None:
         tenant, debtor = d.event.tenantid, d.event.debtorid or ""
         fact = fact_of(d.event, _ref(d))
-        currency = currency_of(fact)
         cases = work.cases.setdefault((tenant, debtor), {})
-        if currency is not None and f"{debtor}:{currency}" not in cases and opens_case(fact):
-            cases[f"{debtor}:{currency}"] = new_case(tenant, debtor, currency)
-        for case_id in sorted(cases):
-            case = cases[case_id]
-            after, events = evolve(case, fact)
-            if after is case:
-                continue
+        if (opened := opened_case(tenant, debtor, cases, fact)) is not None:
+            cases[opened.case_id] = opened
+        line = fact_line(fact, d.event.id, case_of(fact, debtor, cases))
+        if line is not None:
+            work.record.append((tenant, debtor, line))
+        for case, after, events in evolve_debtor(cases, fact):
+            observe(work.kpi, case, after, events, fact=fact)
             work.put(after)
-            publish_events(work, after, events)
+            publish_events(work, after, events, RESTATED)
         if (
             isinstance(fact.data, AgencyOutcome)
             and fact.data.kind == "recovered"
@@ -399,8 +399,13 @@ class DunningProjection:
     async def _save(self, session: AsyncSession, work: Batch, *, feed: bool = True) -> None:
         connection = await driver_connection(session)
         await _write_cases(connection, work)
+        await write_facts(connection, work.kpi)
         work.written.update((tenant, debtor) for tenant, debtor, _ in work.changed)
         work.changed.clear()
+        # The debtors whose chain heads this transaction locks are decided in it, never in a day's
+        # slice (which would wait for the lock until the batch's end, which waits for the slice).
+        work.written.update(await append_lines(connection, work.record, dt.datetime.now(dt.UTC)))
+        work.record.clear()
         self._stage(work)
         if work.timeline:
             await connection.copy_records_to_table(

@@ -1,5 +1,5 @@
 """What dunning publishes about a decision: commands, cancellations and case events to the outbox, with
-their timeline rows and the agency feed."""
+their timeline rows, the agency feed and the lines of the debtor's record."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from contracts.topics import CASES, COMMANDS
 from services.dunning.agencies import record_placement
 from services.dunning.batch import Batch, moved
 from services.dunning.domain import Case, Decision, agency_key, cancellation_id, case_event_id
+from services.dunning.domain.record import cancellation_line, case_event_line, command_line, decided_notes
+from services.dunning.kpis import observe
 from services.runtime.log import Message
 
 SOURCE = "arrears/dunning"
@@ -23,12 +25,17 @@ def publish_decision(work: Batch, decision: Decision, day: dt.date, tick: InputR
     case = decision.case
     if not (decision.commands or decision.cancellations or decision.events) and not moved(work, case):
         return
+    before = work.cases.get((case.tenant_id, case.debtor_id), {}).get(case.case_id)
+    if before is not None:
+        observe(work.kpi, before, case, decision.events, decision.commands)
     work.put(case)
     for command in decision.commands:
         publish_command(work, case, command)
     for cancellation in decision.cancellations:
         publish_cancellation(work, case, cancellation)
     publish_events(work, case, list(decision.events))
+    notes = decided_notes(decision, day, before)
+    work.record.extend((case.tenant_id, case.debtor_id, line) for line in notes)
 
 
 def envelope(event_type: str, data: Any, event_id: str, case: Case, cause: str | None) -> Message:
@@ -49,6 +56,7 @@ def envelope(event_type: str, data: Any, event_id: str, case: Case, cause: str |
 def publish_command(work: Batch, case: Case, command: CollectionCommand) -> None:
     cause = command.inputs[-1].event_id if command.inputs else None
     work.messages.append(envelope(command_type_of(command.action), command, command.command_id, case, cause))
+    work.record.append((case.tenant_id, case.debtor_id, command_line(command)))
     work.timeline.append(
         timeline_row(
             case,
@@ -73,6 +81,7 @@ def publish_command(work: Batch, case: Case, command: CollectionCommand) -> None
 def publish_cancellation(work: Batch, case: Case, cancellation: CommandCancelled) -> None:
     event_id = cancellation_id(case.tenant_id, cancellation.command_id)
     work.messages.append(envelope("collections.command.cancelled.v1", cancellation, event_id, case, None))
+    work.record.append((case.tenant_id, case.debtor_id, cancellation_line(cancellation, event_id, case)))
     work.timeline.append(
         timeline_row(
             case,
@@ -84,11 +93,17 @@ def publish_cancellation(work: Batch, case: Case, cancellation: CommandCancelled
     )
 
 
-def publish_events(work: Batch, case: Case, events: list[CaseEvent]) -> None:
+def publish_events(
+    work: Batch, case: Case, events: list[CaseEvent], restated: frozenset[str] = frozenset()
+) -> None:
+    """Case events to the outbox, the timeline and the feed; to the debtor's record all but the
+    `restated` changes (a fact's line says them)."""
     for event in events:
         event_id = case_event_id(case.tenant_id, event)
         cause = event.inputs[-1].event_id if event.inputs else None
         work.messages.append(envelope(case_type(event.change), event, event_id, case, cause))
+        if event.change not in restated:
+            work.record.append((case.tenant_id, case.debtor_id, case_event_line(event, event_id)))
         work.timeline.append(
             timeline_row(
                 case,

@@ -31,6 +31,8 @@ from services.runtime.settings import Settings
 
 Erp = Annotated[Principal, Depends(Authorize(store.runtime, "erp"))]
 """The ERP: posts its events, reads statements and aging, sets the aging buckets."""
+Reader = Annotated[Principal, Depends(Authorize(store.runtime, "erp", "operations"))]
+"""Who reads the portfolio's aging and KPIs: the ERP, and finance and operations."""
 
 
 class AgingPolicyBody(BaseModel):
@@ -234,7 +236,7 @@ def router(settings: Settings) -> APIRouter:
         responses=error_responses(409),
     )
     async def portfolio_aging(
-        principal: Erp, session: ReadSession, as_of: AsOf = None, known_at: KnownAt = None
+        principal: Reader, session: ReadSession, as_of: AsOf = None, known_at: KnownAt = None
     ) -> dict[str, Any]:
         day = await _as_of(session, principal.tenant_id, as_of)
         policy = await _policy(session, principal.tenant_id)
@@ -252,7 +254,7 @@ def router(settings: Settings) -> APIRouter:
         }
 
     @api.get("/aging-policy", summary="The tenant's aging buckets")
-    async def get_aging_policy(principal: Erp, session: ReadSession) -> dict[str, Any]:
+    async def get_aging_policy(principal: Reader, session: ReadSession) -> dict[str, Any]:
         policy = await _policy(session, principal.tenant_id)
         return {"bounds": list(policy.bounds), "labels": list(policy.labels)}
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from fastapi import APIRouter
 
-from services.ledger import store
+from services.ledger import kpi_api, store
 from services.ledger.api import router
 from services.ledger.projection import LedgerProjection
 from services.runtime.process import Resources
@@ -22,4 +22,4 @@ class LedgerService(Service):
         )
 
     def routers(self) -> Sequence[APIRouter]:
-        return (router(self.resources.settings),)
+        return (router(self.resources.settings), kpi_api.router())

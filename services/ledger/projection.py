@@ -25,6 +25,7 @@ from services.ledger.domain import (
     evolve,
     initial_state,
 )
+from services.ledger.kpi_sales import sales_changes
 from services.runtime.committed_cache import CommittedCache
 from services.runtime.consumer import Applied, Delivered
 from services.runtime.log import Message, Record
@@ -167,12 +168,14 @@ class LedgerProjection:
         states = await self._states(session, keys)
         changed: dict[store.DebtorKey, DebtorLedger] = {}
         movements: list[store.MovementRow] = []
+        sales: list[tuple[store.SaleKey, int]] = []
         outcomes: list[store.Outcome] = []
         messages = applied.messages
         for d in journal:
             event = d.event
             key = (event.tenantid, event.debtorid or "")
-            transition = evolve(states.get(key) or initial_state(*key), event.data, event_id=event.id)
+            before = states.get(key) or initial_state(*key)
+            transition = evolve(before, event.data, event_id=event.id)
             outcomes.extend(_outcomes(event, transition))
             if transition.rejection:
                 applied.rejected.append((d, transition.rejection))
@@ -188,9 +191,14 @@ class LedgerProjection:
                 for m in transition.movements
             )
             messages.extend(receivable_fact(event, c, at) for c in transition.changes)
+            sales.extend(
+                ((key[0], c.invoice.currency, day), amount)
+                for c in transition.changes
+                for day, amount in sales_changes(before.invoices.get(c.invoice.invoice_id), c.invoice)
+            )
 
         versions = {**self._versions, **await store.save_ledgers(session, changed, self._versions)}
-        await store.record_movements(session, movements)
+        await store.record_movements(session, movements, sales)
         await store.record_outcomes(session, outcomes)
         await store.advance_business_dates(session, business_dates)
         for key, state in states.items():

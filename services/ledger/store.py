@@ -77,6 +77,15 @@ aging_totals = Table(
     Column("amount", BigInteger, nullable=False),
 )
 
+credit_sales = Table(
+    "credit_sales",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("sale_date", Date, primary_key=True),
+    Column("amount", BigInteger, nullable=False),
+)
+
 business_dates = Table(
     "business_dates",
     metadata,
@@ -258,11 +267,21 @@ _MOVEMENT_COLUMNS = (
 )
 
 
-async def record_movements(session: AsyncSession, movements: Sequence[MovementRow]) -> None:
-    """Append the movements (COPY) and fold them into the per-tenant aging totals."""
-    if not movements:
+SaleKey = tuple[str, str, dt.date]
+"""(tenant, currency, sale date) of the credit sales totals (what counts as a sale: `kpi_sales`)."""
+
+
+async def record_movements(
+    session: AsyncSession, movements: Sequence[MovementRow], sales: Sequence[tuple[SaleKey, int]] = ()
+) -> None:
+    """Append the movements (COPY) and fold them into the per-tenant aging totals, and the signed
+    credit sales into the per-day sales totals."""
+    if not movements and not sales:
         return
     connection = await driver_connection(session)
+    await _record_sales(connection, sales)
+    if not movements:
+        return
     await connection.copy_records_to_table(
         "balance_movements",
         schema_name=SCHEMA,
@@ -283,6 +302,24 @@ async def record_movements(session: AsyncSession, movements: Sequence[MovementRo
         [currency for (_, currency, _, _), _ in ordered],
         [due for (_, _, due, _), _ in ordered],
         [effective for (_, _, _, effective), _ in ordered],
+        [amount for _, amount in ordered],
+    )
+
+
+async def _record_sales(connection: Any, sales: Sequence[tuple[SaleKey, int]]) -> None:
+    totals: dict[SaleKey, int] = {}
+    for key, amount in sales:
+        totals[key] = totals.get(key, 0) + amount
+    ordered = sorted((key, amount) for key, amount in totals.items() if amount)
+    if not ordered:
+        return
+    await connection.execute(
+        f"INSERT INTO {SCHEMA}.credit_sales AS s (tenant_id, currency, sale_date, amount)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::bigint[])"
+        " ON CONFLICT (tenant_id, currency, sale_date) DO UPDATE SET amount = s.amount + EXCLUDED.amount",
+        [tenant for (tenant, _, _), _ in ordered],
+        [currency for (_, currency, _), _ in ordered],
+        [day for (_, _, day), _ in ordered],
         [amount for _, amount in ordered],
     )
 

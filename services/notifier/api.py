@@ -26,7 +26,7 @@ def router() -> APIRouter:
     async def list_tasks(
         principal: Reader,
         session: ReadSession,
-        kind: Literal["call", "legal", "writeoff_review"] | None = None,
+        kind: Literal["call", "legal", "writeoff_review", "find_address", "dispute"] | None = None,
         include_done: bool = False,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> dict[str, Any]:

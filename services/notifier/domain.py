@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from contracts.channels import Channel
-from contracts.collections import CollectionCommand
+from contracts.collections import DISPUTE_ESCALATION, INSOLVENCY_CLAIM, CollectionCommand
 from services.notifier.rendering import Addressee
 
 DEBTOR_FACING: frozenset[str] = frozenset({"send_reminder", "formal_notice", "claim_letter", "schedule_call"})
@@ -41,7 +41,7 @@ def last_look(command: CollectionCommand, now: Situation) -> str | None:
     if case is not None and case.version > command.case_version:
         if case.status == "closed":
             return "the case was closed after the command was decided"
-        if case.status == "held":
+        if case.status == "held" and command.step not in (INSOLVENCY_CLAIM, DISPUTE_ESCALATION):
             return f"the case was put on hold after the command was decided ({case.change})"
     if command.action not in DEBTOR_FACING:
         return None
@@ -66,8 +66,15 @@ def usable_channels(command: CollectionCommand, addressee: Addressee | None) -> 
             continue
         if channel in ("sms", "messenger") and not (addressee and addressee.phone):
             continue
+        if channel == "letter" and not (addressee and addressee.postal_address):
+            continue
         usable.append(channel)
     return usable
+
+
+def address_wanted(command: CollectionCommand, addressee: Addressee | None) -> bool:
+    """Whether the command could have gone out as a letter but for the debtor's postal address."""
+    return "letter" in command.channels and not (addressee and addressee.postal_address)
 
 
 def retry_delay(attempt: int, base_s: float = 30.0, cap_s: float = 3600.0) -> dt.timedelta:

@@ -32,6 +32,11 @@ HEADINGS = {
     "ru": ("Счёт", "Срок оплаты", "Дней просрочки", "Долг", "Неустойка", "Итого к оплате"),
     "zh": ("发票", "到期日", "逾期天数", "未付金额", "滞纳金", "应付合计"),
 }
+SUMMARY = {
+    "en": ("Principal", "Late-payment penalty", "Recovery costs"),
+    "ru": ("Основной долг", "Неустойка", "Расходы на взыскание"),
+    "zh": ("本金", "滞纳金", "追收费用"),
+}
 
 
 @cache
@@ -67,16 +72,14 @@ def letter_pdf(
                 item["penalty"] or "",
             ]
         )
-    total = command.total.amount_minor + (command.penalty.amount_minor if command.penalty else 0)
-    rows.append(
-        [
-            heads[5],
-            "",
-            "",
-            format_money(command.total.model_copy(update={"amount_minor": total}), language),
-            "",
-        ]
-    )
+    # Below the items, what the debtor is asked for: the principal, what is claimed besides it, the total.
+    labels = SUMMARY.get(language, SUMMARY["en"])
+    extras = [(labels[1], command.penalty), (labels[2], command.costs)]
+    summary = [[labels[0], "", "", shown["total"], ""]] if any(m for _, m in extras) else []
+    summary += [[label, "", "", format_money(m, language), ""] for label, m in extras if m]
+    summary.append([heads[5], "", "", shown["amount_due"], ""])
+    first_summary_row = len(rows)
+    rows += summary
     table = Table(rows, colWidths=(40 * mm, 30 * mm, 28 * mm, 40 * mm, 30 * mm), repeatRows=1)
     table.setStyle(
         TableStyle(
@@ -84,6 +87,7 @@ def letter_pdf(
                 ("FONTNAME", (0, 0), (-1, -1), font),
                 ("FONTSIZE", (0, 0), (-1, -1), 9),
                 ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.black),
+                ("LINEABOVE", (0, first_summary_row), (-1, first_summary_row), 0.6, colors.black),
                 ("LINEABOVE", (0, -1), (-1, -1), 0.6, colors.black),
                 ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
             ]

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from contracts.scalars import BusinessDate, Line, Version
+from contracts.scalars import BusinessDate, Language, Line, Text, Version
 
 Short = Annotated[Line, Field(min_length=1, max_length=140)]
 
@@ -61,6 +61,19 @@ class TenantProfile(_Strict):
     email: Short | None = None
     phone: Short | None = None
     signatory: Signatory
+    legal_basis: dict[Language, Annotated[Text, Field(min_length=1, max_length=500)]] = Field(
+        default_factory=dict,
+        max_length=10,
+        description="What a claim rests on, per language of the letters (a claim letter and a final "
+        "demand cite it); without one for the letter's language they cite the contract the invoices were "
+        "issued under",
+        examples=[
+            {
+                "en": "our general terms of sale of 1 January 2026, section 7, and the Late Payment of "
+                "Commercial Debts (Interest) Act 1998"
+            }
+        ],
+    )
 
     @field_validator("payment_reference")
     @classmethod

@@ -12,14 +12,22 @@ from sqlalchemy import tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contracts.collections import CaseEvent, CollectionCommand, CommandCancelled, DisputeChanged
+from contracts.collections import (
+    CaseEvent,
+    CollectionCommand,
+    CommandCancelled,
+    ContactResult,
+    DisputeChanged,
+)
+from contracts.envelope import Envelope
 from contracts.journal import DebtorProfile
 from contracts.receivables import ReceivableBalance
-from contracts.registry import encode_event
+from contracts.registry import encode_event, make_event
 from contracts.topics import CASES, COMMANDS, CONTACTS, DEBTORS, RECEIVABLES
 from services.notifier import store
 from services.notifier.domain import next_send_time
 from services.runtime.consumer import Applied, Delivered
+from services.runtime.log import Message
 
 Clock = Callable[[], dt.datetime]
 
@@ -36,6 +44,24 @@ async def _upsert(session: AsyncSession, table: Any, rows: list[dict[str, Any]],
     await session.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
 
 
+def _deferred(command: Envelope[Any], not_before: dt.datetime, now: dt.datetime) -> Message:
+    data: CollectionCommand = command.data
+    event = make_event(
+        "ar.contact.deferred.v1",
+        ContactResult(
+            command_id=data.command_id, case_id=data.case_id, outcome="deferred", not_before=not_before
+        ),
+        event_id=f"contact:{data.command_id}:deferred",
+        tenant_id=command.tenantid,
+        debtor_id=command.debtorid,
+        source="arrears/notifier",
+        time=now,
+        causation_id=command.id,
+        correlation_id=command.correlationid or command.id,
+    )
+    return Message(CONTACTS.name, event.key.encode(), encode_event(event))
+
+
 class NotifierProjection:
     group_id = "notifier"
     topics: tuple[str, ...] = (COMMANDS.name, CASES.name, RECEIVABLES.name, CONTACTS.name, DEBTORS.name)
@@ -44,8 +70,7 @@ class NotifierProjection:
         self._honour_windows = honour_send_windows
         self._clock = clock
 
-    def _first_attempt(self, command: CollectionCommand) -> dt.datetime:
-        now = self._clock()
+    def _first_attempt(self, command: CollectionCommand, now: dt.datetime) -> dt.datetime:
         if not self._honour_windows:
             return now
         return next_send_time(now, command.send_after, command.send_before)
@@ -57,10 +82,17 @@ class NotifierProjection:
         cases: dict[tuple[str, str], dict[str, Any]] = {}
         disputes: dict[tuple[str, str, str], dict[str, Any]] = {}
         profiles: dict[tuple[str, str], dict[str, Any]] = {}
+        # A delivery held for the debtor's send window is reported (ar.contact.deferred.v1), so that
+        # the debtor's record shows why a letter has not gone out yet.
+        deferred: list[Message] = []
+        now = self._clock()
         for d in batch:
             event, data = d.event, d.event.data
             tenant, debtor = event.tenantid, event.debtorid or ""
             if isinstance(data, CollectionCommand):
+                first_attempt = self._first_attempt(data, now)
+                if first_attempt > now and (tenant, data.command_id) not in deliveries:
+                    deferred.append(_deferred(event, first_attempt, now))
                 deliveries.setdefault(
                     (tenant, data.command_id),
                     {
@@ -71,7 +103,7 @@ class NotifierProjection:
                         "action": data.action,
                         "command": encode_event(event),
                         "status": "pending",
-                        "next_attempt_at": self._first_attempt(data),
+                        "next_attempt_at": first_attempt,
                     },
                 )
             elif isinstance(data, CommandCancelled):
@@ -138,7 +170,7 @@ class NotifierProjection:
             session, store.disputes, list(disputes.values()), ["tenant_id", "debtor_id", "invoice_id"]
         )
         await _upsert(session, store.addressees, list(profiles.values()), ["tenant_id", "debtor_id"])
-        return Applied()
+        return Applied(messages=deferred)
 
     async def _upsert_cases(self, session: AsyncSession, rows: list[dict[str, Any]]) -> None:
         if not rows:

@@ -1,8 +1,10 @@
 """Turning a command into words: Jinja2 templates per template name, channel and language.
 
 A template is looked up as `<language>/<template>.<kind>.j2`, then `<language>/default.<kind>.j2`, then
-the same in English. Money and dates are formatted for the debtor's locale with Babel; amounts stay
-integers until this last step.
+the same in English: a debtor is never written to in another language because one step's template is
+missing in theirs. A step's template extends the default of its kind and replaces only the blocks that
+make the step what it is (the title, the opening sentence, the request and its deadline). Money and
+dates are formatted for the debtor's locale with Babel; amounts stay integers until this last step.
 """
 
 from __future__ import annotations
@@ -83,13 +85,19 @@ def _date(value: dt.date | None, language: str) -> str | None:
 
 def _template(template: str, kind: str, language: str) -> Template:
     environment = _environment()
-    for name in (f"{template}.{kind}.j2", f"default.{kind}.j2"):
-        for lang in dict.fromkeys((language, FALLBACK_LANGUAGE)):
+    for lang in dict.fromkeys((language, FALLBACK_LANGUAGE)):
+        for name in (f"{template}.{kind}.j2", f"default.{kind}.j2"):
             try:
                 return environment.get_template(f"{lang}/{name}")
             except TemplateNotFound:
                 continue
     raise TemplateNotFound(f"{template}.{kind}.j2")
+
+
+def amount_due(command: CollectionCommand) -> Money:
+    """What the debtor is asked to pay: the principal, the penalty stated and the costs claimed."""
+    extra = sum(m.amount_minor for m in (command.penalty, command.costs) if m is not None)
+    return command.total.model_copy(update={"amount_minor": command.total.amount_minor + extra})
 
 
 def presentation(command: CollectionCommand, language: str) -> dict[str, Any]:
@@ -115,12 +123,18 @@ def presentation(command: CollectionCommand, language: str) -> dict[str, Any]:
         "total": money(command.total),
         "penalty": money(command.penalty),
         "discount": money(command.discount),
+        "costs": money(command.costs),
+        "amount_due": money(amount_due(command)),
         "deadline": _date(command.deadline, language),
+        "assignee": command.assignee,
+        "agency_id": command.agency_id,
         "business_date": _date(command.business_date, language),
     }
 
 
-def creditor_view(profile: TenantProfile, command: CollectionCommand, debtor_id: str) -> SimpleNamespace:
+def creditor_view(
+    profile: TenantProfile, command: CollectionCommand, debtor_id: str, language: str = FALLBACK_LANGUAGE
+) -> SimpleNamespace:
     """The creditor as the templates see it, with the payment reference of this debtor and case."""
     bank = profile.bank_account
     return SimpleNamespace(
@@ -134,6 +148,7 @@ def creditor_view(profile: TenantProfile, command: CollectionCommand, debtor_id:
         email=profile.email,
         phone=profile.phone,
         signatory=profile.signatory,
+        legal_basis=profile.legal_basis.get(language),
     )
 
 
@@ -155,9 +170,11 @@ def render(
         "debtor": addressee,
         "overdue": any(i.days_past_due > 0 for i in command.items),
         "oldest_days": max((i.days_past_due for i in command.items), default=0),
-        "creditor": creditor_view(creditor, command, addressee.debtor_id) if creditor else None,
+        "creditor": creditor_view(creditor, command, addressee.debtor_id, language) if creditor else None,
     }
     context = template.new_context(variables)
-    blocks = {name: "".join(block(context)).strip() for name, block in template.blocks.items()}
-    body = blocks.get("body") or template.render(variables).strip()
+    whole = "".join(template.root_render_func(context)).strip()
+    # Rendering the whole stacked the blocks of the templates it extends: each name's first is its last word.
+    blocks = {name: "".join(stack[0](context)).strip() for name, stack in context.blocks.items()}
+    body = blocks.get("body") or whole
     return Rendered(language, blocks.get("subject", ""), body, blocks)

@@ -36,10 +36,18 @@ from services.notifier.channels import (
     TransientFailure,
     Webhooks,
 )
-from services.notifier.domain import CaseSeen, Situation, last_look, retry_delay, usable_channels
+from services.notifier.domain import (
+    CaseSeen,
+    Situation,
+    address_wanted,
+    last_look,
+    retry_delay,
+    usable_channels,
+)
 from services.notifier.letters import letter_pdf
 from services.notifier.profile import TenantProfile, in_force
 from services.notifier.rendering import Addressee, render
+from services.runtime import metrics
 from services.runtime.log import Message
 from services.runtime.outbox import write_outbox
 from services.runtime.settings import Settings
@@ -48,7 +56,14 @@ from services.runtime.supervisor import Health
 log = logging.getLogger(__name__)
 SOURCE = "arrears/notifier"
 WEBHOOK_ACTIONS = {"request_credit_hold", "place_with_agency", "recall_from_agency"}
-TASK_ACTIONS = {"schedule_call": "call", "propose_writeoff": "writeoff_review", "start_legal_action": "legal"}
+TASK_ACTIONS = {
+    "schedule_call": "call",
+    "propose_writeoff": "writeoff_review",
+    "start_legal_action": "legal",
+    "escalate_dispute": "dispute",
+}
+FIND_ADDRESS = "find_address"
+"""The task raised for a letter that cannot go out for want of a postal address (also its template)."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +273,17 @@ class Sender:
         if command.action in TASK_ACTIONS and command.action != "start_legal_action":
             return await self._attempt(delivery, ["call"], addressee, creditor)
         channels = usable_channels(command, addressee)
+        if not channels and address_wanted(command, addressee):
+            # No letter goes out without an address: the team is asked to find one, and the step is
+            # recorded on the case as not reached, with the reason.
+            someone = addressee or Addressee(delivery.debtor_id, delivery.debtor_id, command.language)
+            task = await self._add_task(delivery, someone, kind=FIND_ADDRESS)
+            return Outcome(
+                "failed",
+                "failed",
+                reason=f"no postal address for a letter and no other usable channel: {task} to find it",
+                permanent=True,
+            )
         if not channels:
             return Outcome("failed", "failed", reason="no usable channel for this debtor", permanent=True)
         return await self._attempt(delivery, channels, addressee, creditor)
@@ -318,10 +344,11 @@ class Sender:
             return await self._add_task(delivery, someone)
         raise PermanentFailure(f"unknown channel {channel}")
 
-    async def _add_task(self, delivery: Claimed, addressee: Addressee) -> str:
+    async def _add_task(self, delivery: Claimed, addressee: Addressee, kind: str | None = None) -> str:
         command = delivery.command
-        kind = TASK_ACTIONS.get(command.action, "call")
-        script = render(command, addressee, "call").body
+        kind = kind or TASK_ACTIONS.get(command.action, "call")
+        shown = command if kind != FIND_ADDRESS else command.model_copy(update={"template": FIND_ADDRESS})
+        script = render(shown, addressee, "call").body
         async with self._sessions() as session, session.begin():
             await session.execute(
                 pg_insert(store.tasks)
@@ -359,6 +386,7 @@ class Sender:
                 log.warning("delivery %s was taken over while being sent", delivery.command.command_id)
                 return
             await write_outbox(session, store.runtime, [self._contact_record(delivery, outcome, now)])
+        metrics.DELIVERIES.labels(outcome.channel or "none", _METRIC_OUTCOMES[outcome.status]).inc()
         if outcome.status == "failed":
             log.warning("command %s failed for good: %s", delivery.command.command_id, outcome.reason)
 
@@ -385,6 +413,9 @@ class Sender:
             correlation_id=delivery.event.correlationid or delivery.event.id,
         )
         return Message(CONTACTS.name, event.key.encode(), encode_event(event))
+
+
+_METRIC_OUTCOMES = {"sent": "sent", "failed": "failed", "pending": "retrying", "skipped": "suppressed"}
 
 
 def _case_seen(row: Row[Any] | None) -> CaseSeen | None:

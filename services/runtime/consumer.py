@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -40,9 +41,11 @@ from contracts.registry import ContractError, decode_event
 from services.runtime import metrics
 from services.runtime.database import driver_connection
 from services.runtime.log import EventLog, Message, Record, TopicPartition
+from services.runtime.logging_setup import bind, bound
 from services.runtime.outbox import write_outbox
 from services.runtime.supervisor import Health
 from services.runtime.tables import RuntimeTables
+from services.runtime.tracing import carry_causes, current_traceparent, links_of, traceparent_of, tracer
 from services.runtime.watermark import BusinessDayGate
 
 log = logging.getLogger(__name__)
@@ -102,6 +105,16 @@ class StaleState(StaleOffsets):
 
 ATTEMPTS_BEFORE_DEAD_LETTER = 3
 """Times a record that fails alone (not on a transient error) is tried before it is dead-lettered."""
+
+LAG_EVERY_S = 1.0
+"""How often the loop measures its lag for the metrics (a round trip to the log)."""
+LAG_TIMEOUT_S = 2.0
+
+
+def reason_class(reason: str) -> str:
+    """contract, rejected or failed: the low-cardinality class of a dead letter's reason."""
+    head = reason.partition(":")[0]
+    return head if head in ("contract", "rejected") else "failed"
 
 
 def dead_letter(record: Record, reason: str, group_id: str, *, keep_headers: bool = True) -> Message:
@@ -185,6 +198,8 @@ class ConsumerLoop:
             getattr(projection, "dead_lettered", None)
         )
         clock: str | None = getattr(projection, "business_clock", None)
+        self._clock_topic = clock
+        self._lag_due = 0.0
         self._gate = (
             BusinessDayGate(self.group_id, clock, self._consumer, self._stored_offsets) if clock else None
         )
@@ -256,6 +271,8 @@ class ConsumerLoop:
         for tp in partitions:
             self._positions.pop(tp, None)
             self._assigned.discard(tp)
+            with contextlib.suppress(KeyError):
+                metrics.LAG.remove(self.group_id, tp[0], str(tp[1]))
 
     async def _reseek(self) -> None:
         self._seek_pending = True
@@ -277,6 +294,7 @@ class ConsumerLoop:
                     records = await self._consumer.fetch(self._max_records, self._fetch_timeout_ms)
                     if records:
                         await self.process(records)
+                    await self._measure_lag()
                     backoff = 0.1
                     health.recover()
                 except StaleOffsets:
@@ -300,6 +318,25 @@ class ConsumerLoop:
             records = await self._gate.admit(records)
         if not records:
             return
+        with (
+            tracer.start_as_current_span(
+                f"{self.group_id} apply",
+                links=links_of(records),
+                attributes={
+                    "messaging.consumer.group.name": self.group_id,
+                    "messaging.batch.message_count": len(records),
+                },
+            ),
+            bound(group=self.group_id, **_key_fields(records)),
+        ):
+            await self._process(records)
+        elapsed = time.perf_counter() - started
+        metrics.BATCH_SECONDS.labels(self.group_id).observe(elapsed)
+        metrics.BATCH_RECORDS.labels(self.group_id).observe(len(records))
+        if self._clock_topic is not None and any(r.topic == self._clock_topic for r in records):
+            metrics.BUSINESS_DAY_SECONDS.labels(self._tables.schema).observe(elapsed)
+
+    async def _process(self, records: list[Record]) -> None:
         good: list[Delivered] = []
         broken: list[tuple[Record, str]] = []
         for record in records:
@@ -307,6 +344,8 @@ class ConsumerLoop:
                 good.append(Delivered(record, decode_event(record.value)))
             except ContractError as exc:
                 broken.append((record, f"contract: {exc}"))
+        if len(good) == 1:
+            bind(record=good[0].event.id)
         try:
             await self._commit(records, good, broken)
         except StaleOffsets:
@@ -320,7 +359,6 @@ class ConsumerLoop:
                 log.warning("%s: batch failed (%s); isolating the record that fails", self.group_id, exc)
                 for record in records:
                     await self.process([record])
-        metrics.BATCH_SECONDS.labels(self.group_id).observe(time.perf_counter() - started)
 
     def _not_yet_applied(self, records: list[Record]) -> list[Record]:
         """The records at or past the stored position of their partition (a fetch that raced a seek
@@ -373,10 +411,12 @@ class ConsumerLoop:
                 dead = broken + [(d.record, f"rejected: {reason}") for d, reason in applied.rejected]
                 if dead and self._dead_lettered is not None:
                     await self._dead_lettered(session, dead)
+                causes = {(d.event.tenantid, d.event.id): p for d in good if (p := traceparent_of(d.record))}
+                produced = carry_causes(applied.messages, causes, len(good), current_traceparent())
                 await write_outbox(
                     session,
                     self._tables,
-                    applied.messages
+                    produced
                     + [dead_letter(r, why, self.group_id, keep_headers=keep_headers) for r, why in dead],
                 )
         except BaseException:
@@ -389,9 +429,14 @@ class ConsumerLoop:
                 self._failures.pop((record.topic_partition, record.offset), None)
         self.applied += len(fresh) - len(applied.rejected)
         self.dead_lettered += len(dead)
-        metrics.RECORDS.labels(self.group_id, "applied").inc(len(fresh) - len(applied.rejected))
-        metrics.RECORDS.labels(self.group_id, "duplicate").inc(len(good) - len(fresh))
-        metrics.RECORDS.labels(self.group_id, "dead_lettered").inc(len(dead))
+        self._count(good, fresh, dead)
+        log.info(
+            "%s applied %d records (%d duplicates, %d dead letters)",
+            self.group_id,
+            len(fresh) - len(applied.rejected),
+            len(good) - len(fresh),
+            len(dead),
+        )
         if self._on_committed:
             self._on_committed()
 
@@ -444,6 +489,59 @@ class ConsumerLoop:
         new = {(r["tenant_id"], r["event_id"]) for r in inserted}
         return [d for key, d in unique.items() if key in new]
 
-    async def lag(self) -> int:
+    def _count(self, good: list[Delivered], fresh: list[Delivered], dead: list[tuple[Record, str]]) -> None:
+        # One increment per topic and outcome, not per record: a labelled metric's lookup is costly.
+        group = self.group_id
+        dead_by = Counter((r.topic, reason_class(why)) for r, why in dead)
+        taken = Counter(d.record.topic for d in fresh)
+        duplicates = Counter(d.record.topic for d in good) - taken
+        for (topic, reason), count in dead_by.items():
+            if reason == "rejected":  # applied by the projection, then refused by it
+                taken[topic] -= count
+        for topic, count in taken.items():
+            if count:
+                metrics.RECORDS.labels(group, topic, "applied").inc(count)
+        for topic, count in duplicates.items():
+            metrics.RECORDS.labels(group, topic, "duplicate").inc(count)
+        for (topic, reason), count in dead_by.items():
+            metrics.RECORDS.labels(group, topic, "dead_lettered").inc(count)
+            metrics.DEAD_LETTERS.labels(group, topic, reason).inc(count)
+
+    async def lag_by_partition(self) -> dict[TopicPartition, int]:
+        """Records not yet applied in each partition this member holds; sets the lag gauges."""
         ends = await self._consumer.end_offsets()
-        return sum(max(0, end - (self._positions.get(tp) or 0)) for tp, end in ends.items())
+        lags = {tp: max(0, end - (self._positions.get(tp) or 0)) for tp, end in ends.items()}
+        for (topic, partition), records in lags.items():
+            metrics.LAG.labels(self.group_id, topic, str(partition)).set(records)
+        return lags
+
+    async def lag(self) -> int:
+        return sum((await self.lag_by_partition()).values())
+
+    async def _measure_lag(self) -> None:
+        """The lag gauges, at most every `LAG_EVERY_S`; a log that does not answer in time leaves
+        them as they were (readiness reports it)."""
+        now = time.monotonic()
+        if now < self._lag_due:
+            return
+        self._lag_due = now + LAG_EVERY_S
+        try:
+            await asyncio.wait_for(self.lag_by_partition(), LAG_TIMEOUT_S)
+        except Exception as exc:
+            log.debug("%s: lag not measured: %s", self.group_id, exc)
+
+
+def _key_fields(records: Sequence[Record]) -> dict[str, object]:
+    """The tenant and debtor a batch is about, from the records' keys (`tenant:debtor`, or the tenant
+    alone), where it is about one; the number of debtors otherwise."""
+    keys = {r.key for r in records}
+    tenants = {k.partition(b":")[0] for k in keys if k}
+    fields: dict[str, object] = {}
+    if len(tenants) == 1:
+        fields["tenant"] = next(iter(tenants)).decode(errors="replace")
+    debtors = {k for k in keys if k and b":" in k}
+    if len(debtors) == 1:
+        fields["debtor"] = next(iter(debtors)).partition(b":")[2].decode(errors="replace")
+    elif debtors:
+        fields["debtors"] = len(debtors)
+    return fields

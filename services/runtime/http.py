@@ -1,5 +1,5 @@
 """HTTP plumbing every service's API shares: errors and their documentation, API-key authentication
-and authorization, sessions, health, metrics.
+and authorization, sessions, health (`readiness.py`), metrics.
 
 Every refusal has one shape: `{"detail": "..."}` for 401, 403, 404, 409 and 413, and for 422
 `{"detail": [{"field": ..., "message": ...}, ...]}` naming each wrong parameter or body field
@@ -10,7 +10,6 @@ An outage of the database is a 503 with `Retry-After`: nothing of the request wa
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
@@ -24,7 +23,6 @@ from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import ErrorDetails
-from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,8 +31,8 @@ from contracts.envelope import IDENTIFIER_PATTERN
 from contracts.scalars import PATTERN_MEANINGS
 from services.runtime.auth import Principal, verify_key
 from services.runtime.consumer import is_transient
-from services.runtime.log import EventLog
-from services.runtime.supervisor import BackgroundTasks
+from services.runtime.logging_setup import bind
+from services.runtime.readiness import Readiness
 from services.runtime.tables import RuntimeTables
 
 log = logging.getLogger(__name__)
@@ -246,37 +244,24 @@ class Authorize:
             if principal is None:
                 raise ApiError(401, "the API key is not valid")
             request.state.principal = principal
+            bind(tenant=principal.tenant_id)
         if principal.role not in self.roles:
             needs = " or ".join(self.roles)
             raise ApiError(403, f"a {principal.role} key cannot do this; needs {needs}")
         return principal
 
 
-def install_health(app: FastAPI) -> None:
+def install_health(app: FastAPI, readiness: Readiness) -> None:
     @app.get("/healthz", include_in_schema=False)
     async def alive() -> dict[str, str]:
         return {"status": "alive"}
 
     @app.get("/readyz", include_in_schema=False)
-    async def ready(request: Request) -> JSONResponse:
-        """200 only while this process can do its work: the database answers and, where the process
-        runs background loops, the log takes records and every loop (consumer, outbox relay,
-        sender) runs without a standing failure. An API-only process writes what it accepts to
-        the database alone, so the broker being away does not make it unready."""
-        checks: dict[str, bool] = {"database": False}
-        try:
-            async with sessions_of(request)() as session:
-                await asyncio.wait_for(session.execute(text("SELECT 1")), 5)
-            checks["database"] = True
-        except Exception:
-            pass
-        background: BackgroundTasks | None = getattr(request.app.state, "background", None)
-        loops = background.ready() if background is not None else {}
-        if loops:
-            event_log: EventLog = request.app.state.event_log
-            checks["log"] = await event_log.healthy()
-            checks.update(loops)
-        return JSONResponse(checks, status_code=200 if all(checks.values()) else 503)
+    async def ready() -> JSONResponse:
+        """200 while this process can do its work, 503 otherwise; the body says which check failed
+        (`readiness.py`)."""
+        report = await readiness.report()
+        return JSONResponse(report, status_code=200 if report["ready"] else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:

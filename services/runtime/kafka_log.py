@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
@@ -165,6 +165,26 @@ class KafkaLog(EventLog):
                 batches = await reader.getmany(timeout_ms=500)
                 out.extend(_record(r) for tp in partitions for r in batches.get(tp, []))
             return sorted(out, key=lambda r: (r.partition, r.offset))
+        finally:
+            await reader.stop()
+
+    async def read_partition(
+        self, topics: Sequence[str], partition: int, chunk: int = 10_000
+    ) -> AsyncIterator[list[Record]]:
+        reader = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+        await reader.start()
+        try:
+            for topic in topics:
+                await _partitions(reader, topic)
+            wanted = [KafkaTopicPartition(topic, partition) for topic in topics]
+            reader.assign(wanted)
+            await reader.seek_to_beginning(*wanted)
+            ends = await reader.end_offsets(wanted)
+            while [tp for tp in wanted if await reader.position(tp) < ends[tp]]:
+                batches = await reader.getmany(*wanted, timeout_ms=500, max_records=chunk)
+                records = [_record(r) for tp, rs in batches.items() for r in rs if r.offset < ends[tp]]
+                if records:
+                    yield records
         finally:
             await reader.stop()
 

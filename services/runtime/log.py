@@ -4,7 +4,7 @@ the in-memory log of some tests."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 Headers = tuple[tuple[str, bytes], ...]
@@ -110,6 +110,17 @@ class EventLog(ABC):
     @abstractmethod
     async def read_all(self, topic: str) -> list[Record]:
         """Every record of a small topic (the clock), in partition and offset order."""
+
+    async def read_partition(
+        self, topics: Sequence[str], partition: int, chunk: int = 10_000
+    ) -> AsyncIterator[list[Record]]:
+        """Every record of partition `partition` of each of `topics` as it stands now, each topic in
+        offset order, in lists of at most `chunk`, without joining a group or storing anything (a
+        read-only replay of topics that share their key and partition count)."""
+        for topic in topics:
+            records = [r for r in await self.read_all(topic) if r.partition == partition]
+            for start in range(0, len(records), chunk):
+                yield records[start : start + chunk]
 
     @abstractmethod
     async def healthy(self) -> bool: ...

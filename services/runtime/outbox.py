@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import zlib
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,10 +27,12 @@ from sqlalchemy import BigInteger, any_, bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.runtime import metrics
 from services.runtime.database import driver_connection
 from services.runtime.log import EventLog, Message
 from services.runtime.supervisor import Health
 from services.runtime.tables import RuntimeTables
+from services.runtime.tracing import current_traceparent, with_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +54,20 @@ _OUTBOX_COLUMNS = ("topic", "key", "value", "headers")
 
 
 async def write_outbox(session: AsyncSession, tables: RuntimeTables, messages: Sequence[Message]) -> None:
-    """Append the messages to the outbox in the session's transaction (COPY: a batch of any size)."""
+    """Append the messages to the outbox in the session's transaction (COPY: a batch of any size).
+    A message without a trace context gets the current span's (an API request's, a consumer batch's)."""
     if not messages:
         return
-    connection = await driver_connection(session)
+    traceparent = current_traceparent()
+    if traceparent is not None:
+        messages = [with_traceparent(m, traceparent) for m in messages]
+    await copy_to_outbox(await driver_connection(session), tables, messages)
+
+
+async def copy_to_outbox(connection: Any, tables: RuntimeTables, messages: Sequence[Message]) -> None:
+    """Append the messages to the outbox in the transaction of a driver (asyncpg) connection."""
+    if not messages:
+        return
     await connection.copy_records_to_table(
         tables.outbox.name,
         schema_name=tables.schema,
@@ -75,6 +89,10 @@ def _message(row: Any) -> Message:
     )
 
 
+BACKLOG_EVERY_S = 1.0
+"""How often the relay counts its outbox for the metrics."""
+
+
 class OutboxRelay:
     def __init__(
         self,
@@ -93,6 +111,7 @@ class OutboxRelay:
         self._lock_key = zlib.crc32(f"outbox:{tables.schema}".encode())
         self.wake = asyncio.Event()
         self.published = 0
+        self._backlog_due = 0.0
 
     async def publish_once(self) -> int:
         outbox = self._tables.outbox
@@ -120,12 +139,45 @@ class OutboxRelay:
             published = bindparam("published", [r.id for r in rows], type_=ARRAY(BigInteger))
             await session.execute(delete(outbox).where(outbox.c.id == any_(published)))
         self.published += len(rows)
+        for topic, count in Counter(r.topic for r in rows).items():
+            metrics.PRODUCED.labels(self._tables.schema, topic).inc(count)
         return len(rows)
+
+    async def measure_backlog(self) -> tuple[int, float]:
+        """Rows waiting in the outbox and the age in seconds of the oldest; sets the gauges."""
+        outbox = self._tables.outbox
+        async with self._sessions() as session:
+            row = (
+                await session.execute(
+                    select(
+                        func.count(),
+                        func.coalesce(
+                            func.extract("epoch", func.clock_timestamp() - func.min(outbox.c.created_at)), 0
+                        ),
+                    ).select_from(outbox)
+                )
+            ).one()
+        rows, age = int(row[0]), max(0.0, float(row[1]))
+        metrics.OUTBOX_ROWS.labels(self._tables.schema).set(rows)
+        metrics.OUTBOX_OLDEST_SECONDS.labels(self._tables.schema).set(age)
+        return rows, age
+
+    async def _measure_now_and_then(self) -> None:
+        """The backlog gauges, every `BACKLOG_EVERY_S`, also while publishing fails (when they
+        matter most); a database that does not answer leaves them as they were."""
+        if time.monotonic() < self._backlog_due:
+            return
+        self._backlog_due = time.monotonic() + BACKLOG_EVERY_S
+        try:
+            await asyncio.wait_for(self.measure_backlog(), 2.0)
+        except Exception as exc:
+            log.debug("outbox backlog not measured: %s", exc)
 
     async def run(self, stopping: asyncio.Event, health: Health | None = None) -> None:
         health = health or Health(running=True)
         backoff = 0.2
         while not stopping.is_set():
+            await self._measure_now_and_then()
             try:
                 published = await self.publish_once()
                 backoff = 0.2

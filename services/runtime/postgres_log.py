@@ -31,7 +31,7 @@ import itertools
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -287,6 +287,15 @@ class PostgresLog(EventLog):
 
     async def read_all(self, topic: str) -> list[Record]:
         return [_record(r) for r in await self._started().fetch(_READ_TOPIC, topic)]
+
+    async def read_partition(
+        self, topics: Sequence[str], partition: int, chunk: int = 10_000
+    ) -> AsyncIterator[list[Record]]:
+        ends = await self.next_offsets(topics)
+        for topic in topics:
+            stop = ends.get((topic, partition), 0)
+            for first in range(0, stop, chunk):
+                yield await self.read_ranges([((topic, partition), first, min(first + chunk, stop))])
 
     async def healthy(self) -> bool:
         try:

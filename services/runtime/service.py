@@ -13,6 +13,8 @@ from services.runtime.http import install_error_handler, install_health
 from services.runtime.migrations import upgrade
 from services.runtime.outbox import OutboxRelay
 from services.runtime.process import Resources
+from services.runtime.readiness import Readiness
+from services.runtime.request_telemetry import RequestTelemetry
 from services.runtime.supervisor import BackgroundTasks, Loop
 from services.runtime.tables import RuntimeTables
 
@@ -65,6 +67,15 @@ class Service:
     async def stop_background(self) -> None:
         await self.background.stop()
 
+    def readiness(self) -> Readiness:
+        return Readiness(
+            self.resources.sessions,
+            self.resources.event_log,
+            self.background,
+            [self.consumer],
+            max_lag=self.resources.settings.ready_max_lag_records,
+        )
+
     def app(self, *, run_background: bool = True) -> FastAPI:
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -76,13 +87,21 @@ class Service:
                 if run_background:
                     await self.stop_background()
 
-        app = FastAPI(title=f"Arrears {self.name}", version="1", lifespan=lifespan)
+        app = FastAPI(
+            title=f"Arrears {self.name}",
+            version="1",
+            lifespan=lifespan,
+            # Requests are traced, measured and logged by RequestTelemetry, the same with any FastAPI
+            # version; FastAPI's own OpenTelemetry spans would trace each request twice.
+            telemetry={"tracing": False, "metrics": False, "logs": False},
+        )
         app.state.sessions = self.resources.sessions
         app.state.event_log = self.resources.event_log
         app.state.background = self.background
         app.state.outbox_written = self.relay.wake.set
         install_error_handler(app)
-        install_health(app)
+        install_health(app, self.readiness())
+        app.add_middleware(RequestTelemetry, service=self.name)
         for router in self.routers():
             app.include_router(router)
         return app

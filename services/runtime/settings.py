@@ -29,6 +29,18 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("var"), description="Where the embedded PostgreSQL keeps its data")
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    ledger_url: str = Field(
+        default="http://127.0.0.1:8080", description="Where `arrears serve dashboard` finds the ledger API"
+    )
+    dunning_url: str = Field(
+        default="http://127.0.0.1:8081", description="Where `arrears serve dashboard` finds the dunning API"
+    )
+    notifier_url: str = Field(
+        default="http://127.0.0.1:8082", description="Where `arrears serve dashboard` finds the notifier API"
+    )
+    scoring_url: str = Field(
+        default="http://127.0.0.1:8083", description="Where `arrears serve dashboard` finds the scoring API"
+    )
     max_events_per_request: int = Field(default=10_000, ge=1)
     ledger_state_cache: int = Field(
         default=10_000, ge=0, description="Debtor states the ledger consumer keeps decoded between batches"
@@ -59,6 +71,14 @@ class Settings(BaseSettings):
     outbox_poll_ms: int = Field(default=50, ge=1)
     db_pool_size: int = Field(default=10, ge=1)
     log_level: str = "INFO"
+    log_format: Literal["json", "text"] | None = Field(
+        default=None, description="json or text; unset: json for `arrears serve`, text for the other commands"
+    )
+    ready_max_lag_records: int = Field(
+        default=10_000,
+        ge=0,
+        description="/readyz answers 503 while the consumer is more records behind than this",
+    )
 
     smtp_host: str = Field(default="127.0.0.1", description="Where the notifier sends email")
     smtp_port: int = 25

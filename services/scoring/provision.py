@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from services.ledger.kpi_calendar import month_ends as month_ends  # re-exported: callers import it from here
 from services.scoring.features import DebtorHistory, InvoiceFact
 
 BUCKETS: tuple[str, ...] = ("current", "1-30", "31-60", "61-90", "default")
@@ -39,18 +40,6 @@ def bucket_at(inv: InvoiceFact, day: dt.date) -> str | None:
     if past_due <= 0:
         return "current"
     return BUCKETS[min(3, (past_due - 1) // 30 + 1)]
-
-
-def month_ends(as_of: dt.date, months: int) -> list[dt.date]:
-    """The last `months` + 1 month ends on or before `as_of`, oldest first."""
-    ends = []
-    day = as_of.replace(day=1) - dt.timedelta(days=1)
-    if (as_of + dt.timedelta(days=1)).day == 1:
-        day = as_of
-    for _ in range(months + 1):
-        ends.append(day)
-        day = day.replace(day=1) - dt.timedelta(days=1)
-    return ends[::-1]
 
 
 @dataclass(frozen=True)

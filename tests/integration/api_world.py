@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import insert
 
 from services.dunning import store as dunning_store
+from services.dunning.batch import encode_case
+from services.dunning.domain import new_case
 from services.ledger import store as ledger_store
 from services.runtime.settings import Settings
 from services.scoring import store as scoring_store
@@ -59,7 +61,7 @@ async def api_world(database_url: str, tenant: str) -> AsyncIterator[ApiWorld]:
                     next_action_date=TODAY,
                     agency_id=AGENCY,
                     version=1,
-                    state=b"",
+                    state=encode_case(new_case(tenant, CASE_ID.split(":")[0], "EUR")),
                 )
             )
         yield ApiWorld(stack, keys, tenant)

@@ -157,6 +157,34 @@ async def test_agencies_see_only_their_own_cases(stack: CollectionsStack) -> Non
         assert (await agency_a.get("/v1/cases")).status_code == 403, (
             "an agency cannot list the tenant's cases"
         )
+        # What the agency works the case with: who the debtor is and how to reach them (consented:
+        # D4 gave no e-mail, a letter needs no consent), the placed items, the letters sent so far.
+        assert placed[0]["debtor"]["name"] == "Debtor D4"
+        view = (await agency_a.get("/v1/agency/cases/D4:EUR")).json()
+        assert view["debtor"]["postal_address"] == ["Debtor D4", "1 Main Street"]
+        assert view["debtor"]["email"] is None
+        assert [(i["invoice_id"], i["outstanding_minor"]) for i in view["statement"]["items"]] == [
+            ("E-1", 500_000)
+        ]
+        assert view["statement"]["items"][0]["days_past_due"] == (D(2026, 3, 20) - D(2026, 1, 10)).days
+        sent = {d["channel"] for d in view["documents"]}
+        assert sent == {"letter"} and len(view["documents"]) >= 3, view["documents"]
+    # The debtor pays 1,500.00 to us while the agency reports 10.00 recovered: both sides see it.
+    await post(stack, [payment(t, "D4", "P-D4", "2026-03-21", 150_000, allocate_to="E-1")])
+    await stack.run_days(D(2026, 3, 21), D(2026, 3, 22))
+    async with stack.client("dunning", "agency") as agency_a:
+        recoveries = (await agency_a.get("/v1/agency/cases/D4:EUR")).json()["recoveries"]
+    assert recoveries == {
+        "recovered_minor": 150_000,
+        "reported_minor": 1_000,
+        "difference_minor": 1_000 - 150_000,
+        "agreed": False,
+    }
+    async with stack.client("dunning", "operations") as ops:
+        report = (await ops.get("/v1/kpis/agencies", params={"as_of": "2026-03-22"})).json()["agencies"]
+    assert [(a["agency_id"], a["recovered_minor"], a["reported_minor"]) for a in report] == [
+        ("agency-a", 150_000, 1_000)
+    ]
     async with stack.client("dunning", "collector") as api:
         timeline = (await api.get("/v1/cases/D4:EUR")).json()["timeline"]
     claim = next(e for e in timeline if e["kind"] == "command.claim_letter")

@@ -281,3 +281,23 @@ async def test_the_postgres_log_outlives_its_process_and_is_shared_with_others(
         assert await restarted.healthy()
     finally:
         await restarted.stop()
+
+
+async def test_a_partition_is_read_whole_in_offset_order_without_a_group(make_log: MakeLog) -> None:
+    first, second = (f"test.log.{uuid.uuid4().hex[:8]}.v1" for _ in range(2))
+    log = await make_log([(first, PARTITIONS, -1), (second, PARTITIONS, -1)])
+    await log.start()
+    try:
+        await log.publish(messages(first, 25) + messages(second, 7))
+        every = by_partition(await log.read_all(first) + await log.read_all(second))
+        for partition in range(PARTITIONS):
+            read = [
+                r async for chunk in log.read_partition([first, second], partition, chunk=4) for r in chunk
+            ]
+            assert len(read) == len(every[partition])
+            for topic in (first, second):
+                offsets = [r.offset for r in read if r.topic == topic]
+                assert offsets == list(range(len(offsets))), "each topic in offset order, from 0"
+        assert sum(len(records) for records in every.values()) == 32
+    finally:
+        await log.stop()

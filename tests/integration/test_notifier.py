@@ -205,6 +205,7 @@ async def run_scenario(
             profile(tenant, "D1", email="d1@example.com", language="ru"),
             profile(tenant, "D2", email="d2@example.com"),
             profile(tenant, "D3", postal_address=["1 Main Street", "Springfield"], language="zh"),
+            profile(tenant, "D4", email="d4@example.com"),  # no postal address
         ]
     )
     # D2 pays part of its invoice before the reminder decided earlier goes out.
@@ -238,6 +239,17 @@ async def run_scenario(
                 penalty=eur(250),
             ),
             command(tenant, "D1", f"{tenant}-c4", "place_with_agency", ["webhook"], agency_id="A1"),
+            # D4 has no postal address: a letter-first claim goes by e-mail, a letter-only notice
+            # becomes a task to find the address.
+            command(
+                tenant,
+                "D4",
+                f"{tenant}-c5",
+                "claim_letter",
+                ["letter", "email"],
+                deadline=dt.date(2026, 3, 16),
+            ),
+            command(tenant, "D4", f"{tenant}-c6", "formal_notice", ["letter"]),
         ]
     )
 
@@ -252,7 +264,7 @@ async def run_scenario(
                 .scalars()
                 .all()
             )
-        return len(statuses) == 4 and all(s in ("sent", "skipped", "failed") for s in statuses)
+        return len(statuses) == 6 and all(s in ("sent", "skipped", "failed") for s in statuses)
 
     await eventually(all_done)
 
@@ -271,13 +283,29 @@ async def run_scenario(
     assert path == "agency"
     assert headers["x-arrears-signature"] == signature("s3cret", payload)
     assert orjson.loads(payload)["data"]["agency_id"] == "A1"
+    assert [m["To"] for m in mailbox.with_id(f"{tenant}-c5")] == ["d4@example.com"]
+    async with sessions() as session:
+        task = (
+            await session.execute(
+                select(store.tasks.c.kind, store.tasks.c.script).where(
+                    store.tasks.c.tenant_id == tenant, store.tasks.c.command_id == f"{tenant}-c6"
+                )
+            )
+        ).one()
+        failed = await session.scalar(
+            select(store.deliveries.c.reason).where(
+                store.deliveries.c.tenant_id == tenant, store.deliveries.c.command_id == f"{tenant}-c6"
+            )
+        )
+    assert task.kind == "find_address" and "postal address of Debtor D4" in task.script
+    assert failed is not None and "no postal address" in failed
 
     async def contacts() -> dict[str, str]:
         records = [decode_event(r.value) for r in await kafka_log.read_all(CONTACTS.name)]
         return {e.data.command_id: e.type for e in records if e.tenantid == tenant}
 
     async def reported() -> bool:
-        return len(await contacts()) == 4
+        return len(await contacts()) == 6
 
     await eventually(reported)
     assert await contacts() == {
@@ -285,6 +313,8 @@ async def run_scenario(
         f"{tenant}-c2": "ar.contact.skipped.v1",
         f"{tenant}-c3": "ar.contact.delivered.v1",
         f"{tenant}-c4": "ar.contact.delivered.v1",
+        f"{tenant}-c5": "ar.contact.delivered.v1",
+        f"{tenant}-c6": "ar.contact.failed.v1",
     }
 
 

@@ -127,9 +127,11 @@ def promise(amount: int, by: Day, on: Day, promise_id: str = "PR-1", currency: s
     return Fact("ar.promise.made.v1", data, ref(1000, "ar.contacts.v1"))
 
 
-def dispute(invoice_id: str, on: Day, *, opened: bool = True, dispute_id: str | None = None) -> Fact:
+def dispute(
+    invoice_id: str, on: Day, *, opened: bool = True, dispute_id: str | None = None, owner: str | None = None
+) -> Fact:
     data = DisputeChanged(
-        dispute_id=dispute_id or f"DS-{invoice_id}", invoice_id=invoice_id, recorded=recorded(on)
+        dispute_id=dispute_id or f"DS-{invoice_id}", invoice_id=invoice_id, owner=owner, recorded=recorded(on)
     )
     return Fact(f"ar.dispute.{'opened' if opened else 'resolved'}.v1", data)
 
@@ -155,12 +157,16 @@ def hold(
     until: Day | None = None,
     hold_id: str = "H-1",
     currency: str | None = None,
+    claims_deadline: Day | None = None,
+    administrator: str | None = None,
 ) -> Fact:
     data = HoldChanged(
         hold_id=hold_id,
         kind=kind,
         currency=currency,
         until=day(until) if until else None,
+        claims_deadline=day(claims_deadline) if claims_deadline else None,
+        administrator=administrator,
         recorded=recorded(on),
     )
     return Fact(f"ar.hold.{'placed' if placed else 'released'}.v1", data)

@@ -47,6 +47,7 @@ from .dunning_world import (
     policy,
     profile,
     promise,
+    recorded,
     result,
     simulate,
     steps,
@@ -77,6 +78,10 @@ LADDER = [
 ]
 
 
+NOTICES = ("agency_placement_notice", "legal_action_notice")
+"""What the debtor is told of the steps taken away from them."""
+
+
 @pytest.fixture(scope="module")
 def unpaid() -> list[CollectionCommand]:
     _, facts = owing()
@@ -95,13 +100,44 @@ def test_an_unpaid_invoice_climbs_every_step_on_its_day(
 
 
 def test_the_ladder_is_climbed_in_order_once_and_stops_at_its_end(unpaid: list[CollectionCommand]) -> None:
-    steps_taken = [c.step for c in unpaid if c.action != "recall_from_agency"]
+    steps_taken = [c.step for c in unpaid if c.action != "recall_from_agency" and c.step not in NOTICES]
     assert steps_taken == [name for name, *_ in LADDER]
+
+
+def test_the_debtor_is_told_of_the_handover_to_an_agency_and_of_legal_action(
+    unpaid: list[CollectionCommand],
+) -> None:
+    notices = [(c.step, c.business_date, c.action, c.template) for c in unpaid if c.step in NOTICES]
+    assert notices == [
+        ("agency_placement_notice", day("2024-04-30"), "formal_notice", "agency_handover"),
+        ("legal_action_notice", day("2024-06-29"), "formal_notice", "legal_action_notice"),
+    ]
+    handover = next(c for c in unpaid if c.step == "agency_placement_notice")
+    assert handover.channels == ["letter", "email"] and handover.send_after is not None
+    assert handover.agency_id == "agency-a"  # the debtor learns who collects from now on
+    assert handover.penalty is not None  # the amount due is what the agency collects
+
+
+def test_a_notice_is_not_sent_past_the_contact_caps() -> None:
+    # Given two contacts with the debtor in another currency just before the placement on 2024-04-30,
+    # and a cap of two contacts in five days,
+    _, facts = owing()
+    capped = policy(contact_caps=[{"max_contacts": 2, "period_days": 5}])
+    elsewhere = DebtorFacts(contacts_elsewhere=(day("2024-04-28"), day("2024-04-29")))
+    # the case is still placed, but the debtor is not told that day: the case says why.
+    run = simulate(facts, until="2024-05-05", policy=capped, debtor=elsewhere)
+    steps_taken = [c.step for c in run.commands]
+    assert "agency_placement" in steps_taken and "agency_placement_notice" not in steps_taken
+    assert any(e.detail.startswith("agency_placement_notice: contact cap reached") for e in run.case.timeline)
 
 
 def test_legal_action_recalls_the_agency_first(unpaid: list[CollectionCommand]) -> None:
     on_the_day = [(c.action, c.agency_id) for c in unpaid if c.business_date == day("2024-06-29")]
-    assert on_the_day == [("recall_from_agency", "agency-a"), ("start_legal_action", None)]
+    assert on_the_day == [
+        ("recall_from_agency", "agency-a"),
+        ("start_legal_action", None),
+        ("formal_notice", None),
+    ]
 
 
 def test_claim_letters_state_the_penalty_and_a_deadline(unpaid: list[CollectionCommand]) -> None:
@@ -112,6 +148,30 @@ def test_claim_letters_state_the_penalty_and_a_deadline(unpaid: list[CollectionC
     assert claim.deadline == day("2024-04-14")
     reminder = next(c for c in unpaid if c.step == "friendly_reminder")
     assert reminder.penalty is None and reminder.deadline is None
+
+
+def test_the_formal_notice_names_its_deadline(unpaid: list[CollectionCommand]) -> None:
+    notice = next(c for c in unpaid if c.step == "formal_notice")
+    assert notice.deadline == day("2024-03-26")  # sent on 2024-03-16, ten days to pay
+
+
+def test_a_step_claims_its_recovery_costs_in_the_case_currency_only() -> None:
+    given = [
+        {**s, "recovery_costs": {"EUR": 2_500}} if s["name"] == "claim_letter" else s
+        for s in (step.model_dump(mode="json") for step in POLICY.document.steps)
+    ]
+    _, facts = owing()
+    run = simulate(facts, until="2024-04-20", policy=policy(steps=given))
+    claim, final = run.command("claim_letter"), run.command("final_demand")
+    assert claim.costs is not None and (claim.costs.amount_minor, claim.costs.currency) == (2_500, "EUR")
+    assert final.costs is None  # the costs belong to the step that claims them
+    in_dollars = [
+        {**s, "recovery_costs": {"USD": 2_500}} if s["name"] == "claim_letter" else s for s in given
+    ]
+    assert (
+        simulate(facts, until="2024-04-01", policy=policy(steps=in_dollars)).command("claim_letter").costs
+        is None
+    )
 
 
 def test_debtor_contacts_have_a_send_window_and_other_commands_none(unpaid: list[CollectionCommand]) -> None:
@@ -188,8 +248,9 @@ def test_a_disputed_invoice_is_left_out_of_every_command() -> None:
         "2024-02-25": [dispute("I1", on="2024-02-25")],
     }
     run = simulate(facts, until="2024-04-01")
-    assert run.commands
-    assert all([i.invoice_id for i in c.items] == ["I2"] for c in run.commands)
+    contacts = [c for c in run.commands if c.action != "escalate_dispute"]
+    assert contacts and all([i.invoice_id for i in c.items] == ["I2"] for c in contacts)
+    assert [i.invoice_id for i in run.command("dispute_escalation").items] == ["I1"]
     assert run.command("claim_letter").total.amount_minor == 300_000
 
 
@@ -199,11 +260,36 @@ def test_a_dispute_of_the_only_invoice_holds_it_until_resolved() -> None:
     facts["2024-04-10"] = [dispute("I1", on="2024-04-10", opened=False)]
     run = simulate(facts, until="2024-04-20")
     assert run.steps() == [
+        ("2024-03-22", "dispute_escalation"),  # open for more than the policy's 30 days
         ("2024-04-10", "friendly_reminder"),
         ("2024-04-17", "formal_notice"),
         ("2024-04-17", "phone_call"),
     ]
     assert "held" in run.changes() and "resumed" in run.changes()
+
+
+def test_a_dispute_open_longer_than_the_policy_allows_goes_to_its_owner_once() -> None:
+    # Given I1 disputed on 2024-02-20 with Maria as its owner, and the policy's 30 days for a dispute,
+    _, facts = owing()
+    facts["2024-02-20"] = [dispute("I1", on="2024-02-20", owner="maria")]
+    # when nobody resolves it,
+    run = simulate(facts, until="2024-06-01", reply=delivered)
+    # then on day 31 one task goes to Maria, naming the invoice, and nothing else is sent meanwhile.
+    escalations = [c for c in run.commands if c.step == "dispute_escalation"]
+    assert [
+        (c.business_date, c.action, c.assignee, [i.invoice_id for i in c.items]) for c in escalations
+    ] == [(day("2024-03-22"), "escalate_dispute", "maria", ["I1"])]
+    assert [c.step for c in run.commands] == ["dispute_escalation"]
+
+
+def test_a_dispute_resolved_in_time_is_not_escalated_and_its_owner_defaults_to_who_recorded_it() -> None:
+    _, facts = owing()
+    facts["2024-02-20"] = [dispute("I1", on="2024-02-20")]
+    facts["2024-03-21"] = [dispute("I1", on="2024-03-21", opened=False)]
+    assert "dispute_escalation" not in [c.step for c in simulate(facts, until="2024-04-30").commands]
+    facts.pop("2024-03-21")
+    late = simulate(facts, until="2024-04-30").command("dispute_escalation")
+    assert late.assignee == recorded("2024-02-20").recorded_by
 
 
 def test_a_dispute_cancels_the_pending_commands_naming_the_invoice() -> None:
@@ -269,12 +355,42 @@ def test_a_case_hold_stops_everything_until_released(kind: str) -> None:
     facts["2024-03-05"] = [hold(kind, on="2024-03-05")]  # type: ignore[arg-type]
     facts["2024-05-01"] = [hold(kind, on="2024-05-01", placed=False)]  # type: ignore[arg-type]
     run = simulate(facts, until="2024-05-10")
-    assert [s for s in run.steps() if s[0] > "2024-03-02"][:3] == [
+    ladder = [s for s in run.steps() if s[0] > "2024-03-02" and s[1] != "insolvency_claim"]
+    assert ladder[:3] == [
         ("2024-05-01", "formal_notice"),
         ("2024-05-01", "phone_call"),
         ("2024-05-08", "claim_letter"),
     ]
     assert [c.reason for c in run.cancellations] == [f"held: {kind} hold H-1"] * 2
+
+
+def test_insolvency_holds_the_ladder_and_lodges_the_claim_once_by_the_deadline() -> None:
+    # Given the unpaid invoice, placed with an agency on 2024-04-30, when the debtor's insolvency is
+    # recorded on 2024-05-10 with claims due by 2024-06-15,
+    _, facts = owing()
+    insolvent = hold("insolvency", "2024-05-10", claims_deadline="2024-06-15", administrator="A. Smith")
+    run = simulate({**facts, "2024-05-10": [insolvent]}, until="2024-08-01", reply=delivered)
+    # then the agency is recalled and one legal task lodges every item with the penalty accrued,
+    claims = [c for c in run.commands if c.step == "insolvency_claim"]
+    assert [(c.business_date, c.action, c.channels, c.deadline) for c in claims] == [
+        (day("2024-05-10"), "start_legal_action", ["call"], day("2024-06-15"))
+    ]
+    assert [i.invoice_id for i in claims[0].items] == ["I1"] and claims[0].penalty is not None
+    recalls = [c for c in run.commands if c.action == "recall_from_agency"]
+    assert [c.business_date for c in recalls] == [day("2024-05-10")]
+    # and the ladder stays held: no legal action, no write-off proposal, nothing cancelled the claim.
+    assert not [c for c in run.commands if c.business_date > day("2024-05-10")]
+    assert claims[0].command_id not in {c.command_id for c in run.cancellations}
+
+
+def delivered(command: CollectionCommand) -> list[Fact]:
+    return [result(command, "delivered")]
+
+
+def test_an_insolvency_without_a_claims_deadline_takes_the_policys_days() -> None:
+    _, facts = owing()
+    run = simulate({**facts, "2024-03-05": [hold("insolvency", "2024-03-05")]}, until="2024-03-20")
+    assert run.command("insolvency_claim").deadline == day("2024-04-04")  # 30 days after the hold
 
 
 def test_a_manual_hold_expires_after_its_date() -> None:
@@ -481,8 +597,10 @@ def test_an_agency_without_recovery_is_recalled_and_the_next_one_placed() -> Non
     ]
     assert agency_commands == [
         ("2024-04-30", "place_with_agency", "agency-a"),
+        ("2024-04-30", "formal_notice", "agency-a"),  # the debtor is told who collects now
         ("2024-07-29", "recall_from_agency", "agency-a"),
         ("2024-07-30", "place_with_agency", "agency-b"),
+        ("2024-07-30", "formal_notice", "agency-b"),
         ("2024-10-28", "recall_from_agency", "agency-b"),
     ]
     assert "no further agency" in run.case.timeline[-1].detail

@@ -121,6 +121,7 @@ def test_a_new_version_plans_the_next_action_again_and_the_case_escalates_on_its
     assert on_the_day == [
         (day("2024-06-09"), "recall_from_agency", 2),
         (day("2024-06-09"), "start_legal_action", 2),
+        (day("2024-06-09"), "formal_notice", 2),  # the debtor is told of the legal action
     ]
 
 
@@ -133,6 +134,7 @@ def test_a_step_the_new_version_has_already_reached_is_taken_on_its_first_day() 
     assert [(c.business_date, c.step, c.policy_version) for c in run.commands] == [
         (day("2024-06-15"), "agency_recall", 2),
         (day("2024-06-15"), "legal_action", 2),
+        (day("2024-06-15"), "legal_action_notice", 2),
     ]
 
 

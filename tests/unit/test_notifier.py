@@ -13,7 +13,14 @@ from pypdf import PdfReader
 
 from contracts.collections import CollectionCommand, CommandItem
 from contracts.money import Money
-from services.notifier.domain import CaseSeen, Situation, last_look, next_send_time, usable_channels
+from services.notifier.domain import (
+    CaseSeen,
+    Situation,
+    address_wanted,
+    last_look,
+    next_send_time,
+    usable_channels,
+)
 from services.notifier.letters import letter_pdf
 from services.notifier.profile import ProfileVersion, TenantProfile, in_force
 from services.notifier.rendering import Addressee, render
@@ -103,9 +110,9 @@ def test_a_new_invoice_of_the_debtor_does_not_stop_a_reminder() -> None:
 
 
 def test_channels_the_debtor_cannot_be_reached_on_are_left_out() -> None:
-    no_email = Addressee("D1", "Acme", phone="+49 30 1234567")
+    no_email = Addressee("D1", "Acme", phone="+49 30 1234567", postal_address=("1 Main St",))
     assert usable_channels(command(), no_email) == ["sms", "letter"]
-    assert usable_channels(command(), None) == ["letter"]
+    assert usable_channels(command(), None) == []  # a debtor the notifier never heard of: no address
 
 
 moments = st.datetimes(
@@ -275,3 +282,204 @@ def test_a_russian_deadline_ends_its_sentence_once(channel: str) -> None:
     body = render(notice, Addressee("D1", "Debtor", language="ru"), channel).body  # type: ignore[arg-type]
     assert f"2026\u202f{year}" in body
     assert f"{year}." not in body
+
+
+# --- one template per step ------------------------------------------------------------------------
+
+STEP_WORDS = {
+    ("courtesy_reminder", "send_reminder", "email"): {
+        "en": "courtesy reminder",
+        "ru": "скоро наступает",
+        "zh": "即将到期",
+    },
+    ("friendly_reminder", "send_reminder", "email"): {
+        "en": "simply been overlooked",
+        "ru": "недосмотр",
+        "zh": "疏忽",
+    },
+    ("formal_notice", "formal_notice", "letter"): {
+        "en": "Formal notice of overdue payment",
+        "ru": "Официальное уведомление",
+        "zh": "逾期付款正式通知",
+    },
+    ("claim_letter", "claim_letter", "letter"): {
+        "en": "Claim for payment",
+        "ru": "Претензия",
+        "zh": "付款索赔函",
+    },
+    ("final_demand", "claim_letter", "letter"): {
+        "en": "Final demand before legal action",
+        "ru": "Последнее требование",
+        "zh": "最后催告",
+    },
+    ("final_demand", "claim_letter", "email"): {
+        "en": "final demand",
+        "ru": "последнее требование",
+        "zh": "最后催告",
+    },
+    ("agency_handover", "formal_notice", "letter"): {
+        "en": "handover to a collection agency",
+        "ru": "передаче задолженности агентству",
+        "zh": "移交催收机构通知",
+    },
+    ("legal_action_notice", "formal_notice", "letter"): {
+        "en": "Notice of legal action",
+        "ru": "обращении в суд",
+        "zh": "法律行动通知",
+    },
+}
+
+
+@pytest.mark.parametrize("language", ["en", "ru", "zh"])
+@pytest.mark.parametrize(("template", "action", "channel"), list(STEP_WORDS))
+def test_each_step_speaks_in_its_own_words(template: str, action: str, channel: str, language: str) -> None:
+    step = command(action, template=template, step=template, deadline=dt.date(2026, 3, 5), penalty=eur(412))
+    debtor = Addressee("D1", "Debtor One", language=language, postal_address=("1 Main St",))
+    if channel == "letter":
+        text, _ = _text_and_fonts(letter_pdf(step, debtor, ACME))
+    else:
+        rendered = render(step, debtor, "email", ACME)
+        text = f"{rendered.subject}\n{rendered.body}"
+    flat = " ".join(text.split()).lower()
+    assert STEP_WORDS[(template, action, channel)][language].lower() in flat
+    # A step may recall the steps before it, never speak as one that comes later.
+    keys = list(STEP_WORDS)
+    later = keys[keys.index((template, action, channel)) + 1 :]
+    assert not any(STEP_WORDS[k][language].lower() in flat for k in later if k[0] != template)
+
+
+@pytest.mark.parametrize(
+    ("language", "amounts", "basis"),
+    [
+        (
+            "en",
+            ["Principal", "€1,500.50", "€4.12", "Recovery costs", "€25.00", "€1,529.62"],
+            "general terms of sale",
+        ),
+        (
+            "ru",
+            ["Основной долг", "1 500,50 €", "4,12 €", "Расходы на взыскание", "25,00 €", "1 529,62 €"],
+            "договор",
+        ),
+        ("zh", ["本金", "€1,500.50", "€4.12", "追收费用", "€25.00", "€1,529.62"], "合同"),
+    ],
+)
+def test_a_claim_states_principal_penalty_costs_the_total_and_its_basis(
+    language: str, amounts: list[str], basis: str
+) -> None:
+    # 1,500.50 principal + 4.12 penalty + 25.00 costs = 1,529.62 asked for, in the letter and the e-mail.
+    creditor = TenantProfile.model_validate(
+        {**ACME.model_dump(), "legal_basis": {"en": "our general terms of sale of 1 January 2026, section 7"}}
+    )
+    claim = command(
+        "claim_letter",
+        template="claim_letter",
+        deadline=dt.date(2026, 3, 5),
+        penalty=eur(412),
+        costs=eur(2_500),
+    )
+    debtor = Addressee("D1", "Debtor One", language=language, postal_address=("1 Main St",))
+    letter, _ = _text_and_fonts(letter_pdf(claim, debtor, creditor))
+    mail = render(claim, debtor, "email", creditor)
+    for text in (_spaced(letter), _spaced(mail.body)):
+        for words in [*amounts, basis]:
+            assert words in text, (words, text)
+    assert amounts[-1] in _spaced(mail.subject)
+
+
+def _spaced(text: str) -> str:
+    """Text with its runs of white space (Babel's no-break spaces in amounts too) as single spaces."""
+    return " ".join(text.replace("\u00a0", " ").replace("\u202f", " ").split())
+
+
+def test_a_language_without_a_steps_template_keeps_to_its_own_default() -> None:
+    rendered = render(
+        command(template="seasonal_greeting"), Addressee("D1", "Должник", language="ru"), "email"
+    )
+    assert "Уважаемый" in rendered.body and "Dear" not in rendered.body
+
+
+@pytest.mark.parametrize("language", ["en", "ru", "zh"])
+def test_legal_action_and_write_off_tasks_carry_their_instructions_not_the_call_script(language: str) -> None:
+    debtor = Addressee("D1", "Debtor One", language=language)
+    call = render(command("schedule_call", template="overdue_call"), debtor, "call").body
+    legal = render(
+        command("start_legal_action", template="legal_action", penalty=eur(412)), debtor, "call"
+    ).body
+    writeoff = render(command("propose_writeoff", template="writeoff_proposal"), debtor, "call").body
+    words = {
+        "en": ("limitation period", "administrator", "evidence", "Ask for a payment date"),
+        "ru": ("исковой давности", "управляющ", "невозможность взыскания", "Узнать дату оплаты"),
+        "zh": ("诉讼时效", "管理人", "无法收回", "询问付款日期"),
+    }[language]
+    limitation, insolvency, evidence, script = words
+    assert script in call
+    assert limitation in legal and insolvency in legal and script not in legal
+    assert evidence in writeoff and script not in writeoff
+
+
+def test_every_step_of_the_default_policy_has_its_own_template_in_every_language() -> None:
+    from services.dunning.policies import default_policy
+    from services.notifier.rendering import KIND_OF_CHANNEL, TEMPLATES
+
+    missing = [
+        f"{language}/{step.template}.{KIND_OF_CHANNEL[channel]}.j2"
+        for step in default_policy().steps
+        if step.template != "overdue_call"  # the phone script is the default call template
+        for channel in step.channels
+        if channel in KIND_OF_CHANNEL
+        for language in ("en", "ru", "zh")
+        if not (TEMPLATES / language / f"{step.template}.{KIND_OF_CHANNEL[channel]}.j2").exists()
+    ]
+    notices = [s.notice_template for s in default_policy().steps if s.notice_template]
+    assert notices == ["agency_handover", "legal_action_notice"]
+    missing += [
+        f"{language}/{notice}.{kind}.j2"
+        for notice in notices
+        for kind in ("letter", "email")
+        for language in ("en", "ru", "zh")
+        if not (TEMPLATES / language / f"{notice}.{kind}.j2").exists()
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("language", ["en", "ru", "zh"])
+def test_no_letter_without_a_postal_address_and_a_task_to_find_one(language: str) -> None:
+    emailable = Addressee("D1", "Acme GmbH", language=language, email="ap@acme.example")
+    posted = Addressee("D1", "Acme GmbH", language=language, postal_address=("Hauptstraße 1", "10115 Berlin"))
+    letter_first = command("claim_letter", channels=["letter", "email"])
+    letter_only = command("formal_notice", channels=["letter"])
+    assert usable_channels(letter_first, emailable) == ["email"]
+    assert (usable_channels(letter_only, emailable), address_wanted(letter_only, emailable)) == ([], True)
+    assert (usable_channels(letter_only, posted), address_wanted(letter_only, posted)) == (["letter"], False)
+    assert address_wanted(letter_only, None)
+    task = render(command("formal_notice", template="find_address"), emailable, "call").body
+    assert "Acme GmbH" in task and "D1" in task
+    assert {"en": "postal address", "ru": "почтовый адрес", "zh": "邮寄地址"}[language] in task
+
+
+@pytest.mark.parametrize("language", ["en", "ru", "zh"])
+def test_the_insolvency_claim_is_lodged_although_the_case_is_held(language: str) -> None:
+    claim = command(
+        "start_legal_action",
+        step="insolvency_claim",
+        template="insolvency_claim",
+        deadline=dt.date(2026, 3, 20),
+    )
+    held_since = Situation(NOTHING_NEW.outstanding, frozenset(), CaseSeen(5, "held", "note"), None)
+    assert last_look(claim, held_since) is None
+    assert last_look(command(), held_since) is not None  # any other command waits for the hold
+    task = render(claim, Addressee("D1", "Acme GmbH", language=language), "call").body
+    assert "Acme GmbH" in task and any(total in _spaced(task) for total in ("€1,500.50", "1 500,50 €"))
+    assert {"en": "administrator", "ru": "управляющ", "zh": "管理人"}[language] in task
+
+
+@pytest.mark.parametrize("language", ["en", "ru", "zh"])
+def test_a_dispute_escalation_is_a_task_for_its_owner_naming_the_invoice(language: str) -> None:
+    escalation = command(
+        "escalate_dispute", step="dispute_escalation", template="dispute_escalation", assignee="maria"
+    ).model_copy(update={"items": command().items[:1]})
+    held_since = Situation(NOTHING_NEW.outstanding, frozenset({"INV-1"}), CaseSeen(5, "held", "note"), None)
+    assert last_look(escalation, held_since) is None  # neither the dispute nor a hold stops it
+    task = render(escalation, Addressee("D1", "Acme GmbH", language=language), "call").body
+    assert "maria" in task and "INV-1" in task and "INV-2" not in task

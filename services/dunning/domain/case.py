@@ -101,6 +101,21 @@ class Hold:
     until: dt.date | None = None
     """The hold expires after this date."""
     reason: str | None = None
+    claims_deadline: dt.date | None = None
+    """Insolvency: the last day to lodge the claim with the administrator."""
+    administrator: str | None = None
+    claim_lodged: bool = False
+    """Insolvency: the task to lodge the claim was issued."""
+
+
+@dataclass(frozen=True)
+class DisputeAge:
+    """When an open dispute was opened, who resolves it, and whether it was escalated to them."""
+
+    invoice_id: str
+    opened_on: dt.date
+    owner: str
+    escalated: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +170,8 @@ class Case:
     """(courtesy step, invoice id) pairs already reminded."""
     disputes: Mapping[str, str] = field(default_factory=dict)
     """Open dispute id -> invoice id."""
+    dispute_ages: Mapping[str, DisputeAge] = field(default_factory=dict)
+    """Open dispute id -> its age and owner (disputes opened before this was kept have none)."""
     promise: Promise | None = None
     plan: Plan | None = None
     holds: Mapping[str, Hold] = field(default_factory=dict)
@@ -254,6 +271,8 @@ class Decision:
     commands: tuple[CollectionCommand, ...] = ()
     cancellations: tuple[CommandCancelled, ...] = ()
     events: tuple[CaseEvent, ...] = ()
+    notes: tuple[Entry, ...] = ()
+    """The decision's timeline lines (steps deferred or passed over among them)."""
 
 
 def case_id(debtor_id: str, currency: str) -> str:

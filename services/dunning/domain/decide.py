@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from contracts.collections import InputRef
+from contracts.collections import DISPUTE_ESCALATION, INSOLVENCY_CLAIM, InputRef
 from contracts.policy import PolicyPublished
 from services.dunning.domain.case import Case, DebtorFacts, Decision, amount_text, case_holds, replace
 from services.dunning.domain.changes import emit
@@ -30,10 +30,12 @@ def decide(
     work.expire_holds()
     work.check_promise()
     work.check_plan()
+    work.escalate_old_disputes()
     if not work.case.items:
         work.close()
     elif reasons := case_holds(work.case, business_date):
         work.cancel_unwanted("held: " + "; ".join(reasons))
+        work.lodge_insolvency_claims()
         work.wait_for_holds()
     else:
         work.cancel_settled()
@@ -147,6 +149,72 @@ class Decider(Ladder):
         if rules.replace_on_recall:
             self.case = replace(self.case, place_again_on=self.day + dt.timedelta(days=1))
 
+    def escalate_old_disputes(self) -> None:
+        """A dispute open longer than the policy allows goes to its owner, once, as a task naming the
+        invoice; until then the case is decided again on the day it would be overdue."""
+        limit = dt.timedelta(days=self.doc.dispute_limit_days)
+        for dispute_id, age in sorted(self.case.dispute_ages.items()):
+            if age.escalated or dispute_id not in self.case.disputes:
+                continue
+            if self.day <= age.opened_on + limit:
+                self.later(age.opened_on + limit + dt.timedelta(days=1))
+                continue
+            item = self.case.items.get(age.invoice_id)
+            if item is None:  # settled or unknown: nothing left to chase
+                continue
+            version = self.changes.add(
+                "escalated",
+                f"dispute {dispute_id} on invoice {age.invoice_id} open since {age.opened_on}, longer than "
+                f"{self.doc.dispute_limit_days} days: escalated to {age.owner}",
+                step=DISPUTE_ESCALATION,
+            )
+            self.command(
+                action="escalate_dispute",
+                step=DISPUTE_ESCALATION,
+                channels=["call"],
+                template=DISPUTE_ESCALATION,
+                items=[item],
+                version=version,
+                id_parts=(dispute_id,),
+                assignee=age.owner,
+            )
+            ages = {**self.case.dispute_ages, dispute_id: replace(age, escalated=True)}
+            self.case = replace(self.case, dispute_ages=ages)
+
+    def lodge_insolvency_claims(self) -> None:
+        """Insolvency stops the ladder; the debt is claimed from the administrator instead: once per
+        insolvency hold, a legal task for every open item with the penalty accrued, due by the
+        proceedings' deadline (or the policy's days from the hold). An agency holding the case is
+        recalled first."""
+        for hold in sorted(self.case.holds.values(), key=lambda h: h.hold_id):
+            if hold.kind != "insolvency" or hold.claim_lodged or (hold.until and hold.until < self.day):
+                continue
+            if self.case.placement is not None:
+                self.recall("insolvency: the claim goes to the administrator")
+            deadline = hold.claims_deadline or hold.placed_on + dt.timedelta(
+                days=self.doc.insolvency_claim_days
+            )
+            items = sorted(self.case.items.values(), key=lambda i: (i.due_date, i.invoice_id))
+            administrator = f" with {hold.administrator}" if hold.administrator else ""
+            version = self.changes.add(
+                "escalated",
+                f"lodge the claim for {len(items)} invoice(s){administrator} by {deadline}",
+                step=INSOLVENCY_CLAIM,
+            )
+            self.command(
+                action="start_legal_action",
+                step=INSOLVENCY_CLAIM,
+                channels=["call"],
+                template=INSOLVENCY_CLAIM,
+                items=items,
+                version=version,
+                id_parts=(hold.hold_id,),
+                terms_of=self.doc.penalty,
+                deadline=deadline,
+            )
+            holds = {**self.case.holds, hold.hold_id: replace(hold, claim_lodged=True)}
+            self.case = replace(self.case, holds=holds)
+
     def wait_for_holds(self) -> None:
         case = self.case
         for hold in case.holds.values():
@@ -184,7 +252,10 @@ class Decider(Ladder):
         disputed = self.case.disputed
         if disputed:
             self.cancel(
-                lambda p: p.action != "recall_from_agency" and bool(disputed.intersection(p.invoice_ids)),
+                lambda p: (
+                    p.action not in ("recall_from_agency", "escalate_dispute")
+                    and bool(disputed.intersection(p.invoice_ids))
+                ),
                 "disputed: " + ", ".join(sorted(disputed)),
             )
 
@@ -235,4 +306,6 @@ class Decider(Ladder):
             contacts={k: v for k, v in self.case.contacts.items() if v > horizon or k in self.case.pending},
         )
         case, events = emit(case, self.changes, self.policy.version)
-        return Decision(case, tuple(self.commands), tuple(self.cancellations), tuple(events))
+        return Decision(
+            case, tuple(self.commands), tuple(self.cancellations), tuple(events), tuple(self.changes.timeline)
+        )

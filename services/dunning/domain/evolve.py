@@ -22,6 +22,7 @@ from services.dunning.domain.case import (
     INPUTS_LIMIT,
     PAYMENT_CAUSES,
     Case,
+    DisputeAge,
     Fact,
     Hold,
     Item,
@@ -185,14 +186,18 @@ def _dispute(case: Case, dispute: DisputeChanged, opened: bool, changes: Changes
     known = dispute.invoice_id in case.items
     if opened:
         disputes = {**case.disputes, dispute.dispute_id: dispute.invoice_id}
+        owner = dispute.owner or dispute.recorded.recorded_by
+        age = DisputeAge(dispute.invoice_id, dispute.recorded.business_date, owner)
+        ages = {**case.dispute_ages, dispute.dispute_id: age}
         detail = f"invoice {dispute.invoice_id} disputed ({dispute.dispute_id})"
     else:
         disputes = {k: v for k, v in case.disputes.items() if k != dispute.dispute_id}
+        ages = {k: v for k, v in case.dispute_ages.items() if k != dispute.dispute_id}
         detail = f"dispute {dispute.dispute_id} on invoice {dispute.invoice_id} resolved"
     if known:
         changes.add("held" if opened else "resumed", detail)
         changes.needs_decision = True
-    return replace(case, disputes=disputes)
+    return replace(case, disputes=disputes, dispute_ages=ages)
 
 
 def _plan(case: Case, plan: PaymentPlanAgreed, ref: InputRef | None, changes: Changes) -> Case:
@@ -213,7 +218,15 @@ def _plan(case: Case, plan: PaymentPlanAgreed, ref: InputRef | None, changes: Ch
 
 def _hold(case: Case, hold: HoldChanged, placed: bool, changes: Changes) -> Case:
     if placed:
-        held = Hold(hold.hold_id, hold.kind, hold.recorded.business_date, hold.until, hold.reason)
+        held = Hold(
+            hold.hold_id,
+            hold.kind,
+            hold.recorded.business_date,
+            hold.until,
+            hold.reason,
+            claims_deadline=hold.claims_deadline,
+            administrator=hold.administrator,
+        )
         until = f" until {hold.until}" if hold.until else ""
         reason = f": {hold.reason}" if hold.reason else ""
         changes.add("held", f"{hold.kind} hold {hold.hold_id}{until}{reason}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from contracts.policy import DEBTOR_FACING, LadderStep
+from contracts.policy import DEBTOR_FACING, NOTICE_CHANNELS, LadderStep
 from services.dunning.agencies import UNSCORED, amount_band, choose_agency
 from services.dunning.domain.case import RECALL_STEP, Item, Placement, amount_text, replace
 from services.dunning.domain.work import Work
@@ -158,8 +158,33 @@ class Ladder(Work):
             "escalated", f"{step.name}: {len(overdue)} overdue invoice(s)", step=step.name
         )
         self.step_command(step, overdue, list(step.channels), version)
+        self.notify_debtor(step, overdue)
         self.reach(step, executed=True)
         return True
+
+    def notify_debtor(self, step: LadderStep, items: list[Item], agency_id: str | None = None) -> None:
+        """Tell the debtor of a step taken away from them (the handover to an agency, legal action)
+        by letter or e-mail as consented, when the contact caps allow; else the case says why not."""
+        if step.notice_template is None:
+            return
+        name = f"{step.name}_notice"
+        channels = permitted_channels(self.doc, self.facts.profile, NOTICE_CHANNELS)
+        if not channels:
+            self.changes.note("passed", f"{name}: no consented channel")
+            return
+        if (release := self.contact_block()) is not None:
+            self.changes.note("passed", f"{name}: contact cap reached until {release}")
+            return
+        version = self.changes.add("escalated", f"{name}: {len(items)} overdue invoice(s)", step=name)
+        notice = step.model_copy(
+            update={
+                "name": name,
+                "action": "formal_notice",
+                "template": step.notice_template,
+                "notice_template": None,
+            }
+        )
+        self.step_command(notice, items, channels, version, agency_id=agency_id)
 
     def contact(self, step: LadderStep, overdue: list[Item]) -> bool:
         placement = self.case.placement
@@ -218,6 +243,7 @@ class Ladder(Work):
             step.name,
         )
         command = self.step_command(step, overdue, list(step.channels), version, agency_id=agency_id)
+        self.notify_debtor(step, overdue, agency_id)
         self.case = replace(
             self.case,
             placement=Placement(

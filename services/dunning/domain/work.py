@@ -6,7 +6,15 @@ import datetime as dt
 from collections.abc import Callable, Iterable
 
 from contracts.channels import Channel
-from contracts.collections import Action, CollectionCommand, CommandCancelled, CommandItem, InputRef
+from contracts.collections import (
+    DISPUTE_ESCALATION,
+    INSOLVENCY_CLAIM,
+    Action,
+    CollectionCommand,
+    CommandCancelled,
+    CommandItem,
+    InputRef,
+)
 from contracts.money import Money
 from contracts.policy import DEBTOR_FACING, DailyWindow, DunningPolicy, LadderStep, Penalty, PolicyPublished
 from services.dunning import penalties
@@ -14,6 +22,10 @@ from services.dunning.domain.case import INPUTS_LIMIT, Case, DebtorFacts, Item, 
 from services.dunning.domain.changes import Changes
 from services.dunning.domain.ids import command_id
 from services.dunning.pressure import send_window
+
+KEPT_WHILE_HELD = frozenset({INSOLVENCY_CLAIM, DISPUTE_ESCALATION})
+"""Steps a hold does not cancel: the insolvency claim is made because of one, and a dispute's owner is
+owed an answer whatever else holds the case."""
 
 
 class Work:
@@ -81,8 +93,9 @@ class Work:
             self.case = replace(self.case, placement=None, place_again_on=self.day)
 
     def cancel_unwanted(self, reason: str) -> None:
-        """Cancel everything pending but recalls: an agency must hear that the case left it."""
-        self.cancel(lambda p: p.action != "recall_from_agency", reason)
+        """Cancel everything pending but recalls (an agency must hear that the case left it) and an
+        insolvency claim (decided because of the hold)."""
+        self.cancel(lambda p: p.action != "recall_from_agency" and p.step not in KEPT_WHILE_HELD, reason)
 
     def cancel_settled(self) -> None:
         """Cancel pending commands none of whose invoices is still open."""
@@ -122,6 +135,7 @@ class Work:
             terms_of=terms,
             discount=discount,
             deadline=self.day + dt.timedelta(days=step.deadline_days) if step.deadline_days else None,
+            costs=step.recovery_costs.get(self.case.currency, 0),
             window=(step.send_window or self.doc.send_window) if step.action in DEBTOR_FACING else None,
         )
 
@@ -139,7 +153,9 @@ class Work:
         terms_of: Penalty | None = None,
         discount: int = 0,
         deadline: dt.date | None = None,
+        costs: int = 0,
         window: DailyWindow | None = None,
+        assignee: str | None = None,
     ) -> CollectionCommand:
         currency = self.case.currency
         command_items = []
@@ -175,8 +191,10 @@ class Work:
             total=Money(amount_minor=sum(i.outstanding for i in items), currency=currency),
             penalty=Money(amount_minor=penalty_total, currency=currency) if terms_of is not None else None,
             discount=Money(amount_minor=discount, currency=currency) if discount > 0 else None,
+            costs=Money(amount_minor=costs, currency=currency) if costs > 0 else None,
             deadline=deadline,
             agency_id=agency_id,
+            assignee=assignee,
             send_after=send_after,
             send_before=send_before,
             policy_version=self.policy.version,

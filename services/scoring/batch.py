@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
-from contracts.money import minor_unit_exponent
 from services.scoring.credit import MONTH_DAYS, WINDOW_DAYS, CreditLimit, round_down
 from services.scoring.features import FEATURE_NAMES, RECENT, DebtorHistory, Features
 from services.scoring.model import (
@@ -37,6 +36,7 @@ from services.scoring.model import (
     score_debtors,
     segment_of,
 )
+from services.scoring.units import minor_per_major
 
 NEVER = 10**9
 """An ordinal later than any date: "not (yet)"."""
@@ -74,6 +74,52 @@ def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class Columns:
+    """A chunk's histories as columns: one entry per history, and one per invoice, history after
+    history, each history's invoices in its own order. Dates are ordinals, `NEVER` for none."""
+
+    tenant_ids: Sequence[str]
+    debtor_ids: Sequence[str]
+    currencies: Sequence[str]
+    paperless: Sequence[bool | None]
+    credit_limits: Sequence[int | None]
+    counts: np.ndarray
+    """Invoices per history."""
+    invoice_ids: Sequence[str]
+    issue: np.ndarray
+    due: np.ndarray
+    settled: np.ndarray
+    written_off: np.ndarray
+    disputed: np.ndarray
+    amount: np.ndarray
+    outstanding: np.ndarray
+
+
+def ordinals(values: Iterable[dt.date | None]) -> np.ndarray:
+    return np.array([NEVER if d is None else d.toordinal() for d in values], dtype=np.int64)
+
+
+def columns_of(histories: Sequence[DebtorHistory]) -> Columns:
+    invoices = [inv for h in histories for inv in h.invoices]
+    return Columns(
+        tenant_ids=[h.tenant_id for h in histories],
+        debtor_ids=[h.debtor_id for h in histories],
+        currencies=[h.currency for h in histories],
+        paperless=[h.paperless for h in histories],
+        credit_limits=[h.credit_limit_minor for h in histories],
+        counts=np.array([len(h.invoices) for h in histories], dtype=np.int64),
+        invoice_ids=[inv.invoice_id for inv in invoices],
+        issue=ordinals(inv.issue_date for inv in invoices),
+        due=ordinals(inv.due_date for inv in invoices),
+        settled=ordinals(inv.settled_date for inv in invoices),
+        written_off=ordinals(inv.written_off_date for inv in invoices),
+        disputed=ordinals(inv.disputed_date for inv in invoices),
+        amount=np.array([inv.amount_minor for inv in invoices], dtype=np.int64),
+        outstanding=np.array([inv.outstanding() for inv in invoices], dtype=np.int64),
+    )
+
+
+@dataclass(frozen=True)
 class ChunkFeatures:
     """The features of a chunk's debtors and open invoices, and what the scores are made of."""
 
@@ -96,29 +142,70 @@ class ChunkFeatures:
 def chunk_features(histories: Sequence[DebtorHistory], as_of: dt.date) -> ChunkFeatures | None:
     """The features of every debtor and open invoice of the chunk, computed at once; None when an
     invoice id appears twice in one history (`features_at` leaves out an invoice by its id)."""
-    ids = [inv.invoice_id for h in histories for inv in h.invoices]
-    n = len(histories)
+    return features_of(columns_of(histories), as_of)
+
+
+def _scales(currencies: Sequence[str]) -> np.ndarray:
+    scale = {c: minor_per_major(c) for c in set(currencies)}
+    return np.array([scale[c] for c in currencies], dtype=np.int64)
+
+
+def _log_amount(amount: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    # math.log1p, value by value: numpy's log1p may differ from the C library's in the last bit.
+    major = np.maximum(0.0, amount / scale)
+    return np.array([math.log1p(v) for v in major.tolist()], dtype=float)
+
+
+def sort_by(keys: Sequence[np.ndarray], ids: Sequence[str]) -> np.ndarray:
+    """The order of the rows by `keys` (the first first), then by id: numbers sort at once, and only
+    rows equal in every key are put in order by their ids, in Python (ids compare as `sorted` does)."""
+    order = np.lexsort(tuple(keys)[::-1])
+    if len(order) < 2:
+        return order
+    tied = np.ones(len(order) - 1, dtype=bool)
+    for key in keys:
+        ordered = key[order]
+        tied &= ordered[1:] == ordered[:-1]
+    if not tied.any():
+        return order
+    # Runs of rows equal in every key: each sorted by id.
+    edges = np.flatnonzero(np.diff(np.r_[0, tied.astype(np.int8), 0]))
+    for start, end in zip(edges[::2].tolist(), (edges[1::2] + 1).tolist(), strict=True):
+        run = order[start:end].tolist()
+        order[start:end] = sorted(run, key=lambda row: ids[row])
+    return order
+
+
+def _repeats_an_id(group: np.ndarray, ids: Sequence[str]) -> bool:
+    """Whether an id appears twice in one group: by hash first, then the ids of equal hashes."""
+    if len(ids) < 2:
+        return False
+    hashes = np.array([hash(i) for i in ids], dtype=np.int64)
+    order = np.lexsort((hashes, group))
+    g, h = group[order], hashes[order]
+    same = (g[1:] == g[:-1]) & (h[1:] == h[:-1])
+    for k in np.flatnonzero(same).tolist():
+        first = k
+        while first > 0 and same[first - 1]:
+            first -= 1
+        run = [ids[row] for row in order[first : k + 2].tolist()]
+        if len(set(run)) < len(run):
+            return True
+    return False
+
+
+def features_of(c: Columns, as_of: dt.date) -> ChunkFeatures | None:
+    """`chunk_features` of histories given as columns."""
+    n = len(c.counts)
     day = as_of.toordinal()
-    counts = np.array([len(h.invoices) for h in histories], dtype=np.int64)
+    counts = c.counts
     g = np.repeat(np.arange(n), counts)
-    id_rank = np.unique(np.array(ids, dtype=object), return_inverse=True)[1].reshape(-1).astype(np.int64)
-    if len(np.unique(g * (len(ids) + 1) + id_rank)) != len(ids):
+    n_ids = len(c.invoice_ids)
+    if _repeats_an_id(g, c.invoice_ids):
         return None
 
-    def dates(attr: str) -> np.ndarray:
-        return np.array(
-            [
-                NEVER if (d := getattr(inv, attr)) is None else d.toordinal()
-                for h in histories
-                for inv in h.invoices
-            ],
-            dtype=np.int64,
-        )
-
-    issue, due = dates("issue_date"), dates("due_date")
-    settled, written_off, disputed = dates("settled_date"), dates("written_off_date"), dates("disputed_date")
-    amount = np.array([inv.amount_minor for h in histories for inv in h.invoices], dtype=np.int64)
-    outstanding = np.array([inv.outstanding() for h in histories for inv in h.invoices], dtype=np.int64)
+    issue, due, amount = c.issue, c.due, c.amount
+    settled, written_off, disputed = c.settled, c.written_off, c.disputed
     terms = due - issue
 
     known = issue <= day
@@ -154,7 +241,7 @@ def chunk_features(histories: Sequence[DebtorHistory], as_of: dt.date) -> ChunkF
     np.maximum.at(last_paid, g[paid], settled[paid])
 
     # The trend compares the latest RECENT settled invoices (by settle date, then id) with all.
-    order = np.lexsort((id_rank, closed_on, g))
+    order = sort_by((g, closed_on), c.invoice_ids)
     order = order[closed[order]]
     lateness = late_days[order]
     closed_ends = np.cumsum(n_closed)
@@ -167,7 +254,7 @@ def chunk_features(histories: Sequence[DebtorHistory], as_of: dt.date) -> ChunkF
     sorted_amounts = amount[by_amount]
     known_ends = np.cumsum(n_known)
     known_starts = known_ends - n_known
-    position = np.full(len(ids), -1, dtype=np.int64)
+    position = np.full(n_ids, -1, dtype=np.int64)
     position[by_amount] = np.arange(len(by_amount)) - np.repeat(known_starts, n_known)
 
     def median(count: np.ndarray, start: np.ndarray, skip: np.ndarray | None) -> np.ndarray:
@@ -196,6 +283,23 @@ def chunk_features(histories: Sequence[DebtorHistory], as_of: dt.date) -> ChunkF
         return np.where(count == 0, np.nan, value)
 
     typical_median = median(n_known, known_starts, None)
+    scale = _scales(c.currencies)
+    limit = np.array([v or 0 for v in c.credit_limits], dtype=np.int64)
+    has_limit = limit != 0
+    limit_major = np.where(has_limit, limit / scale, 1.0)
+
+    def amount_columns(
+        x: np.ndarray, overdue_minor: np.ndarray, own_amount: np.ndarray, m: np.ndarray, rows: np.ndarray
+    ) -> None:
+        """Overdue amount, its share of the limit, the amount's ratio to the median and its log."""
+        overdue_major = overdue_minor / scale[rows]
+        x[:, COLUMN["overdue_amount"]] = overdue_major
+        x[:, COLUMN["overdue_share_of_limit"]] = np.where(
+            has_limit[rows], overdue_major / limit_major[rows], np.nan
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x[:, COLUMN["amount_ratio"]] = np.where(m > 0, own_amount / np.where(m > 0, m, 1.0), np.nan)
+        x[:, COLUMN["log_amount"]] = _log_amount(own_amount, scale[rows])
 
     x = np.full((n, len(FEATURE_NAMES)), np.nan)
     x[:, COLUMN["invoice_count"]] = n_known
@@ -210,28 +314,10 @@ def chunk_features(histories: Sequence[DebtorHistory], as_of: dt.date) -> ChunkF
     x[:, COLUMN["overdue_count"]] = n_overdue
     x[:, COLUMN["dispute_share"]] = _divide(n_disputed, n_known)
     x[:, COLUMN["terms_days"]] = np.where(n_known > 0, np.rint(_divide(sum_terms, n_known)), 30.0)
-    scales = [10 ** minor_unit_exponent(h.currency) for h in histories]
-    typical_amount = [0 if math.isnan(m) else int(m) for m in typical_median.tolist()]
-    for i, (h, scale, overdue_sum, m, amt) in enumerate(
-        zip(
-            histories,
-            scales,
-            overdue_minor_amount.tolist(),
-            typical_median.tolist(),
-            typical_amount,
-            strict=True,
-        )
-    ):
-        overdue_major = float(overdue_sum / scale)
-        x[i, COLUMN["overdue_amount"]] = overdue_major
-        limit = h.credit_limit_minor
-        if limit:
-            x[i, COLUMN["overdue_share_of_limit"]] = overdue_major / float(limit / scale)
-        if h.paperless is not None:
-            x[i, COLUMN["paperless"]] = float(h.paperless)
-        if not math.isnan(m) and m > 0:
-            x[i, COLUMN["amount_ratio"]] = amt / m
-        x[i, COLUMN["log_amount"]] = math.log1p(max(0.0, float(amt / scale)))
+    x[:, COLUMN["paperless"]] = [np.nan if p is None else float(p) for p in c.paperless]
+    # The typical amount is the median as `int` makes it (toward zero), 0 without amounts.
+    typical_amount = np.where(np.isnan(typical_median), 0.0, np.trunc(typical_median))
+    amount_columns(x, overdue_minor_amount, typical_amount, typical_median, np.arange(n))
 
     # Each open invoice: the debtor's features without it, its own amount and terms.
     own = np.flatnonzero(open_)
@@ -246,17 +332,7 @@ def chunk_features(histories: Sequence[DebtorHistory], as_of: dt.date) -> ChunkF
     own_x[:, COLUMN["terms_days"]] = terms[own]
     own_median = median(own_known, known_starts[og], position[own])
     own_overdue_minor = overdue_minor_amount[og] - np.where(own_overdue, amount[own], 0)
-    for k, (i, m, amt, overdue_sum) in enumerate(
-        zip(og.tolist(), own_median.tolist(), amount[own].tolist(), own_overdue_minor.tolist(), strict=True)
-    ):
-        h, scale = histories[i], scales[i]
-        overdue_major = float(overdue_sum / scale)
-        own_x[k, COLUMN["overdue_amount"]] = overdue_major
-        limit = h.credit_limit_minor
-        if limit:
-            own_x[k, COLUMN["overdue_share_of_limit"]] = overdue_major / float(limit / scale)
-        own_x[k, COLUMN["amount_ratio"]] = amt / m if not math.isnan(m) and m > 0 else math.nan
-        own_x[k, COLUMN["log_amount"]] = math.log1p(max(0.0, float(amt / scale)))
+    amount_columns(own_x, own_overdue_minor, amount[own], own_median, og)
 
     year_ago = day - WINDOW_DAYS
     first_issue = np.full(n, NEVER, dtype=np.int64)
@@ -266,7 +342,7 @@ def chunk_features(histories: Sequence[DebtorHistory], as_of: dt.date) -> ChunkF
         own=own_x,
         own_debtor=og,
         own_invoice=own,
-        outstanding=outstanding,
+        outstanding=c.outstanding,
         billed_last_year=per_debtor(np.where(known & (issue > year_ago), amount, 0)),
         invoices_last_year=per_debtor(known & (issue > year_ago)),
         first_issue=first_issue,
@@ -279,66 +355,86 @@ def score_chunk(scorer: Scorer, histories: Sequence[DebtorHistory], as_of: dt.da
     """`score_debtors(scorer, histories, as_of)`, computed for all the histories at once."""
     if not histories:
         return []
-    c = chunk_features(histories, as_of)
+    scores = score_columns(scorer, columns_of(histories), as_of)
+    return score_debtors(scorer, histories, as_of) if scores is None else scores
+
+
+def score_columns(scorer: Scorer, columns: Columns, as_of: dt.date) -> list[DebtorScore] | None:
+    """`score_chunk` of histories given as columns; None when an invoice id appears twice in one
+    history (then `score_debtors` scores them)."""
+    n = len(columns.counts)
+    if not n:
+        return []
+    c = features_of(columns, as_of)
     if c is None:
-        return score_debtors(scorer, histories, as_of)
-    n = len(histories)
+        return None
     day = as_of.toordinal()
     p_all, days_all = predict_matrix(scorer, np.vstack([c.typical, c.own]))
-    why = _reasons(scorer, c.typical, p_all[:n], [h.currency for h in histories])
+    why = _reasons(scorer, c.typical, p_all[:n], columns.currencies)
 
     # Assembly, debtor by debtor, with Python's own rounding.
     p_list, days_list = p_all[:n].tolist(), days_all[:n].tolist()
-    own_p, own_days = p_all[n:].tolist(), days_all[n:].tolist()
-    own_of: list[list[int]] = [[] for _ in range(n)]
-    for k, i in enumerate(c.own_debtor.tolist()):
-        own_of[i].append(k)
-    invoice_of = [inv for h in histories for inv in h.invoices]
-    own_rows = c.own_invoice.tolist()
-    outstanding = c.outstanding
+    own_p = p_all[n:].tolist()
+    own_rows = c.own_invoice
+    own_ids = [columns.invoice_ids[k] for k in own_rows.tolist()]
+    own_due = columns.due[own_rows].tolist()
+    if not np.isfinite(days_all[n:]).all():
+        raise ValueError("cannot round a prediction that is not a number of days")
+    # Python's round of a float goes to the nearest integer, ties to even, as numpy's rint does.
+    own_settle = (columns.issue[own_rows] + np.rint(days_all[n:]).astype(np.int64)).tolist()
+    own_outstanding = c.outstanding[own_rows].tolist()
+    own_starts = np.searchsorted(c.own_debtor, np.arange(n), side="left").tolist()
+    own_ends = np.searchsorted(c.own_debtor, np.arange(n), side="right").tolist()
     tomorrow = as_of + dt.timedelta(days=1)
     billed, n_billed = c.billed_last_year.tolist(), c.invoices_last_year.tolist()
     firsts, known_counts, terms_sums = c.first_issue.tolist(), c.known_invoices.tolist(), c.sum_terms.tolist()
+    dates: dict[int, dt.date] = {}
+    make = dt.date.fromordinal
     out = []
-    for i, h in enumerate(histories):
+    for i in range(n):
         invoices = []
         overdue_days = []
-        for k in own_of[i]:
-            inv = invoice_of[own_rows[k]]
-            late = inv.due_date < as_of
-            settle = inv.issue_date + dt.timedelta(days=round(own_days[k]))
+        open_minor = overdue_minor = 0
+        for k in range(own_starts[i], own_ends[i]):
+            due = own_due[k]
+            late = due < day
+            settle = dates.get(own_settle[k]) or dates.setdefault(own_settle[k], make(own_settle[k]))
+            outstanding = own_outstanding[k]
+            open_minor += outstanding
             if late:
-                overdue_days.append((as_of - inv.due_date).days)
+                overdue_days.append(day - due)
+                overdue_minor += outstanding
             invoices.append(
                 InvoiceScore(
-                    invoice_id=inv.invoice_id,
-                    outstanding_minor=int(outstanding[own_rows[k]]),
-                    due_date=inv.due_date,
+                    invoice_id=own_ids[k],
+                    outstanding_minor=outstanding,
+                    due_date=dates.get(due) or dates.setdefault(due, make(due)),
                     p_late=1.0 if late else round(own_p[k], 4),
                     expected_settle_date=max(settle, tomorrow) if late else settle,
                 )
             )
         p_late = round(p_list[i], 4)
+        currency = columns.currencies[i]
         limit = None
         if n_billed[i]:
             months = min(12.0, max(1.0, math.ceil((day - firsts[i]) / MONTH_DAYS)))
             monthly = round(billed[i] / months)
             mean_terms = terms_sums[i] / known_counts[i] if known_counts[i] else 30.0
             factor = round(1 + max(0.0, mean_terms) / 30, 2)
-            limit = CreditLimit(monthly, factor, round_down(monthly * factor * (1 - p_late), h.currency))
+            limit = CreditLimit(monthly, factor, round_down(monthly * factor * (1 - p_late), currency))
         out.append(
             DebtorScore(
-                tenant_id=h.tenant_id,
-                debtor_id=h.debtor_id,
-                currency=h.currency,
+                tenant_id=columns.tenant_ids[i],
+                debtor_id=columns.debtor_ids[i],
+                currency=currency,
                 as_of=as_of,
                 score=round(100 * p_late),
                 p_late=p_late,
                 segment=segment_of(p_late),
                 expected_days_to_settle=round(days_list[i], 1),
                 reasons=tuple(why[i]),
-                open_minor=sum(s.outstanding_minor for s in invoices),
-                overdue_minor=sum(s.outstanding_minor for s in invoices if s.due_date < as_of),
+                open_minor=open_minor,
+                overdue_minor=overdue_minor,
                 oldest_days_past_due=max(overdue_days, default=0),
                 invoices=tuple(invoices),
                 model_kind=scorer.kind,
@@ -380,5 +476,7 @@ def _reasons(scorer: Scorer, x: np.ndarray, base: np.ndarray, currencies: Sequen
             v = values[i][COLUMN[name]]
             if words := phrase(name, None if math.isnan(v) else v, currencies[i]):
                 said.append(words)
-        out.append(said[:TOP_REASONS])
+                if len(said) == TOP_REASONS:
+                    break
+        out.append(said)
     return out

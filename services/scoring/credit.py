@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass
 from statistics import fmean
 
-from contracts.money import minor_unit_exponent
 from services.scoring.features import DebtorHistory
+from services.scoring.units import minor_per_major
 
 WINDOW_DAYS = 365
 MONTH_DAYS = WINDOW_DAYS / 12
@@ -57,7 +57,7 @@ def round_down(amount_minor: float, currency: str) -> int:
     """Down to two significant figures, in steps of at least `MIN_STEP_MAJOR` currency units."""
     if amount_minor <= 0:
         return 0
-    minimum = MIN_STEP_MAJOR * 10 ** minor_unit_exponent(currency)
+    minimum = MIN_STEP_MAJOR * minor_per_major(currency)
     step = max(minimum, 10 ** (len(str(int(amount_minor))) - 2))
     return int(amount_minor // step * step)
 

@@ -15,7 +15,7 @@ import math
 from dataclasses import astuple, dataclass, fields, replace
 from statistics import fmean, median
 
-from contracts.money import minor_unit_exponent
+from services.scoring.units import minor_per_major
 
 RECENT = 3
 """How many of the latest settled invoices the trend of days late compares with all of them."""
@@ -83,7 +83,7 @@ FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Features))
 
 
 def _major(amount_minor: int, currency: str) -> float:
-    return float(amount_minor / 10 ** minor_unit_exponent(currency))
+    return float(amount_minor / minor_per_major(currency))
 
 
 def _settled_by(inv: InvoiceFact, day: dt.date) -> dt.date | None:

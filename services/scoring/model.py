@@ -30,7 +30,7 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from threadpoolctl import threadpool_limits
 
-from contracts.money import format_major, minor_unit_exponent
+from contracts.money import format_major
 from services.scoring.credit import recommend
 from services.scoring.features import (
     FEATURE_NAMES,
@@ -40,6 +40,7 @@ from services.scoring.features import (
     InvoiceFact,
     features_at,
 )
+from services.scoring.units import minor_per_major
 
 RANDOM_STATE = 20130101
 MIN_EXAMPLES = 200
@@ -210,7 +211,7 @@ def _pct(x: float) -> str:
 
 
 def _money(major: float, currency: str) -> str:
-    minor = round(major * 10 ** minor_unit_exponent(currency))
+    minor = round(major * minor_per_major(currency))
     return f"{currency} {format_major(minor, currency)}"
 
 
@@ -219,36 +220,36 @@ def _phrase(name: str, f: Features, currency: str) -> str | None:
     return phrase(name, getattr(f, name), currency)
 
 
+_UNKNOWN = {"late_share": "no paid invoice yet", "days_since_last_payment": "no payment yet"}
+_PHRASES: dict[str, Callable[[float, str], str]] = {
+    "invoice_count": lambda x, _: f"{int(x)} invoices of history",
+    "settled_count": lambda x, _: f"{int(x)} invoices paid so far",
+    "late_share": lambda x, _: f"pays {_pct(x)} of invoices late",
+    "mean_days_late": lambda x, _: f"pays {x:.0f} days late on average",
+    "days_late_trend": lambda x, _: (
+        f"recently pays {x:.0f} days later than usual"
+        if x >= 0
+        else f"recently pays {-x:.0f} days earlier than usual"
+    ),
+    "mean_days_to_settle": lambda x, _: f"takes {x:.0f} days to pay on average",
+    "days_since_last_payment": lambda x, _: f"{x:.0f} days since last payment",
+    "open_count": lambda x, _: f"{int(x)} open invoices",
+    "overdue_count": lambda x, _: f"{int(x)} overdue invoices",
+    "overdue_amount": lambda x, c: f"{_money(x, c)} overdue" if x > 0 else "nothing overdue",
+    "overdue_share_of_limit": lambda x, _: f"overdue is {_pct(x)} of the credit limit",
+    "dispute_share": lambda x, _: f"disputed {_pct(x)} of invoices",
+    "paperless": lambda x, _: "billed electronically" if x else "billed on paper",
+    "amount_ratio": lambda x, _: f"invoice is {x:.1f} times the usual amount",
+    "log_amount": lambda x, c: f"invoice of {_money(math.expm1(x), c)}",
+    "terms_days": lambda x, _: f"{x:.0f} days payment terms",
+}
+
+
 def phrase(name: str, v: float | None, currency: str) -> str | None:
     """A feature's value in words, or None if there is nothing to say."""
     if v is None:
-        return {
-            "late_share": "no paid invoice yet",
-            "days_since_last_payment": "no payment yet",
-        }.get(name)
-    phrases: dict[str, Callable[[float], str]] = {
-        "invoice_count": lambda x: f"{int(x)} invoices of history",
-        "settled_count": lambda x: f"{int(x)} invoices paid so far",
-        "late_share": lambda x: f"pays {_pct(x)} of invoices late",
-        "mean_days_late": lambda x: f"pays {x:.0f} days late on average",
-        "days_late_trend": lambda x: (
-            f"recently pays {x:.0f} days later than usual"
-            if x >= 0
-            else f"recently pays {-x:.0f} days earlier than usual"
-        ),
-        "mean_days_to_settle": lambda x: f"takes {x:.0f} days to pay on average",
-        "days_since_last_payment": lambda x: f"{x:.0f} days since last payment",
-        "open_count": lambda x: f"{int(x)} open invoices",
-        "overdue_count": lambda x: f"{int(x)} overdue invoices",
-        "overdue_amount": lambda x: f"{_money(x, currency)} overdue" if x > 0 else "nothing overdue",
-        "overdue_share_of_limit": lambda x: f"overdue is {_pct(x)} of the credit limit",
-        "dispute_share": lambda x: f"disputed {_pct(x)} of invoices",
-        "paperless": lambda x: "billed electronically" if x else "billed on paper",
-        "amount_ratio": lambda x: f"invoice is {x:.1f} times the usual amount",
-        "log_amount": lambda x: f"invoice of {_money(math.expm1(x), currency)}",
-        "terms_days": lambda x: f"{x:.0f} days payment terms",
-    }
-    return phrases[name](float(v))
+        return _UNKNOWN.get(name)
+    return _PHRASES[name](float(v), currency)
 
 
 def reasons(scorer: Scorer, rows: Sequence[Features], currencies: Sequence[str]) -> list[list[str]]:

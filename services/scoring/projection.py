@@ -15,11 +15,15 @@ balance facts: a history replayed without a clock is still scored as of its own 
 On every business day a batch starts, every debtor of the tenant with an item open on that date is
 scored again as of it (days since the last payment and overdue amounts move with the day), in chunks
 of `DAY_CHUNK` debtors, each chunk read with set-based statements and committed in a transaction of
-its own (`ScoringProjection.rescore_day` says why that keeps the exactly-once effect).
+its own (`ScoringProjection.rescore_day` says why that keeps the exactly-once effect). With worker
+processes, each chunk is read, scored and written in one of them, on its own connection, so the
+consumer only hands out chunks; a chunk's invoices come as one array per column (dates as day
+numbers), its histories are made as columns, and its score events are formatted with orjson.
 
 Every writer of a debtor's invoices or scores first writes the debtor's row, and only while it still
 has the version (`xmin`) it read: a second group member holding the same debtor for a moment during a
-rebalance raises `StaleState`, and the consumer rolls its batch back and reads it again.
+rebalance raises `StaleState`, and the consumer rolls its batch back and reads it again. A business
+day's chunk writes its debtor rows before it reads anything of theirs (`_lock_debtors`).
 """
 
 from __future__ import annotations
@@ -31,13 +35,14 @@ import multiprocessing
 import pickle
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field, fields
-from operator import itemgetter
+from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
+import numpy as np
 import orjson
 from sqlalchemy import delete, func, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -45,18 +50,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import BusinessDayStarted
 from contracts.collections import CaseNote, DisputeChanged, HoldChanged, PaymentPlanAgreed, PromiseToPay
+from contracts.envelope import Envelope
 from contracts.journal import DebtorProfile
 from contracts.money import Money
 from contracts.receivables import ReceivableBalance
-from contracts.registry import encode_event, make_event
+from contracts.registry import make_event
 from contracts.scores import SCORE_CHANGED, ScoreChanged
 from contracts.topics import CLOCK, CONTACTS, DEBTORS, RECEIVABLES, SCORES, debtor_key
 from services.runtime.consumer import Applied, Delivered, StaleState
 from services.runtime.database import driver_connection
+from services.runtime.embedded_postgres import sqlalchemy_to_libpq
 from services.runtime.log import Message
-from services.runtime.outbox import write_outbox
+from services.runtime.outbox import copy_to_outbox
+from services.runtime.tracing import current_traceparent, with_traceparent
 from services.scoring import store
-from services.scoring.batch import score_chunk
+from services.scoring.batch import NEVER, Columns, score_chunk, score_columns, sort_by
 from services.scoring.features import DebtorHistory, InvoiceFact
 from services.scoring.model import DebtorScore, Scorer
 from services.scoring.models_on_disk import ModelSource
@@ -66,11 +74,11 @@ SOURCE = "arrears/scoring"
 SCORE_STEP = 10
 """Points a score must move, within its segment, before a new score event is published."""
 SCORE_NAMESPACE = uuid.UUID("8a3f5c2e-3b1d-5d6e-9f60-2c4b7e1a9d05")
+_NAMESPACE_BYTES = SCORE_NAMESPACE.bytes
 DAY_CHUNK = 2_000
 """Debtors scored again per transaction on a business day."""
-IN_FLIGHT_PER_WORKER = 4
-"""Chunks of a business day under way at once per worker process: while a worker scores one, the
-consumer reads, writes and commits the others."""
+IN_FLIGHT_PER_WORKER = 2
+"""Chunks of a business day handed to each worker process at once: one under way, one waiting."""
 DebtorKey = tuple[str, str]
 Version = str
 """A debtor row's version: the id of the transaction that last wrote it (`xmin`)."""
@@ -185,6 +193,17 @@ def is_material(score: DebtorScore, write_off: bool, published: LastPublished) -
     )
 
 
+def _event_id(score: DebtorScore, version: int | None, proposed: bool) -> str:
+    """`str(uuid.uuid5(SCORE_NAMESPACE, ...))` of what the score is, without a `UUID` object."""
+    what = f"{score.tenant_id}:{score.debtor_id}:{score.currency}:{score.as_of}:{score.score}:{score.segment}"
+    name = f"{what}:{version}" + (":write-off" if proposed else "")
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def score_event(
     score: DebtorScore,
     version: int | None,
@@ -192,6 +211,56 @@ def score_event(
     cause: str | None,
     write_off: WriteOffProposal | None = None,
 ) -> Message:
+    """The score event, formatted directly: the same bytes as `encode_event` of `score_envelope`
+    (a unit test checks), without building and dumping pydantic models per score (the values come
+    from scoring's own computation)."""
+    proposed = write_off is not None and write_off.proposed
+    currency = score.currency
+    envelope: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": _event_id(score, version, proposed),
+        "source": SOURCE,
+        "type": SCORE_CHANGED,
+        "time": dt.datetime.combine(score.as_of, dt.time(), dt.UTC),
+        "datacontenttype": "application/json",
+        "tenantid": score.tenant_id,
+        "debtorid": score.debtor_id,
+    }
+    if cause is not None:
+        envelope["causationid"] = cause
+    data: dict[str, Any] = {
+        "as_of": score.as_of,
+        "score": score.score,
+        "probability_late": f"{score.p_late:.4f}",
+        "segment": score.segment,
+    }
+    if previous_segment is not None:
+        data["previous_segment"] = previous_segment
+    data["expected_days_to_settle"] = max(0, round(score.expected_days_to_settle))
+    data["open"] = {"amount_minor": score.open_minor, "currency": currency}
+    data["overdue"] = {"amount_minor": score.overdue_minor, "currency": currency}
+    data["oldest_days_past_due"] = score.oldest_days_past_due
+    data["reasons"] = list(score.reasons)
+    data["model_kind"] = score.model_kind
+    if version is not None:
+        data["model_version"] = version
+    if (limit := score.recommended_limit_minor) is not None:
+        data["recommended_credit_limit"] = {"amount_minor": limit, "currency": currency}
+    data["write_off_proposed"] = proposed
+    data["write_off_reasons"] = list(write_off.reasons) if write_off is not None and proposed else []
+    envelope["data"] = data
+    key = debtor_key(score.tenant_id, score.debtor_id).encode()
+    return Message(SCORES.name, key, orjson.dumps(envelope, option=orjson.OPT_UTC_Z))
+
+
+def score_envelope(
+    score: DebtorScore,
+    version: int | None,
+    previous_segment: str | None,
+    cause: str | None,
+    write_off: WriteOffProposal | None = None,
+) -> Envelope[Any]:
+    """The score event as a contracts envelope (what `score_event` formats directly)."""
     proposed = write_off is not None and write_off.proposed
     what = f"{score.tenant_id}:{score.debtor_id}:{score.currency}:{score.as_of}:{score.score}:{score.segment}"
     limit = score.recommended_limit_minor
@@ -214,7 +283,7 @@ def score_event(
         write_off_proposed=proposed,
         write_off_reasons=list(write_off.reasons) if write_off is not None and proposed else [],
     )
-    event = make_event(
+    return make_event(
         SCORE_CHANGED,
         data,
         event_id=str(uuid.uuid5(SCORE_NAMESPACE, f"{what}:{version}" + (":write-off" if proposed else ""))),
@@ -224,7 +293,6 @@ def score_event(
         time=dt.datetime.combine(score.as_of, dt.time(), dt.UTC),
         causation_id=cause,
     )
-    return Message(SCORES.name, debtor_key(score.tenant_id, score.debtor_id).encode(), encode_event(event))
 
 
 class ScoringProjection:
@@ -341,30 +409,33 @@ class ScoringProjection:
         debtors = [r["debtor_id"] for r in rows if (tenant, r["debtor_id"]) not in exclude]
         chunks = [debtors[start : start + self.day_chunk] for start in range(0, len(debtors), self.day_chunk)]
         pooled = self.workers > 0 and len(chunks) > 1
-        decide = self._decider(scorer) if pooled else _decide_here(scorer)
+        rescore = self._in_workers(scorer, session.bind) if pooled else _rescore_here(scorer, session.bind)
+
+        traceparent = current_traceparent()
 
         async def one(chunk: list[str]) -> None:
-            async with AsyncSession(session.bind, expire_on_commit=False) as own, own.begin():
-                await _rescore_chunk(own, decide, version, self.write_off, tenant, day, chunk)
+            await rescore(DayChunk(version, self.write_off, tenant, day, chunk, traceparent))
 
-        # With workers, a chunk is read and written here while others are scored there; each is
-        # still one transaction of its own, over debtors no other chunk holds.
+        # With workers, each chunk is read, scored and written in a worker process, on its own
+        # connection; each is still one transaction of its own, over debtors no other chunk holds.
         await _bounded(one, chunks, IN_FLIGHT_PER_WORKER * self.workers if pooled else 1)
         return len(debtors)
 
-    def _decider(self, scorer: Scorer) -> Decide:
-        """Score chunks in the worker processes, the scorer sent along (loaded once per worker)."""
+    def _in_workers(self, scorer: Scorer, bind: Any) -> RescoreChunk:
+        """Chunks read, scored and written in the worker processes, the scorer sent along (loaded
+        once per worker) with the database's URL."""
         self.start_workers()
         if self._shipped is None or self._shipped[0] is not scorer:
             blob = pickle.dumps(scorer, protocol=pickle.HIGHEST_PROTOCOL)
             self._shipped = (scorer, hashlib.sha256(blob).hexdigest(), blob)
         pool, (_, key, blob) = self._pool, self._shipped
         assert pool is not None
+        database = sqlalchemy_to_libpq(bind.url.render_as_string(hide_password=False))
 
-        async def decide(chunk: ChunkInput) -> ChunkOutcome:
+        async def rescore(chunk: DayChunk) -> None:
             try:
-                return await asyncio.get_running_loop().run_in_executor(
-                    pool, _decide_in_worker, key, blob, chunk
+                await asyncio.get_running_loop().run_in_executor(
+                    pool, _rescore_in_worker, key, blob, database, chunk
                 )
             except BrokenProcessPool:
                 if self._pool is pool:  # a worker died: the batch fails and is read again, with new ones
@@ -372,7 +443,7 @@ class ScoringProjection:
                     pool.shutdown(wait=False, cancel_futures=True)
                 raise
 
-        return decide
+        return rescore
 
 
 def _apply(facts: _Facts, d: Delivered) -> None:
@@ -640,12 +711,17 @@ async def save_debtors(
     `read`, or still absent when `read` has none. Every writer of a debtor's invoices or scores writes
     its row first, so a second group member holding the debtor for a moment during a rebalance finds
     the row changed and raises `StaleState`: its batch is rolled back and read again."""
-    if not values:
-        return
+    if values:
+        await write_debtor_rows(await driver_connection(session), values, read)
+
+
+async def write_debtor_rows(
+    connection: Any, values: dict[DebtorKey, dict[str, Any]], read: dict[DebtorKey, Version]
+) -> None:
+    """`save_debtors` on a driver connection, in its transaction."""
     ordered = sorted(values.items())  # one lock order for every writer
     existing = [(k, v) for k, v in ordered if k in read]
     new = [(k, v) for k, v in ordered if k not in read]
-    connection = await driver_connection(session)
     written = 0
     if existing:
         rows = await connection.fetch(
@@ -683,16 +759,38 @@ _OPEN_DEBTORS = (
     f"SELECT DISTINCT debtor_id FROM {_INVOICES}"
     " WHERE tenant_id = $1 AND status = 'open' AND issue_date <= $2 ORDER BY debtor_id"
 )
-_INVOICE_COLUMNS = [c.name for c in store.invoices.columns if c.name != "tenant_id"]
-_AT = {name: i for i, name in enumerate(_INVOICE_COLUMNS)}
-_FACT_AT = [_AT[name] for name in [f.name for f in fields(InvoiceFact)]]
-"""Where each field of an `InvoiceFact`, in order, is in a row of `_INVOICE_COLUMNS`."""
-_fact_of = itemgetter(*_FACT_AT)
+_DATES = ("issue_date", "due_date", "settled_date", "written_off_date", "disputed_date")
+_OTHERS = ("debtor_id", "invoice_id", "currency", "amount_minor", "outstanding_minor")
+INVOICE_COLUMNS = _OTHERS + _DATES
+"""What a business day reads of each invoice, column by column."""
+
+
+def _ordinal(column: str) -> str:
+    """The date as `date.toordinal` counts it (`NEVER`: none), in SQL."""
+    return f"coalesce({column} - DATE '0001-01-01' + 1, {NEVER})"
+
+
+# The chunk's invoices as one array per column: no row objects, dates as day numbers.
+_CHUNK_INVOICES = (
+    "SELECT "
+    + ", ".join([f"array_agg({c})" for c in _OTHERS] + [f"array_agg({_ordinal(c)})" for c in _DATES])
+    + f" FROM {_INVOICES} WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])"
+)
+
+
+def invoice_columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Invoice rows (with dates) as a chunk's invoice columns."""
+    return {
+        c: [NEVER if r[c] is None else r[c].toordinal() for r in rows]
+        if c in _DATES
+        else [r[c] for r in rows]
+        for c in INVOICE_COLUMNS
+    }
 
 
 @dataclass(frozen=True)
 class ChunkInput:
-    """What deciding a chunk of a business day needs, as plain data (it may go to another process)."""
+    """What deciding a chunk of a business day needs, as plain data."""
 
     version: int | None
     rule: WriteOffRule
@@ -700,59 +798,209 @@ class ChunkInput:
     day: dt.date
     debtors: list[str]
     paperless: dict[str, bool | None]
-    invoices: list[tuple[Any, ...]]
-    """Rows of `_INVOICE_COLUMNS`."""
+    invoices: Mapping[str, Sequence[Any]]
+    """The invoices of the chunk's debtors, in any order, column by column (`INVOICE_COLUMNS`);
+    dates as `date.toordinal` counts them, `NEVER` for none."""
     published: Published
 
 
 ChunkOutcome = tuple[list[list[Any]], list[Message]]
 """The score rows, column by column (`_SCORE_TYPES`), and the score events to publish."""
-Decide = Callable[[ChunkInput], Coroutine[Any, Any, ChunkOutcome]]
 
 
 def decide_chunk(scorer: Scorer, chunk: ChunkInput) -> ChunkOutcome:
-    """The scores of a chunk's debtors as of its day, and which of them to publish."""
-    invoices: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
-    for values in chunk.invoices:
-        invoices[values[_AT["debtor_id"]]].append(values)
-    histories = []
-    for debtor in chunk.debtors:  # as `histories_of` makes them, from tuples
-        rows = sorted(invoices[debtor], key=itemgetter(_AT["issue_date"], _AT["invoice_id"]))
-        for currency in sorted({r[_AT["currency"]] for r in rows}):
-            histories.append(
-                DebtorHistory(
-                    tenant_id=chunk.tenant,
-                    debtor_id=debtor,
-                    currency=currency,
-                    paperless=chunk.paperless.get(debtor),
-                    invoices=tuple(InvoiceFact(*_fact_of(r)) for r in rows if r[_AT["currency"]] == currency),
-                )
-            )
-    scores = score_chunk(scorer, histories, chunk.day)
+    """The scores of a chunk's debtors as of its day, and which of them to publish: what
+    `histories_of`, `score_debtors` and `_outcome` give, the histories made as columns straight from
+    the rows."""
+    scores = score_columns(scorer, _columns(chunk), chunk.day) if chunk.invoices["debtor_id"] else []
+    if scores is None:  # an invoice id twice in one history: debtor by debtor
+        scores = score_chunk(scorer, _histories(chunk), chunk.day)
     score_rows, messages = _outcome(scores, chunk.version, chunk.published, {}, chunk.rule)
     return [[r[c] for r in score_rows] for c in _SCORE_TYPES], messages
 
 
-def _decide_here(scorer: Scorer) -> Decide:
-    async def decide(chunk: ChunkInput) -> ChunkOutcome:
-        return decide_chunk(scorer, chunk)
+def _columns(chunk: ChunkInput) -> Columns:
+    """The chunk's histories as columns: debtor by debtor in the chunk's order, a history per
+    currency (sorted), its invoices by issue date and id, as `histories_of` orders them."""
+    invoices = chunk.invoices
+    at = {d: i for i, d in enumerate(chunk.debtors)}
+    debtor = np.array([at[d] for d in invoices["debtor_id"]], dtype=np.int64)
+    currencies = sorted(set(invoices["currency"]))
+    rank = {c: i for i, c in enumerate(currencies)}
+    currency = np.array([rank[c] for c in invoices["currency"]], dtype=np.int64)
+    ids = invoices["invoice_id"]
+    issue = np.array(invoices["issue_date"], dtype=np.int64)
+    order = sort_by((debtor, currency, issue), ids)
+    history = (debtor * len(currencies) + currency)[order]
+    first = np.flatnonzero(np.r_[True, history[1:] != history[:-1]])
+    counts = np.diff(np.r_[first, len(order)])
+    firsts = order[first]
+    debtor_ids = [chunk.debtors[i] for i in debtor[firsts].tolist()]
 
-    return decide
+    def column(name: str) -> np.ndarray:
+        out: np.ndarray = np.array(invoices[name], dtype=np.int64)[order]
+        return out
+
+    return Columns(
+        tenant_ids=[chunk.tenant] * len(first),
+        debtor_ids=debtor_ids,
+        currencies=[currencies[i] for i in currency[firsts].tolist()],
+        paperless=[chunk.paperless.get(d) for d in debtor_ids],
+        credit_limits=[None] * len(first),
+        counts=counts.astype(np.int64),
+        invoice_ids=[ids[i] for i in order.tolist()],
+        issue=issue[order],
+        due=column("due_date"),
+        settled=column("settled_date"),
+        written_off=column("written_off_date"),
+        disputed=column("disputed_date"),
+        amount=column("amount_minor"),
+        outstanding=column("outstanding_minor"),
+    )
+
+
+def _histories(chunk: ChunkInput) -> list[DebtorHistory]:
+    """The chunk's histories as `histories_of` makes them."""
+    columns = chunk.invoices
+
+    def date(day: int) -> dt.date | None:
+        return None if day == NEVER else dt.date.fromordinal(day)
+
+    by_debtor: dict[str, list[InvoiceRow]] = defaultdict(list)
+    for k, debtor in enumerate(columns["debtor_id"]):
+        row = {c: columns[c][k] for c in _OTHERS} | {c: date(columns[c][k]) for c in _DATES}
+        by_debtor[debtor].append(row)
+    return [
+        h
+        for debtor in chunk.debtors
+        for h in histories_of(chunk.tenant, debtor, by_debtor[debtor], chunk.paperless.get(debtor))
+    ]
+
+
+@dataclass(frozen=True)
+class DayChunk:
+    """A chunk of a tenant's business day: which debtors to score again, as of which day."""
+
+    version: int | None
+    rule: WriteOffRule
+    tenant: str
+    day: dt.date
+    debtors: list[str]
+    traceparent: bytes | None = None
+    """The trace context of the batch that started the day, given to its score events."""
+
+
+async def _rescore_chunk(connection: Any, scorer: Scorer, chunk: DayChunk) -> None:
+    """Score a chunk of a tenant's debtors as of its day and write their scores and events in the
+    connection's transaction: three set-based reads and three bulk writes, whatever its size."""
+    tenant, debtors = chunk.tenant, chunk.debtors
+    paperless = await _lock_debtors(connection, tenant, debtors)
+    arrays = await connection.fetchrow(_CHUNK_INVOICES, tenant, debtors)
+    invoices = {c: arrays[k] or [] for k, c in enumerate(INVOICE_COLUMNS)}
+    published = await connection.fetch(
+        "SELECT debtor_id, currency, published_score, published_segment, published_write_off"
+        f" FROM {_SCORES} WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])",
+        tenant,
+        debtors,
+    )
+    decided = ChunkInput(
+        version=chunk.version,
+        rule=chunk.rule,
+        tenant=tenant,
+        day=chunk.day,
+        debtors=debtors,
+        paperless=paperless,
+        invoices=invoices,
+        published={
+            (tenant, r["debtor_id"], r["currency"]): LastPublished(
+                r["published_score"], r["published_segment"], r["published_write_off"]
+            )
+            for r in published
+        },
+    )
+    columns, messages = decide_chunk(scorer, decided)
+    if columns and columns[0]:
+        await connection.execute(_SAVE_SCORES, *columns)
+    if chunk.traceparent is not None:
+        messages = [with_traceparent(m, chunk.traceparent) for m in messages]
+    await copy_to_outbox(connection, store.runtime, messages)
+
+
+async def _lock_debtors(connection: Any, tenant: str, debtors: list[str]) -> dict[str, bool | None]:
+    """Write the chunk's debtor rows before reading anything of theirs, and their billing channels:
+    a writer that read one of them before fails its version check, and none can change them until
+    this transaction ends. A row another writer inserted meanwhile fails the chunk."""
+    written = await connection.fetch(
+        f"UPDATE {_DEBTORS} SET paperless = paperless WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])"
+        " RETURNING debtor_id, paperless",
+        tenant,
+        debtors,
+    )
+    paperless: dict[str, bool | None] = {r["debtor_id"]: r["paperless"] for r in written}
+    if missing := sorted(set(debtors) - set(paperless)):
+        await write_debtor_rows(connection, {(tenant, d): dict(NO_DEBTOR) for d in missing}, {})
+    return paperless
+
+
+RescoreChunk = Callable[[DayChunk], Coroutine[Any, Any, None]]
+
+
+def _rescore_here(scorer: Scorer, bind: Any) -> RescoreChunk:
+    """Chunks scored in this process, each in a transaction of its own."""
+
+    async def rescore(chunk: DayChunk) -> None:
+        async with AsyncSession(bind, expire_on_commit=False) as own, own.begin():
+            await _rescore_chunk(await driver_connection(own), scorer, chunk)
+
+    return rescore
 
 
 _worker_scorer: tuple[str, Scorer] | None = None
 """In a worker process: the scorer last sent, by the SHA-256 of its pickle."""
+_worker_loop: asyncio.AbstractEventLoop | None = None
+_worker_connection: tuple[str, Any] | None = None
+"""In a worker process: its event loop and its connection to the database, by URL."""
 
 
 def _warm() -> None:
     """Nothing: a worker process that ran it has imported this module and the model libraries."""
 
 
-def _decide_in_worker(key: str, blob: bytes, chunk: ChunkInput) -> ChunkOutcome:
+def _scorer_in_worker(key: str, blob: bytes) -> Scorer:
     global _worker_scorer
     if _worker_scorer is None or _worker_scorer[0] != key:
         _worker_scorer = (key, pickle.loads(blob))  # sent by this service's own process
-    return decide_chunk(_worker_scorer[1], chunk)
+    return _worker_scorer[1]
+
+
+def _decide_in_worker(key: str, blob: bytes, chunk: ChunkInput) -> ChunkOutcome:
+    return decide_chunk(_scorer_in_worker(key, blob), chunk)
+
+
+def _rescore_in_worker(key: str, blob: bytes, database: str, chunk: DayChunk) -> None:
+    """A chunk read, scored and written in a worker process, in a transaction of its own on the
+    worker's own connection: both cores work while the consumer only hands out chunks."""
+    global _worker_loop
+    scorer = _scorer_in_worker(key, blob)
+    if _worker_loop is None:
+        _worker_loop = asyncio.new_event_loop()
+    _worker_loop.run_until_complete(_rescore_on_own_connection(scorer, database, chunk))
+
+
+async def _rescore_on_own_connection(scorer: Scorer, database: str, chunk: DayChunk) -> None:
+    global _worker_connection
+    if _worker_connection is None or _worker_connection[0] != database or _worker_connection[1].is_closed():
+        _worker_connection = (database, await asyncpg.connect(database))
+    connection = _worker_connection[1]
+    try:
+        async with connection.transaction():
+            await _rescore_chunk(connection, scorer, chunk)
+    except StaleState:
+        raise
+    except BaseException:
+        _worker_connection = None  # a connection in doubt is not used again
+        connection.terminate()
+        raise
 
 
 async def _bounded(
@@ -778,58 +1026,3 @@ async def _bounded(
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
-
-
-async def _rescore_chunk(
-    session: AsyncSession,
-    decide: Decide,
-    version: int | None,
-    rule: WriteOffRule,
-    tenant: str,
-    day: dt.date,
-    debtors: list[str],
-) -> None:
-    """Score a chunk of a tenant's debtors as of `day` and commit their scores and events (the
-    caller's transaction): three set-based reads and three bulk writes, whatever the chunk's size."""
-    connection = await driver_connection(session)
-    stored = await _debtor_rows(connection, [tenant] * len(debtors), debtors)
-    rows = await connection.fetch(
-        f"SELECT {', '.join(_INVOICE_COLUMNS)} FROM {_INVOICES}"
-        " WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])",
-        tenant,
-        debtors,
-    )
-    published = await connection.fetch(
-        "SELECT debtor_id, currency, published_score, published_segment, published_write_off"
-        f" FROM {_SCORES} WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])",
-        tenant,
-        debtors,
-    )
-    chunk = ChunkInput(
-        version=version,
-        rule=rule,
-        tenant=tenant,
-        day=day,
-        debtors=debtors,
-        paperless={d: (stored.get((tenant, d)) or _NONE).values["paperless"] for d in debtors},
-        invoices=[tuple(r) for r in rows],
-        published={
-            (tenant, r["debtor_id"], r["currency"]): LastPublished(
-                r["published_score"], r["published_segment"], r["published_write_off"]
-            )
-            for r in published
-        },
-    )
-    columns, messages = await decide(chunk)
-    keys = {(tenant, d) for d in debtors}
-    await save_debtors(
-        session,
-        {k: stored[k].values if k in stored else dict(NO_DEBTOR) for k in keys},
-        {k: v.version for k, v in stored.items()},
-    )
-    if columns and columns[0]:
-        await connection.execute(_SAVE_SCORES, *columns)
-    await write_outbox(session, store.runtime, messages)
-
-
-_NONE = StoredDebtor(NO_DEBTOR, "")

@@ -62,6 +62,7 @@ debtors = Table(
     Column("debtor_id", String(128), primary_key=True),
     Column("paperless", Boolean, nullable=True),
     Column("collector", String(200), nullable=True),
+    postgresql_with={"fillfactor": 50},
 )
 """One row per debtor scoring knows of. Every writer of a debtor's invoices or scores writes this row
 first, only while it has the version (`xmin`) the writer read: the debtor's lock and version."""
@@ -101,6 +102,7 @@ scores = Table(
     Column("published_write_off", Boolean, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("scores_worklist", "tenant_id", "overdue_minor"),
+    postgresql_with={"fillfactor": 50},  # room for the next day's version of each row (migration 0003)
 )
 
 

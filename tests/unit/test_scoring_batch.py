@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import multiprocessing
 import pickle
 import random
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,11 +20,13 @@ from hypothesis import given as for_all
 from hypothesis import settings
 from hypothesis import strategies as st
 
+from contracts.registry import encode_event
 from services.runtime.consumer import StaleState
-from services.scoring.batch import chunk_features, score_chunk
+from services.scoring.batch import NEVER, chunk_features, score_chunk
 from services.scoring.features import DebtorHistory, Features, InvoiceFact, examples_known_before, features_at
 from services.scoring.model import (
     SEGMENTS,
+    DebtorScore,
     Prediction,
     Scorecard,
     Scorer,
@@ -31,19 +35,19 @@ from services.scoring.model import (
     score_debtors,
     train,
 )
-from services.scoring.models_on_disk import ModelSource
 from services.scoring.projection import (
-    _INVOICE_COLUMNS,
     _SCORE_TYPES,
     ChunkInput,
     ChunkOutcome,
     LastPublished,
-    ScoringProjection,
     _bounded,
     _decide_in_worker,
     _outcome,
     decide_chunk,
     histories_of,
+    invoice_columns,
+    score_envelope,
+    score_event,
 )
 from services.scoring.writeoff import WriteOffRule, propose
 
@@ -183,9 +187,10 @@ def test_any_small_portfolio_on_any_day(seed: int, size: int, days: int) -> None
     assert_same(default_scorecard(), portfolio(seed, size), AS_OF + dt.timedelta(days=days))
 
 
-def day_chunk() -> tuple[ChunkInput, ChunkOutcome]:
-    """A chunk of a business day, and what the per-debtor path stores and publishes for it."""
-    histories = portfolio(19, 400)
+def day_chunk(seed: int = 19, size: int = 400, as_of: dt.date = AS_OF) -> tuple[ChunkInput, ChunkOutcome]:
+    """A chunk of a business day (its rows in any order), and what the per-debtor path stores and
+    publishes for it."""
+    histories = portfolio(seed, size)
     tenant = "t1"
     rows = [
         {
@@ -206,6 +211,7 @@ def day_chunk() -> tuple[ChunkInput, ChunkOutcome]:
         # a debtor in two currencies now and then
         for currency in [CURRENCIES[(n + k) % 2] if n % 7 == 0 else h.currency]
     ]
+    random.Random(seed).shuffle(rows)
     debtors = sorted({h.debtor_id for h in histories})
     paperless = {h.debtor_id: h.paperless for h in histories}
     published = {
@@ -213,36 +219,99 @@ def day_chunk() -> tuple[ChunkInput, ChunkOutcome]:
         for i, d in enumerate(debtors[::3])
         for c, score, segment, write_off in [("EUR", 10 * (i % 10), SEGMENTS[i % 3], i % 2 == 0)]
     }
-    chunk = ChunkInput(1, WriteOffRule(), tenant, AS_OF, debtors, paperless, [], published)
-    chunk = replace(chunk, invoices=[tuple(r[c] for c in _INVOICE_COLUMNS) for r in rows])
+    chunk = ChunkInput(1, WriteOffRule(), tenant, as_of, debtors, paperless, invoice_columns(rows), published)
     by_debtor = {d: [r for r in rows if r["debtor_id"] == d] for d in debtors}
     expected_scores = score_debtors(
         default_scorecard(),
         [h for d in debtors for h in histories_of(tenant, d, by_debtor[d], paperless[d])],
-        AS_OF,
+        as_of,
     )
     expected_rows, expected_messages = _outcome(expected_scores, 1, published, {}, WriteOffRule())
-    assert len(expected_messages) < len(expected_rows)  # some were published before and did not move
     return chunk, ([[r[c] for r in expected_rows] for c in _SCORE_TYPES], expected_messages)
 
 
 def test_a_business_day_chunk_decides_as_the_per_debtor_path() -> None:
-    """`projection.decide_chunk` (rows as tuples, the chunk at once, also through a worker's entry
-    point) stores and publishes what `histories_of`, `score_debtors` and `_outcome` give."""
+    """`projection.decide_chunk` (rows as tuples in any order, made into columns, the chunk at
+    once, also through a worker's entry point) stores and publishes what `histories_of`,
+    `score_debtors` and `_outcome` give."""
     chunk, expected = day_chunk()
+    assert len(expected[1]) < len(expected[0][0])  # some were published before and did not move
     assert decide_chunk(default_scorecard(), chunk) == expected
     blob = pickle.dumps(default_scorecard())
     assert _decide_in_worker("k", blob, pickle.loads(pickle.dumps(chunk))) == expected
 
 
-def test_a_worker_process_decides_a_chunk_as_the_consumer_would(tmp_path: Path) -> None:
+@settings(max_examples=40, deadline=None)
+@for_all(seed=st.integers(0, 2**32 - 1), size=st.integers(1, 30), days=st.integers(-400, 400))
+def test_any_small_day_chunk_decides_as_the_per_debtor_path(seed: int, size: int, days: int) -> None:
+    chunk, expected = day_chunk(seed, size, AS_OF + dt.timedelta(days=days))
+    assert decide_chunk(default_scorecard(), chunk) == expected
+
+
+def test_a_chunk_with_an_invoice_id_twice_in_a_history_decides_as_the_per_debtor_path() -> None:
+    chunk, _ = day_chunk(29, 40)
+    columns = {c: [*values, values[0]] for c, values in chunk.invoices.items()}  # the first row again
+    twice = replace(chunk, invoices=columns)
+    rows = [{c: columns[c][k] for c in columns} for k in range(len(columns["debtor_id"]))]
+    for row in rows:
+        for c, value in row.items():
+            if c.endswith("_date"):
+                row[c] = None if value == NEVER else dt.date.fromordinal(value)
+    scores = score_debtors(
+        default_scorecard(),
+        [
+            h
+            for d in chunk.debtors
+            for h in histories_of("t1", d, [r for r in rows if r["debtor_id"] == d], chunk.paperless[d])
+        ],
+        AS_OF,
+    )
+    expected_rows, expected_messages = _outcome(scores, 1, chunk.published, {}, WriteOffRule())
+    assert decide_chunk(default_scorecard(), twice) == (
+        [[r[c] for r in expected_rows] for c in _SCORE_TYPES],
+        expected_messages,
+    )
+
+
+def test_a_worker_process_decides_a_chunk_as_the_consumer_would() -> None:
     chunk, expected = day_chunk()
-    projection = ScoringProjection(ModelSource(tmp_path), workers=1)
-    try:
-        decide = projection._decider(default_scorecard())
-        assert asyncio.run(decide(chunk)) == expected
-    finally:
-        projection.close()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        blob = pickle.dumps(default_scorecard())
+        assert pool.submit(_decide_in_worker, "k", blob, chunk).result() == expected
+
+
+def every_score_event(scores: Sequence[DebtorScore]) -> list[tuple[Any, ...]]:
+    """Each score with each kind of what an event may say: a previous segment or none, a cause or
+    none, a model version or the scorecard, a write-off proposal made, not made, or none."""
+    out = []
+    for n, s in enumerate(scores):
+        proposal = propose(s, WriteOffRule(max_days_past_due=30 + n % 300))
+        for previous, cause, version in [(None, None, None), (SEGMENTS[n % 3], f"e-{n}", n % 5 + 1)]:
+            out.append((s, version, previous, cause, proposal))
+        out.append((s, 2, "low", None, None))
+    return out
+
+
+def test_score_events_are_formatted_as_the_contracts_encode_them() -> None:
+    """`score_event` writes the bytes `encode_event` gives for the contracts envelope, for the
+    scores of a portfolio (reasons, credit limits, write-off proposals and their reasons)."""
+    scores = score_chunk(default_scorecard(), portfolio(23, 600), AS_OF)
+    cases = every_score_event(scores)
+    assert any(c[4] is not None and c[4].proposed for c in cases)
+    assert any(c[0].recommended_limit_minor is None for c in cases)
+    for case in cases:
+        message = score_event(*case)
+        envelope = score_envelope(*case)
+        assert message.value == encode_event(envelope)
+        assert message.key == envelope.key.encode() and message.topic == "collections.scores.v1"
+
+
+@settings(max_examples=40, deadline=None)
+@for_all(seed=st.integers(0, 2**32 - 1), size=st.integers(1, 20), days=st.integers(-400, 400))
+def test_any_score_event_is_formatted_as_the_contracts_encode_it(seed: int, size: int, days: int) -> None:
+    scores = score_chunk(default_scorecard(), portfolio(seed, size), AS_OF + dt.timedelta(days=days))
+    for case in every_score_event(scores):
+        assert score_event(*case).value == encode_event(score_envelope(*case))
 
 
 def test_chunks_run_at_most_so_many_at_a_time_and_the_first_failure_stops_the_rest() -> None:

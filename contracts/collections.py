@@ -158,6 +158,7 @@ CaseChange = Literal[
     "recalled",
     "note",
     "closed",
+    "notified",
 ]
 CASE_CHANGES: tuple[CaseChange, ...] = (
     "opened",
@@ -175,6 +176,7 @@ CASE_CHANGES: tuple[CaseChange, ...] = (
     "recalled",
     "note",
     "closed",
+    "notified",
 )
 
 

@@ -35,6 +35,8 @@ from contracts.policy import PolicyPublished, load_policy
 from contracts.registry import encode_event
 from services.dunning import store as dunning_store
 from services.dunning.api import policy_message
+from services.dunning.replay import simulate
+from services.dunning.simulation import Window, report_json, report_table
 from services.notifier import store as notifier_store
 from services.runtime import clock
 from services.runtime.settings import Settings
@@ -271,6 +273,10 @@ async def _replay(
         out("risk segments (scoring): " + _counts(summary["segments"]))
         for line in worklist:
             out(line)
+        for line in await _agency_report(dunning_api, last):
+            out(line)
+        for line in await _what_if(stack, max(first, last - dt.timedelta(days=WHAT_IF_DAYS)), last):
+            out(line)
         return {
             "posted": posted,
             "seconds": elapsed,
@@ -278,6 +284,43 @@ async def _replay(
             "emails": len(outside.emails),
             "outstanding_on": outstanding_on,
         }
+
+
+WHAT_IF_DAYS = 120
+"""The demo's policy what-if replays the last this many days of the sample."""
+
+
+async def _agency_report(dunning_api: httpx.AsyncClient, day: dt.date) -> list[str]:
+    """Each agency's placements and what it recovered, as the ledger's payments show it."""
+    response = await dunning_api.get("/v1/kpis/agencies", params={"as_of": day.isoformat()})
+    response.raise_for_status()
+    agencies = response.json()["agencies"]
+    if not agencies:
+        return ["\nagencies: no case placed"]
+    lines = ["\nagencies (placed / recovered as the ledger shows it / reported by the agency):"]
+    for a in agencies:
+        currency = a["currency"]
+        lines.append(
+            f"  {a['agency_id']} ({a['segment']}): {a['placed_cases']} cases, "
+            f"{format_major(a['placed_minor'], currency)} placed, "
+            f"{format_major(a['recovered_minor'], currency)} recovered, "
+            f"{format_major(a['reported_minor'], currency)} reported"
+        )
+    return lines
+
+
+async def _what_if(stack: Stack, start: dt.date, end: dt.date) -> list[str]:
+    """The default policy replayed over the last days of the sample beside a candidate that sends the
+    formal notice (and the call with it) a week earlier: nothing is sent, nothing stored."""
+    document = load_policy(DEFAULT_POLICY)
+    earlier = {"formal_notice": 8, "phone_call": 8}
+    steps = [s.model_copy(update={"days": earlier.get(s.name, s.days)}) for s in document.steps]
+    candidate = document.model_copy(update={"steps": steps})
+    report = await simulate(stack.event_log, TENANT, candidate, Window(start, end))
+    return [
+        "\nWhat if the formal notice went out on day 8 instead of day 15?",
+        report_table(report_json(report)),
+    ]
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -131,7 +131,7 @@ def publish_events(
                 tenant = case.tenant_id
                 performance = work.performance.get(tenant, {})
                 work.count(tenant, key, record_placement(performance, key, event.overdue.amount_minor))
-        elif case.placement is not None and event.change not in ("placed", "recalled", "note"):
+        elif case.placement is not None and event.change not in ("placed", "recalled", "note", "notified"):
             work.feed.append(feed_row(case, case.placement.agency_id, "updated", event.business_date))
 
 

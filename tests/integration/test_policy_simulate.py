@@ -169,10 +169,11 @@ async def test_the_replay_of_the_policy_in_force_matches_the_live_run_and_the_ca
     # The replay of the versions in force issues exactly what the live run issued.
     current = {(c["step"], c["action"], c["channel"]): c["current"] for c in report["commands"]}
     assert {k: n for k, n in current.items() if n} == dict(live)
-    # The candidate issues the same, less D1's placement.
+    # The candidate issues the same, less D1's placement and the letter telling D1 of it.
     candidate_rows = {(c["step"], c["action"], c["channel"]): c["candidate"] for c in report["commands"]}
     expected = dict(live)
     expected[("agency_placement", "place_with_agency", "webhook")] = 0
+    expected[("agency_placement_notice", "formal_notice", "letter")] = 0
     assert candidate_rows == {**{k: 0 for k in current}, **expected}
     assert report["agency_placements"] == {"current": 1, "candidate": 0, "difference": -1}
     assert report["legal_actions"] == {"current": 0, "candidate": 0, "difference": 0}

@@ -175,7 +175,7 @@ class Ladder(Work):
         if (release := self.contact_block()) is not None:
             self.changes.note("passed", f"{name}: contact cap reached until {release}")
             return
-        version = self.changes.add("escalated", f"{name}: {len(items)} overdue invoice(s)", step=name)
+        version = self.changes.add("notified", f"{name}: {len(items)} overdue invoice(s)", step=name)
         notice = step.model_copy(
             update={
                 "name": name,

@@ -309,6 +309,9 @@ DISPUTE_ESCALATION = "dispute_escalation"
 INSOLVENCY_CLAIM = "insolvency_claim"
 """The step that lodges the claim with an insolvency administrator: decided while the case is held,
 and executed although it is."""
+KEPT_WHILE_HELD = frozenset({INSOLVENCY_CLAIM, DISPUTE_ESCALATION})
+"""Steps a hold neither cancels in dunning nor stops at the notifier's last look: the insolvency claim is
+made because of one, and a dispute's owner is owed an answer whatever else holds the case."""
 
 
 class HoldChanged(EventData):

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from contracts.channels import Channel
-from contracts.collections import DISPUTE_ESCALATION, INSOLVENCY_CLAIM, CollectionCommand
+from contracts.collections import KEPT_WHILE_HELD, CollectionCommand
 from services.notifier.rendering import Addressee
 
 DEBTOR_FACING: frozenset[str] = frozenset({"send_reminder", "formal_notice", "claim_letter", "schedule_call"})
@@ -41,7 +41,7 @@ def last_look(command: CollectionCommand, now: Situation) -> str | None:
     if case is not None and case.version > command.case_version:
         if case.status == "closed":
             return "the case was closed after the command was decided"
-        if case.status == "held" and command.step not in (INSOLVENCY_CLAIM, DISPUTE_ESCALATION):
+        if case.status == "held" and command.step not in KEPT_WHILE_HELD:
             return f"the case was put on hold after the command was decided ({case.change})"
     if command.action not in DEBTOR_FACING:
         return None

@@ -20,7 +20,14 @@ from hypothesis import given as for_all
 from hypothesis import strategies as st
 
 from contracts.channels import CHANNELS
-from contracts.collections import CaseEvent, CollectionCommand, CommandCancelled, ContactOutcome, HoldKind
+from contracts.collections import (
+    KEPT_WHILE_HELD,
+    CaseEvent,
+    CollectionCommand,
+    CommandCancelled,
+    ContactOutcome,
+    HoldKind,
+)
 from contracts.policy import DEBTOR_FACING, DunningPolicy, PolicyPublished
 from services.dunning.domain import (
     Case,
@@ -33,7 +40,6 @@ from services.dunning.domain import (
     load_case_json,
     new_case,
 )
-from services.dunning.domain.work import KEPT_WHILE_HELD
 
 from .dunning_world import DEFAULT, Books, dispute, hold, plan, profile, promise, result
 

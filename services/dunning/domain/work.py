@@ -7,8 +7,7 @@ from collections.abc import Callable, Iterable
 
 from contracts.channels import Channel
 from contracts.collections import (
-    DISPUTE_ESCALATION,
-    INSOLVENCY_CLAIM,
+    KEPT_WHILE_HELD,
     Action,
     CollectionCommand,
     CommandCancelled,
@@ -22,10 +21,6 @@ from services.dunning.domain.case import INPUTS_LIMIT, Case, DebtorFacts, Item, 
 from services.dunning.domain.changes import Changes
 from services.dunning.domain.ids import command_id
 from services.dunning.pressure import send_window
-
-KEPT_WHILE_HELD = frozenset({INSOLVENCY_CLAIM, DISPUTE_ESCALATION})
-"""Steps a hold does not cancel: the insolvency claim is made because of one, and a dispute's owner is
-owed an answer whatever else holds the case."""
 
 
 class Work:

@@ -166,9 +166,10 @@ class Stack:
             # consumer's commit takes records off its lag (read first) into the deliveries and outboxes,
             # the sender takes deliveries into the notifier's outbox, a relay takes outbox rows into the
             # log (the lags, read again last).
-            lag = sum([await s.consumer.lag() for s in services])
+            # Concurrently: each lag is a request to the broker that waits behind the consumer's fetch.
+            lag = sum(await asyncio.gather(*(s.consumer.lag() for s in services)))
             waiting = await self._waiting()
-            lag += sum([await s.consumer.lag() for s in services])
+            lag += sum(await asyncio.gather(*(s.consumer.lag() for s in services)))
             quiet = quiet + 1 if lag == 0 and waiting == 0 else 0
             if quiet == 2:  # twice in a row: nothing a consumer wrote meanwhile is still in flight
                 return

@@ -32,10 +32,18 @@ log = logging.getLogger(__name__)
 
 
 class KafkaLog(EventLog):
-    def __init__(self, bootstrap_servers: str, *, linger_ms: int = 5, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        linger_ms: int = 5,
+        timeout_s: float = 30.0,
+        fetch_max_wait_ms: int = 100,
+    ) -> None:
         self._bootstrap = bootstrap_servers
         self._timeout_s = timeout_s
         self._linger_ms = linger_ms
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._producer: AIOKafkaProducer | None = None
         self._failure: str | None = None
         self._replacing = asyncio.Lock()
@@ -150,7 +158,7 @@ class KafkaLog(EventLog):
         return hashed
 
     def consumer(self, group_id: str, topics: Sequence[str]) -> LogConsumer:
-        return KafkaGroupConsumer(self._bootstrap, group_id, list(topics))
+        return KafkaGroupConsumer(self._bootstrap, group_id, list(topics), self._fetch_max_wait_ms)
 
     async def read_all(self, topic: str) -> list[Record]:
         reader = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
@@ -244,10 +252,13 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 class KafkaGroupConsumer(LogConsumer):
-    def __init__(self, bootstrap_servers: str, group_id: str, topics: list[str]) -> None:
+    def __init__(
+        self, bootstrap_servers: str, group_id: str, topics: list[str], fetch_max_wait_ms: int = 100
+    ) -> None:
         self._bootstrap = bootstrap_servers
         self._group_id = group_id
         self._topics = topics
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self, on_assigned: AssignmentCallback, on_revoked: AssignmentCallback) -> None:
@@ -257,7 +268,7 @@ class KafkaGroupConsumer(LogConsumer):
             group_id=self._group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
             max_poll_interval_ms=300_000,

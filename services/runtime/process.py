@@ -90,6 +90,7 @@ def _default_log(settings: Settings, database_url: str) -> EventLog:
             settings.kafka_bootstrap_servers,
             linger_ms=settings.producer_linger_ms,
             timeout_s=settings.producer_timeout_s,
+            fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         )
     return PostgresLog(
         sqlalchemy_to_libpq(database_url),

@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     consumer_max_records: int = Field(default=2_000, ge=1)
     consumer_fetch_timeout_ms: int = Field(default=200, ge=1)
+    kafka_fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        le=30_000,
+        description="How long the broker holds a consumer's fetch that finds nothing new. Lower answers "
+        "end-offset (lag) requests sooner, which queue behind the fetch, at the cost of more fetches",
+    )
     producer_linger_ms: int = Field(default=5, ge=0)
     producer_timeout_s: float = Field(default=30.0, gt=0)
     outbox_batch: int = Field(default=5_000, ge=1)

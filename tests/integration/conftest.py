@@ -129,6 +129,7 @@ def settings_for(database_url: str, kafka: KafkaBroker, **overrides: object) -> 
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         consumer_fetch_timeout_ms=50,
         outbox_poll_ms=20,
+        kafka_fetch_max_wait_ms=10,
         **overrides,  # type: ignore[arg-type]
     )
 

@@ -111,6 +111,9 @@ class CollectionCommand(EventData):
         default=None, description="Pay by this date (claim letter, final demand)"
     )
     agency_id: Identifier | None = None
+    agency_name: Line | None = Field(
+        default=None, max_length=200, description="The agency's name in the policy, for the debtor's notice"
+    )
     assignee: Line | None = Field(
         default=None, max_length=200, description="Who a task is for (a dispute's owner); none: the team"
     )
@@ -122,11 +125,20 @@ class CollectionCommand(EventData):
     )
     policy_version: Version
     inputs: list[InputRef] = Field(default_factory=list, description="Provenance of the decision")
+    bundle: list[Identifier] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The command ids, sorted, of all commands (this one among them) that reach the debtor "
+        "as one message: the debtor's cases in other currencies contacting them on the same business day "
+        "on the same channels. Empty: a message of its own",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if any(i.outstanding.currency != self.total.currency for i in self.items):
             raise ValueError("every item must be in the command's currency")
+        if self.bundle and (self.command_id not in self.bundle or self.bundle != sorted(set(self.bundle))):
+            raise ValueError("a bundle lists its members' command ids, sorted, this command's among them")
         return self
 
 
@@ -159,6 +171,8 @@ CaseChange = Literal[
     "note",
     "closed",
     "notified",
+    "discount_granted",
+    "rest_forgiven",
 ]
 CASE_CHANGES: tuple[CaseChange, ...] = (
     "opened",
@@ -177,6 +191,8 @@ CASE_CHANGES: tuple[CaseChange, ...] = (
     "note",
     "closed",
     "notified",
+    "discount_granted",
+    "rest_forgiven",
 )
 
 
@@ -247,6 +263,30 @@ class PromiseToPay(EventData):
     promise_id: Identifier
     amount: Money
     promised_date: BusinessDate
+    recorded: Recorded
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_positive(cls, value: Money) -> Money:
+        return positive(value, "amount")
+
+
+class SettlementAgreed(EventData):
+    """An agreed settlement: the debtor pays `amount` by `pay_by` and the rest of the named invoices
+    (all the currency's open invoices when none are named) is forgiven. Paid, the rest is written off
+    with the agreement as its reason; missed, it is a broken promise and escalation resumes."""
+
+    TYPES: ClassVar[tuple[str, ...]] = ("ar.settlement.agreed.v1",)
+    TOPIC: ClassVar[str] = CONTACTS.name
+
+    settlement_id: Identifier
+    amount: Money = Field(description="What the debtor pays to settle")
+    pay_by: BusinessDate
+    invoice_ids: list[Identifier] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="The invoices settled; empty: all open in the currency",
+    )
     recorded: Recorded
 
     @field_validator("amount")

@@ -209,6 +209,28 @@ class WriteOffPosted(EventData):
         return None if value is None else positive(value, "amount")
 
 
+class DiscountGranted(EventData):
+    """An early-payment discount taken on an invoice: closes `amount` of it as paid (never as bad debt).
+    Dunning posts one when a payment inside the policy's discount window leaves no more than the
+    discount open; an ERP may post its own. With `payment_id`, reversing that payment takes the
+    discount back."""
+
+    TYPES: ClassVar[tuple[str, ...]] = ("ar.discount.granted.v1",)
+    TOPIC: ClassVar[str] = JOURNAL.name
+
+    discount_id: Identifier
+    invoice_id: Identifier
+    posting_date: BusinessDate
+    amount: Money = Field(description="The most the discount closes; less when less is outstanding")
+    payment_id: Identifier | None = Field(default=None, description="The payment that earned the discount")
+    reason: Text | None = Field(default=None, max_length=500)
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_positive(cls, value: Money) -> Money:
+        return positive(value, "amount")
+
+
 JournalEntry = (
     InvoiceIssued
     | InvoiceAdjusted
@@ -218,4 +240,5 @@ JournalEntry = (
     | PaymentAllocated
     | PaymentReversed
     | WriteOffPosted
+    | DiscountGranted
 )

@@ -33,6 +33,7 @@ from sqlalchemy import func, select
 from contracts.money import format_major
 from contracts.policy import PolicyPublished, load_policy
 from contracts.registry import encode_event
+from services.demo_practice import show_practice
 from services.dunning import store as dunning_store
 from services.dunning.api import policy_message
 from services.dunning.replay import simulate
@@ -273,9 +274,12 @@ async def _replay(
         out("risk segments (scoring): " + _counts(summary["segments"]))
         for line in worklist:
             out(line)
-        for line in await _agency_report(dunning_api, last):
-            out(line)
         for line in await _what_if(stack, max(first, last - dt.timedelta(days=WHAT_IF_DAYS)), last):
+            out(line)
+        practice = await show_practice(
+            stack, TENANT, ibm.CURRENCY, last, ledger_api, dunning_api, settled, out
+        )
+        for line in await _agency_report(stack, dunning_api, practice["last_day"]):
             out(line)
         return {
             "posted": posted,
@@ -283,6 +287,7 @@ async def _replay(
             **summary,
             "emails": len(outside.emails),
             "outstanding_on": outstanding_on,
+            "practice": practice,
         }
 
 
@@ -290,7 +295,7 @@ WHAT_IF_DAYS = 120
 """The demo's policy what-if replays the last this many days of the sample."""
 
 
-async def _agency_report(dunning_api: httpx.AsyncClient, day: dt.date) -> list[str]:
+async def _agency_report(stack: Stack, dunning_api: httpx.AsyncClient, day: dt.date) -> list[str]:
     """Each agency's placements and what it recovered, as the ledger's payments show it."""
     response = await dunning_api.get("/v1/kpis/agencies", params={"as_of": day.isoformat()})
     response.raise_for_status()
@@ -305,6 +310,29 @@ async def _agency_report(dunning_api: httpx.AsyncClient, day: dt.date) -> list[s
             f"{format_major(a['placed_minor'], currency)} placed, "
             f"{format_major(a['recovered_minor'], currency)} recovered, "
             f"{format_major(a['reported_minor'], currency)} reported"
+        )
+    return lines + await _agency_feed(stack, agencies[0]["agency_id"])
+
+
+async def _agency_feed(stack: Stack, agency_id: str, limit: int = 3) -> list[str]:
+    """The start of the agency's own feed, read with its own key as the agency would."""
+    key = await stack.create_key(TENANT, agency_id, "agency", on=["dunning"])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=stack.app("dunning")),
+        base_url="http://dunning",
+        headers={"X-API-Key": key},
+    ) as agency_api:
+        response = await agency_api.get("/v1/agency/feed", params={"limit": limit})
+        response.raise_for_status()
+    lines = [f"  {agency_id}'s feed (GET /v1/agency/feed), first {limit}:"]
+    for entry in response.json()["entries"]:
+        debtor = entry.get("debtor") or {}
+        contact = debtor.get("email") or ", ".join(debtor.get("postal_address") or []) or "no contact"
+        lines.append(
+            f"    {entry['position']:>4} {entry['kind']:<8} {entry['case_id']}  {debtor.get('name')} "
+            f"({contact}), {len(entry.get('items', []))} items, "
+            f"{format_major(entry['overdue_minor'], entry['currency'])} {entry['currency']} overdue "
+            f"on {entry['business_date']}"
         )
     return lines
 

@@ -33,6 +33,7 @@ from contracts.registry import encode_event, make_event
 from contracts.scalars import MAX_INT32, MAX_INT64, Line, Text
 from contracts.topics import CONTACTS, POLICIES
 from services.dunning import agency_store, agency_view, store
+from services.dunning.domain import load_case_json
 from services.dunning.kpi_api import kpi_router
 from services.dunning.simulation_api import router as simulation_router
 from services.runtime.auth import Principal
@@ -74,6 +75,21 @@ def _invalid(field: str, message: str) -> ApiError:
 class PromiseBody(BaseModel):
     amount: Money
     promised_date: IsoDate
+
+    @field_validator("amount")
+    @classmethod
+    def _amount_positive(cls, value: Money) -> Money:
+        return positive(value, "amount")
+
+
+class SettlementBody(BaseModel):
+    amount: Money = Field(description="What the debtor pays to settle")
+    pay_by: IsoDate
+    invoice_ids: list[Identifier] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="The invoices settled (each open on the case); empty: every open invoice of the case",
+    )
 
     @field_validator("amount")
     @classmethod
@@ -196,6 +212,18 @@ async def _case(session: ReadSession, principal: Principal, case_id: str) -> Any
     if row is None:
         raise ApiError(404, f"no case {case_id}")
     return row
+
+
+async def _open_items(session: ReadSession, principal: Principal, case_id: str) -> dict[str, int]:
+    """Outstanding minor units per open invoice of the case, as dunning last saw them."""
+    state = await session.scalar(
+        select(store.cases.c.state).where(
+            store.cases.c.tenant_id == principal.tenant_id, store.cases.c.case_id == case_id
+        )
+    )
+    if state is None:
+        raise ApiError(404, f"no case {case_id}")
+    return {i.invoice_id: i.outstanding for i in load_case_json(state).items.values()}
 
 
 def _not_before(day: dt.date, business_date: dt.date, field: str) -> None:
@@ -405,6 +433,54 @@ def router() -> APIRouter:
             recorded=recorded,
         )
         return await _record(request, principal, case.debtor_id, "ar.promise.made.v1", data, claim)
+
+    @api.post(
+        "/cases/{case_id}/settlements",
+        status_code=202,
+        tags=["cases"],
+        summary="Record an agreed settlement: pay an amount by a date, the rest forgiven",
+        description="Holds the case like a promise. Once the debtor has paid `amount` (counted from now), "
+        "dunning writes the rest of the settled invoices off in the ledger with the agreement as the "
+        "reason; not paid by `pay_by` plus the policy's promise grace days, it is a broken promise and "
+        "escalation resumes with the next step.",
+        responses=error_responses(404, 409),
+    )
+    async def settlement(
+        case_id: CasePath,
+        body: SettlementBody,
+        request: Request,
+        principal: Collector,
+        session: ReadSession,
+        idempotency_key: IdempotencyKey = None,
+    ) -> dict[str, Any]:
+        claim = _keyed("settlement", idempotency_key, case_id, body)
+        if (answer := await _answered(session, principal, claim)) is not None:
+            return answer
+        case = await _case(session, principal, case_id)
+        if body.amount.currency != case.currency:
+            raise _invalid("amount.currency", f"the case is in {case.currency}")
+        if len(set(body.invoice_ids)) != len(body.invoice_ids):
+            raise _invalid("invoice_ids", "an invoice is named twice")
+        outstanding = await _open_items(session, principal, case_id)
+        for index, invoice_id in enumerate(body.invoice_ids):
+            if invoice_id not in outstanding:
+                raise _invalid(f"invoice_ids[{index}]", f"invoice {invoice_id!r} is not open on the case")
+        owed = sum(outstanding[i] for i in body.invoice_ids or outstanding)
+        if body.amount.amount_minor >= owed:
+            raise _invalid(
+                "amount",
+                f"{body.amount.amount_minor} is not less than the {owed} owed: that is a promise to pay",
+            )
+        recorded = await _recorded(session, principal)
+        _not_before(body.pay_by, recorded.business_date, "pay_by")
+        data = c.SettlementAgreed(
+            settlement_id=claim.event_id,
+            amount=body.amount,
+            pay_by=body.pay_by,
+            invoice_ids=body.invoice_ids,
+            recorded=recorded,
+        )
+        return await _record(request, principal, case.debtor_id, "ar.settlement.agreed.v1", data, claim)
 
     @api.post(
         "/cases/{case_id}/disputes",

@@ -9,8 +9,9 @@ from typing import Any
 from contracts.collections import CaseEvent, CollectionCommand, CommandCancelled, InputRef, case_type
 from contracts.collections import command_type as command_type_of
 from contracts.envelope import Envelope
+from contracts.journal import DiscountGranted, WriteOffPosted
 from contracts.registry import encode_event, make_event
-from contracts.topics import CASES, COMMANDS
+from contracts.topics import CASES, COMMANDS, JOURNAL
 from services.dunning.agencies import record_placement
 from services.dunning.batch import Batch, moved
 from services.dunning.domain import Case, Decision, agency_key, cancellation_id, case_event_id
@@ -23,7 +24,9 @@ SOURCE = "arrears/dunning"
 
 def publish_decision(work: Batch, decision: Decision, day: dt.date, tick: InputRef | None) -> None:
     case = decision.case
-    if not (decision.commands or decision.cancellations or decision.events) and not moved(work, case):
+    if not (
+        decision.commands or decision.cancellations or decision.events or decision.postings
+    ) and not moved(work, case):
         return
     before = work.cases.get((case.tenant_id, case.debtor_id), {}).get(case.case_id)
     if before is not None:
@@ -34,6 +37,8 @@ def publish_decision(work: Batch, decision: Decision, day: dt.date, tick: InputR
     for cancellation in decision.cancellations:
         publish_cancellation(work, case, cancellation)
     publish_events(work, case, list(decision.events))
+    for posting in decision.postings:
+        publish_posting(work, case, posting)
     notes = decided_notes(decision, day, before)
     work.record.extend((case.tenant_id, case.debtor_id, line) for line in notes)
 
@@ -51,6 +56,22 @@ def envelope(event_type: str, data: Any, event_id: str, case: Case, cause: str |
     )
     topic = COMMANDS.name if isinstance(data, CollectionCommand | CommandCancelled) else CASES.name
     return Message(topic, event.key.encode(), encode_event(event))
+
+
+def publish_posting(work: Batch, case: Case, posting: DiscountGranted | WriteOffPosted) -> None:
+    """A journal entry for the ledger, keyed like the debtor's journal; its id is the posting's own
+    (deterministic), so a replayed decision is applied once."""
+    event_id = posting.discount_id if isinstance(posting, DiscountGranted) else posting.writeoff_id
+    event: Envelope[Any] = make_event(
+        posting.TYPES[0],
+        posting,
+        event_id=event_id,
+        tenant_id=case.tenant_id,
+        debtor_id=case.debtor_id,
+        source=SOURCE,
+        time=dt.datetime.combine(posting.posting_date, dt.time(), dt.UTC),
+    )
+    work.messages.append(Message(JOURNAL.name, event.key.encode(), encode_event(event)))
 
 
 def publish_command(work: Batch, case: Case, command: CollectionCommand) -> None:

@@ -28,6 +28,7 @@ from contracts.envelope import Envelope
 from contracts.journal import (
     Allocation,
     CreditNoteIssued,
+    DiscountGranted,
     InvoiceAdjusted,
     InvoiceIssued,
     PaymentAllocated,
@@ -45,7 +46,7 @@ Problem = tuple[str, str]
 
 def needs_state(data: Any) -> bool:
     """Whether the event is one the current state can show to be wrong."""
-    if isinstance(data, WriteOffPosted | InvoiceAdjusted | PaymentAllocated):
+    if isinstance(data, WriteOffPosted | InvoiceAdjusted | PaymentAllocated | DiscountGranted):
         return True
     if isinstance(data, PaymentReceived):
         return bool(data.allocations)
@@ -129,6 +130,13 @@ def _check(view: _View, data: Any) -> Iterator[Problem]:
             yield from _allocations(view, "payment", data.amount.currency, data.allocations)
     elif isinstance(data, PaymentAllocated):
         yield from _re_allocation(view, data)
+    elif isinstance(data, DiscountGranted):
+        currency = view.invoice_currency(data.invoice_id)
+        if currency not in (None, data.amount.currency):
+            yield (
+                "amount.currency",
+                _other_currency(data.invoice_id, currency, "discount", data.amount.currency),
+            )
     elif isinstance(data, CreditNoteIssued) and data.invoice_id is not None:
         currency = view.invoice_currency(data.invoice_id)
         if view.source_currency(data.credit_note_id) is None and currency not in (None, data.amount.currency):
@@ -203,7 +211,7 @@ def _allocations(
 def _other_currency(invoice_id: str, invoice_currency: str, what: str, currency: str) -> str:
     return (
         f"invoice {invoice_id!r} is in {invoice_currency}, the {what} in {currency}: "
-        "an invoice is paid, credited, adjusted and written off in its own currency only"
+        "an invoice is paid, credited, adjusted, discounted and written off in its own currency only"
     )
 
 

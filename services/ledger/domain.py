@@ -33,6 +33,7 @@ from typing import Any, Literal, TypeVar, assert_never
 from contracts.journal import (
     CreditNoteIssued,
     DebtorProfile,
+    DiscountGranted,
     InvoiceAdjusted,
     InvoiceCancelled,
     InvoiceIssued,
@@ -60,6 +61,8 @@ class Invoice:
     amount: int
     applied: int = 0
     written_off: int = 0
+    discounted: int = 0
+    """Closed by early-payment discounts: paid, as far as the debtor is concerned."""
     cancelled_on: dt.date | None = None
     settled_on: dt.date | None = None
     adjusted_on: dt.date | None = None
@@ -67,7 +70,7 @@ class Invoice:
 
     @property
     def outstanding(self) -> int:
-        return 0 if self.cancelled_on else self.amount - self.applied - self.written_off
+        return 0 if self.cancelled_on else self.amount - self.applied - self.written_off - self.discounted
 
     @property
     def status(self) -> InvoiceStatus:
@@ -155,7 +158,20 @@ class WriteOff:
     posting_date: dt.date
 
 
-ParkableEvent = PaymentReversed | PaymentAllocated | WriteOffPosted | InvoiceAdjusted | InvoiceCancelled
+@dataclass(frozen=True)
+class Discount:
+    discount_id: str
+    invoice_id: str
+    amount: int
+    posting_date: dt.date
+    payment_id: str | None = None
+    taken_back_on: dt.date | None = None
+    """The payment that earned it was reversed on this date: the invoice owes the discount again."""
+
+
+ParkableEvent = (
+    PaymentReversed | PaymentAllocated | WriteOffPosted | InvoiceAdjusted | InvoiceCancelled | DiscountGranted
+)
 
 
 @dataclass(frozen=True)
@@ -175,6 +191,7 @@ class DebtorLedger:
     invoices: Mapping[str, Invoice] = field(default_factory=dict)
     sources: Mapping[str, CashSource] = field(default_factory=dict)
     write_offs: Mapping[str, WriteOff] = field(default_factory=dict)
+    discounts: Mapping[str, Discount] = field(default_factory=dict)
     next_seq: int = 0
     timelines: Mapping[str, Timeline] = field(default_factory=dict)
     """Per invoice id: the sum of its movements per effective date (what its movements add up to)."""
@@ -312,6 +329,8 @@ def _dispatch(state: DebtorLedger, event: LedgerEvent) -> Transition:
             return _reverse_payment(state, event)
         case WriteOffPosted():
             return _post_write_off(state, event)
+        case DiscountGranted():
+            return _grant_discount(state, event)
         case _:
             assert_never(event)
 
@@ -328,13 +347,22 @@ def _referent(event: ParkableEvent) -> Referent:
     return ("invoice", event.invoice_id)
 
 
-_PARKABLE = (PaymentReversed, PaymentAllocated, WriteOffPosted, InvoiceAdjusted, InvoiceCancelled)
+_PARKABLE = (
+    PaymentReversed,
+    PaymentAllocated,
+    WriteOffPosted,
+    InvoiceAdjusted,
+    InvoiceCancelled,
+    DiscountGranted,
+)
 
 
 def _waits(state: DebtorLedger, event: ParkableEvent) -> bool:
     """Whether the event names a payment or invoice not known yet."""
     if isinstance(event, WriteOffPosted) and event.writeoff_id in state.write_offs:
         return False  # already applied: a no-op
+    if isinstance(event, DiscountGranted) and event.discount_id in state.discounts:
+        return False
     kind, referent_id = _referent(event)
     return referent_id not in (state.sources if kind == "source" else state.invoices)
 
@@ -454,18 +482,17 @@ def _adjust_invoice(state: DebtorLedger, event: InvoiceAdjusted) -> Transition:
     new_amount = event.new_amount.amount_minor
     if event.new_amount.currency != invoice.currency:
         return _currency_rejection(state, "adjust", invoice, event.new_amount.currency)
-    if new_amount < invoice.written_off:
+    closed = invoice.written_off + invoice.discounted
+    if new_amount < closed:
         reason = (
             f"cannot adjust invoice {invoice.invoice_id!r} to {new_amount}: "
-            f"{invoice.written_off} of it is written off"
+            f"{closed} of it is written off or discounted"
         )
         return Transition(state, rejection=reason)
     if event.due_date is not None and event.due_date < invoice.issue_date:
         reason = f"cannot move the due date of invoice {invoice.invoice_id!r} before its issue date"
         return Transition(state, rejection=reason)
-    work = _release_invoice(
-        _Work(state, event.adjustment_date), invoice.invoice_id, new_amount - invoice.written_off
-    )
+    work = _release_invoice(_Work(state, event.adjustment_date), invoice.invoice_id, new_amount - closed)
     work = _change_amount(work, invoice.invoice_id, new_amount)
     if event.due_date is not None:
         work = _change_due_date(work, invoice.invoice_id, event.due_date)
@@ -546,7 +573,8 @@ def _reverse_payment(state: DebtorLedger, event: PaymentReversed) -> Transition:
     reversed_source = replace(
         work.state.sources[source.source_id], directed={}, reversed_on=event.reversal_date
     )
-    return _finish(state, _put_source(work, reversed_source))
+    work = _take_back_discounts(_put_source(work, reversed_source), source.source_id)
+    return _finish(state, work)
 
 
 def _post_write_off(state: DebtorLedger, event: WriteOffPosted) -> Transition:
@@ -572,6 +600,60 @@ def _post_write_off(state: DebtorLedger, event: WriteOffPosted) -> Transition:
     day = _room_date(work, invoice, amount)
     work = _record(work, replace(invoice, written_off=invoice.written_off + amount), -amount, day)
     return _finish(state, work, written_off=invoice.invoice_id)
+
+
+def _grant_discount(state: DebtorLedger, event: DiscountGranted) -> Transition:
+    """Close up to the discount's amount of the invoice as paid; less when less is outstanding (a
+    payment may have come in since it was granted), nothing when nothing is."""
+    if event.discount_id in state.discounts:
+        return Transition(state)
+    invoice = _target(state, event.invoice_id, "discount")
+    if isinstance(invoice, str):
+        return Transition(state, rejection=invoice)
+    if event.amount.currency != invoice.currency:
+        return _currency_rejection(state, "discount", invoice, event.amount.currency)
+    payment_id = event.payment_id or _latest_payment(state, invoice.invoice_id)
+    payment = state.sources.get(payment_id) if payment_id else None
+    if payment is not None and payment.reversed_on is not None:
+        reason = f"discount {event.discount_id!r}: payment {event.payment_id!r} was reversed"
+        return Transition(state, rejection=reason)
+    amount = min(event.amount.amount_minor, invoice.outstanding)
+    if amount <= 0:
+        return Transition(state)
+    discount = Discount(event.discount_id, invoice.invoice_id, amount, event.posting_date, payment_id)
+    work = _Work(state, event.posting_date)
+    work = replace(work, state=replace(state, discounts={**state.discounts, discount.discount_id: discount}))
+    day = _room_date(work, invoice, amount)
+    work = _record(work, replace(invoice, discounted=invoice.discounted + amount), -amount, day)
+    return _finish(state, work)
+
+
+def _latest_payment(state: DebtorLedger, invoice_id: str) -> str | None:
+    """The payment applied to the invoice last (by effective date): the one a discount posted without
+    naming its payment was earned by."""
+    applied = [
+        (application.effective_date, source.seq, source.source_id)
+        for source in state.sources.values()
+        if source.kind == "payment"
+        for application in source.applications
+        if application.invoice_id == invoice_id
+    ]
+    return max(applied)[2] if applied else None
+
+
+def _take_back_discounts(work: _Work, payment_id: str) -> _Work:
+    """A reversed payment did not earn its discounts: the invoices owe them again."""
+    earned = [
+        d for d in work.state.discounts.values() if d.payment_id == payment_id and d.taken_back_on is None
+    ]
+    for discount in sorted(earned, key=lambda d: d.discount_id):
+        taken_back = replace(discount, taken_back_on=work.date)
+        discounts = {**work.state.discounts, discount.discount_id: taken_back}
+        work = replace(work, state=replace(work.state, discounts=discounts))
+        invoice = work.state.invoices[discount.invoice_id]
+        reopened = replace(invoice, discounted=invoice.discounted - discount.amount)
+        work = _record(work, reopened, discount.amount, max(work.date, discount.posting_date))
+    return work
 
 
 def _target(state: DebtorLedger, invoice_id: str, action: str) -> Invoice | str:

@@ -85,6 +85,8 @@ class PaidInvoice:
     """Cash applied to it."""
     credited: int
     """Credit notes applied to it."""
+    discounted: int
+    """Early-payment discounts that closed the rest (as of the statement's date)."""
     days_to_pay: int
     days_late: int
 
@@ -281,6 +283,12 @@ def _settlements(
             for part in _applied_on(source, as_of):
                 applied.setdefault(part.invoice_id, []).append(part)
     written_off = {w.invoice_id for w in state.write_offs.values() if w.posting_date <= as_of}
+    discounted: dict[str, int] = {}
+    for discount in state.discounts.values():
+        if discount.posting_date <= as_of and (
+            discount.taken_back_on is None or discount.taken_back_on > as_of
+        ):
+            discounted[discount.invoice_id] = discounted.get(discount.invoice_id, 0) + discount.amount
     paid: list[PaidInvoice] = []
     credited: list[CreditedInvoice] = []
     for invoice_id, balance in balances.items():
@@ -304,6 +312,7 @@ def _settlements(
                     paid_on=paid_on,
                     paid=sum(p.amount for p in cash),
                     credited=sum(p.amount for p in credit),
+                    discounted=discounted.get(invoice_id, 0),
                     days_to_pay=(paid_on - invoice.issue_date).days,
                     days_late=max(0, (paid_on - balance.due_date).days),
                 )

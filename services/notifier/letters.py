@@ -9,6 +9,7 @@ Cyrillic, Noto Sans SC for Chinese (its Latin letters and digits too).
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from functools import cache
 from importlib.resources import files
 from xml.sax.saxutils import escape
@@ -23,7 +24,7 @@ from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, Tabl
 
 from contracts.collections import CollectionCommand
 from services.notifier.profile import TenantProfile
-from services.notifier.rendering import Addressee, format_money, presentation, render
+from services.notifier.rendering import Addressee, format_money, presentation, render_message
 
 TEXT_FONT = ("fontpkg_noto_sans", "files/NotoSans[wdth,wght].ttf")
 CJK_FONT = ("justmytype_intl_cjk", "fonts/ofl/notosanssc/NotoSansSC[wght].ttf")
@@ -53,33 +54,30 @@ def letter_pdf(
 ) -> bytes:
     """The letter as PDF: the creditor's block (when the tenant has a profile), the addressee, the
     date, the text, the items, the payment details and the signatory."""
-    rendered = render(command, addressee, "letter", creditor)
+    return message_letter_pdf([command], addressee, creditor)
+
+
+def message_letter_pdf(
+    commands: Sequence[CollectionCommand], addressee: Addressee, creditor: TenantProfile | None = None
+) -> bytes:
+    """The letter of one command, or one letter for a bundle (`render_message`): then the table has
+    a section per member, headed by its currency, each with its items and what is asked in it."""
+    rendered = render_message(commands, addressee, "letter", creditor)
     language = rendered.language
     font = font_for(language)
     styles = getSampleStyleSheet()
     body = ParagraphStyle("body", parent=styles["BodyText"], fontName=font, fontSize=10, leading=14)
     title = ParagraphStyle("title", parent=styles["Title"], fontName=font, fontSize=16)
-    shown = presentation(command, language)
     heads = HEADINGS.get(language, HEADINGS["en"])
     rows: list[list[str]] = [list(heads[:5])]
-    for item in shown["items"]:
-        rows.append(
-            [
-                item["invoice_id"],
-                item["due_date"],
-                str(item["days_past_due"]),
-                item["outstanding"],
-                item["penalty"] or "",
-            ]
-        )
-    # Below the items, what the debtor is asked for: the principal, what is claimed besides it, the total.
-    labels = SUMMARY.get(language, SUMMARY["en"])
-    extras = [(labels[1], command.penalty), (labels[2], command.costs)]
-    summary = [[labels[0], "", "", shown["total"], ""]] if any(m for _, m in extras) else []
-    summary += [[label, "", "", format_money(m, language), ""] for label, m in extras if m]
-    summary.append([heads[5], "", "", shown["amount_due"], ""])
-    first_summary_row = len(rows)
-    rows += summary
+    lines: list[int] = []
+    members = sorted(commands, key=lambda c: (c.total.currency, c.command_id))
+    for command in members:
+        if len(members) > 1:
+            if command is not members[0]:
+                lines.append(len(rows))
+            rows.append([command.total.currency, "", "", "", ""])
+        rows += _section(command, language, heads, lines, len(rows))
     table = Table(rows, colWidths=(40 * mm, 30 * mm, 28 * mm, 40 * mm, 30 * mm), repeatRows=1)
     table.setStyle(
         TableStyle(
@@ -87,8 +85,7 @@ def letter_pdf(
                 ("FONTNAME", (0, 0), (-1, -1), font),
                 ("FONTSIZE", (0, 0), (-1, -1), 9),
                 ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.black),
-                ("LINEABOVE", (0, first_summary_row), (-1, first_summary_row), 0.6, colors.black),
-                ("LINEABOVE", (0, -1), (-1, -1), 0.6, colors.black),
+                *(("LINEABOVE", (0, row), (-1, row), 0.6, colors.black) for row in lines),
                 ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
             ]
         )
@@ -106,7 +103,7 @@ def letter_pdf(
         Spacer(1, 6 * mm),
         Paragraph("<br/>".join(address), body),
         Spacer(1, 10 * mm),
-        Paragraph(escape(shown["business_date"] or ""), body),
+        Paragraph(escape(presentation(members[0], language)["business_date"] or ""), body),
         Spacer(1, 6 * mm),
         Paragraph(escape(rendered.blocks.get("title", "")), title),
         Paragraph(escape(rendered.blocks.get("opening", "")), body),
@@ -126,12 +123,32 @@ def letter_pdf(
         buffer,
         pagesize=A4,
         title=rendered.blocks.get("title", ""),
-        subject=command.command_id,
+        subject=" ".join(c.command_id for c in members),
         invariant=1,  # the same command gives the same bytes
         initialFontName=font,  # else the page names Helvetica, which no letter embeds
     )
     document.build(story)
     return buffer.getvalue()
+
+
+def _section(
+    command: CollectionCommand, language: str, heads: tuple[str, ...], lines: list[int], first_row: int
+) -> list[list[str]]:
+    """The items of one command and, below them, what the debtor is asked for: the principal, what is
+    claimed besides it, the total (`lines` gets the rows ruled above)."""
+    shown = presentation(command, language)
+    rows = [
+        [i["invoice_id"], i["due_date"], str(i["days_past_due"]), i["outstanding"], i["penalty"] or ""]
+        for i in shown["items"]
+    ]
+    labels = SUMMARY.get(language, SUMMARY["en"])
+    extras = [(labels[1], command.penalty), (labels[2], command.costs)]
+    summary = [[labels[0], "", "", shown["total"], ""]] if any(m for _, m in extras) else []
+    summary += [[label, "", "", format_money(m, language), ""] for label, m in extras if m]
+    summary.append([heads[5], "", "", shown["amount_due"], ""])
+    lines.append(first_row + len(rows))
+    lines.append(first_row + len(rows) + len(summary) - 1)
+    return rows + summary
 
 
 def _lines(text: str) -> str:

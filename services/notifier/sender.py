@@ -4,6 +4,10 @@ A delivery is claimed (status `sending`, committed) before anything leaves, and 
 committed with the contact record for `ar.contacts.v1` in the same transaction. A notifier killed
 mid-send leaves the delivery `sending`; after the lease expires another claim re-sends it with the
 same Message-ID, file name or Idempotency-Key, so the receiving side sees it once.
+
+A bundle (`bundles`: the debtor's cases in several currencies, one message) is claimed as one: the
+delivery that falls due claims every member still to be executed, once all have arrived, and they are
+sent, renewed and finished together, under the bundle's key, each with its own contact record.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import Row, and_, or_, select, tuple_, update
+from sqlalchemy import Row, and_, func, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -27,7 +31,7 @@ from contracts.collections import CollectionCommand, ContactOutcome, ContactResu
 from contracts.envelope import Envelope
 from contracts.registry import decode_event, encode_event, make_event
 from contracts.topics import CONTACTS
-from services.notifier import store
+from services.notifier import bundles, store
 from services.notifier.channels import (
     Email,
     Gateway,
@@ -44,9 +48,9 @@ from services.notifier.domain import (
     retry_delay,
     usable_channels,
 )
-from services.notifier.letters import letter_pdf
+from services.notifier.letters import message_letter_pdf
 from services.notifier.profile import TenantProfile, in_force
-from services.notifier.rendering import Addressee, render
+from services.notifier.rendering import Addressee, render, render_message
 from services.runtime import metrics
 from services.runtime.log import Message
 from services.runtime.outbox import write_outbox
@@ -80,6 +84,19 @@ class Claimed:
     def command(self) -> CollectionCommand:
         command: CollectionCommand = self.event.data
         return command
+
+
+@dataclass(frozen=True)
+class Send:
+    """The deliveries that go out as one message: one command, or the members of a bundle still to be
+    executed (each claimed), sent under `key` (Message-ID, letter file, Idempotency-Key)."""
+
+    members: tuple[Claimed, ...]
+    key: str
+
+
+class _TakenOver(Exception):
+    """A delivery of a send was claimed by another notifier meanwhile: its outcome is that one's."""
 
 
 @dataclass(frozen=True)
@@ -153,18 +170,18 @@ class Sender:
 
     async def send_due(self) -> int:
         claimed = await self._claim()
-        for delivery in claimed:
+        for send in claimed:
             # A batch can outlast the lease (a slow relay): each delivery's claim is renewed right
             # before it is sent, and one another notifier took over meanwhile is left to it.
-            renewed = await self._renew(delivery)
+            renewed = await self._renew(send)
             if renewed is None:
                 continue
-            outcome = await self._execute(renewed)
-            await self._finish(renewed, outcome)
-            self.executed += 1
-        return len(claimed)
+            outcomes = await self._execute(renewed)
+            await self._finish(renewed, outcomes)
+            self.executed += len(renewed.members)
+        return sum(len(send.members) for send in claimed)
 
-    async def _claim(self) -> list[Claimed]:
+    async def _claim(self) -> list[Send]:
         d = store.deliveries
         now = self._clock()
         due = or_(
@@ -186,12 +203,82 @@ class Sender:
             ).all()
             if not rows:
                 return []
+            sends: list[tuple[str, list[Any], str]] = []
+            taken: set[tuple[str, str]] = set()
+            for row in rows:
+                if (row.tenant_id, row.command_id) in taken:
+                    continue
+                members, key = await self._members(session, row, now)
+                taken.update((row.tenant_id, m.command_id) for m in members)
+                if members:
+                    sends.append((row.tenant_id, members, key))
+            if not taken:
+                return []
             await session.execute(
                 update(d)
-                .where(tuple_(d.c.tenant_id, d.c.command_id).in_([(r.tenant_id, r.command_id) for r in rows]))
+                .where(tuple_(d.c.tenant_id, d.c.command_id).in_(list(taken)))
                 .values(status="sending", claimed_at=now, attempts=d.c.attempts + 1, updated_at=now)
             )
-        return [Claimed(r.tenant_id, r.debtor_id, r.attempts + 1, decode_event(r.command), now) for r in rows]
+        return [
+            Send(
+                tuple(
+                    Claimed(tenant, m.debtor_id, m.attempts + 1, decode_event(m.command), now)
+                    for m in members
+                ),
+                key,
+            )
+            for tenant, members, key in sends
+        ]
+
+    async def _members(self, session: AsyncSession, row: Any, now: dt.datetime) -> tuple[list[Any], str]:
+        """The deliveries to claim with a due one, and the key they are sent under: the delivery alone,
+        or the members of its bundle still to be executed. None (an empty list) while a member has
+        not arrived or another notifier is at the bundle."""
+        command: CollectionCommand = decode_event(row.command).data
+        if not bundles.is_bundled(command):
+            return [row], command.command_id
+        d = store.deliveries
+        of_bundle = and_(d.c.tenant_id == row.tenant_id, d.c.command_id.in_(command.bundle))
+        arrived = set(await session.scalars(select(d.c.command_id).where(of_bundle)))
+        locked = (
+            await session.execute(
+                select(
+                    d.c.command_id,
+                    d.c.debtor_id,
+                    d.c.attempts,
+                    d.c.command,
+                    d.c.status,
+                    d.c.claimed_at,
+                    d.c.updated_at,
+                    func.now().label("db_now"),
+                )
+                .where(of_bundle)
+                .order_by(d.c.command_id)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        if {m.command_id for m in locked} != arrived:
+            return [], ""  # another notifier is claiming or finishing a member right now
+        if any(m.status == "sent" for m in locked):
+            # It arrived after its bundle went without it: it goes on its own.
+            return [row], bundles.message_key(command, [row.command_id], all_arrived=True, sent_without=True)
+        # Waited for since the first member arrived, by the database's clock that stamped its row.
+        first_arrival = min(m.updated_at for m in locked)
+        if bundles.waiting_for(command, arrived, first_arrival, locked[0].db_now):
+            await session.execute(
+                update(d)
+                .where(d.c.tenant_id == row.tenant_id, d.c.command_id == row.command_id)
+                .values(status="pending", next_attempt_at=now + bundles.RECHECK)
+            )
+            return [], ""
+        lease = dt.timedelta(seconds=self._settings.send_lease_s)
+        if any(m.status == "sending" and m.claimed_at >= now - lease for m in locked):
+            return [], ""  # being sent by another notifier
+        live = [m for m in locked if m.status in ("pending", "sending")]
+        carried = [m.command_id for m in live]
+        return live, bundles.message_key(
+            command, carried, all_arrived=arrived.issuperset(command.bundle), sent_without=False
+        )
 
     def _still_ours(self, delivery: Claimed) -> Any:
         d = store.deliveries
@@ -202,17 +289,22 @@ class Sender:
             d.c.claimed_at == delivery.claimed_at,
         )
 
-    async def _renew(self, delivery: Claimed) -> Claimed | None:
-        """The delivery with its claim renewed, or None when the claim is no longer this notifier's."""
+    async def _renew(self, send: Send) -> Send | None:
+        """The send with its claims renewed, or None when they are no longer this notifier's."""
         now = self._clock()
-        async with self._sessions() as session, session.begin():
-            renewed = await session.execute(
-                update(store.deliveries).where(self._still_ours(delivery)).values(claimed_at=now)
-            )
-        if renewed.rowcount != 1:  # type: ignore[attr-defined]
-            log.info("delivery %s was taken over by another notifier", delivery.command.command_id)
+        try:
+            async with self._sessions() as session, session.begin():
+                renewed = await session.execute(
+                    update(store.deliveries)
+                    .where(or_(*(self._still_ours(m) for m in send.members)))
+                    .values(claimed_at=now)
+                )
+                if renewed.rowcount != len(send.members):  # type: ignore[attr-defined]
+                    raise _TakenOver
+        except _TakenOver:
+            log.info("delivery %s was taken over by another notifier", send.key)
             return None
-        return dataclasses.replace(delivery, claimed_at=now)
+        return Send(tuple(dataclasses.replace(m, claimed_at=now) for m in send.members), send.key)
 
     async def _situation(self, delivery: Claimed) -> tuple[Situation, Addressee | None, TenantProfile | None]:
         command = delivery.command
@@ -262,22 +354,40 @@ class Sender:
         )
         return situation, _addressee(debtor, profile), creditor.profile if creditor else None
 
-    async def _execute(self, delivery: Claimed) -> Outcome:
-        command = delivery.command
-        situation, addressee, creditor = await self._situation(delivery)
-        reason = last_look(command, situation)
-        if reason is not None:
-            return Outcome("skipped", "skipped", reason=reason)
+    async def _execute(self, send: Send) -> dict[str, Outcome]:
+        """The outcome of each member: skipped when the last look says no, else that of the one
+        message the others are sent in."""
+        outcomes: dict[str, Outcome] = {}
+        live: list[Claimed] = []
+        addressee: Addressee | None = None
+        creditor: TenantProfile | None = None
+        for member in send.members:
+            situation, addressee, creditor = await self._situation(member)
+            reason = last_look(member.command, situation)
+            if reason is not None:
+                outcomes[member.command.command_id] = Outcome("skipped", "skipped", reason=reason)
+            else:
+                live.append(member)
+        if live:
+            outcome = await self._deliver(send, live, addressee, creditor)
+            outcomes.update((m.command.command_id, outcome) for m in live)
+        return outcomes
+
+    async def _deliver(
+        self, send: Send, live: list[Claimed], addressee: Addressee | None, creditor: TenantProfile | None
+    ) -> Outcome:
+        lead = _lead(live)
+        command = lead.command
         if command.action in WEBHOOK_ACTIONS:
-            return await self._attempt(delivery, ["webhook"], addressee, creditor)
+            return await self._attempt(send.key, live, ["webhook"], addressee, creditor)
         if command.action in TASK_ACTIONS and command.action != "start_legal_action":
-            return await self._attempt(delivery, ["call"], addressee, creditor)
+            return await self._attempt(send.key, live, ["call"], addressee, creditor)
         channels = usable_channels(command, addressee)
         if not channels and address_wanted(command, addressee):
             # No letter goes out without an address: the team is asked to find one, and the step is
             # recorded on the case as not reached, with the reason.
-            someone = addressee or Addressee(delivery.debtor_id, delivery.debtor_id, command.language)
-            task = await self._add_task(delivery, someone, kind=FIND_ADDRESS)
+            someone = addressee or Addressee(lead.debtor_id, lead.debtor_id, command.language)
+            task = await self._add_task(lead, someone, kind=FIND_ADDRESS)
             return Outcome(
                 "failed",
                 "failed",
@@ -286,62 +396,70 @@ class Sender:
             )
         if not channels:
             return Outcome("failed", "failed", reason="no usable channel for this debtor", permanent=True)
-        return await self._attempt(delivery, channels, addressee, creditor)
+        return await self._attempt(send.key, live, channels, addressee, creditor)
 
     async def _attempt(
         self,
-        delivery: Claimed,
+        key: str,
+        live: list[Claimed],
         channels: Sequence[Channel],
         addressee: Addressee | None,
         creditor: TenantProfile | None,
     ) -> Outcome:
+        attempts = max(m.attempts for m in live)
         failures: list[str] = []
         for channel in channels:
             try:
-                reference = await self._send(delivery, channel, addressee, creditor)
+                reference = await self._send(key, live, channel, addressee, creditor)
             except PermanentFailure as exc:
                 failures.append(f"{channel}: {exc}")
                 continue
             except TransientFailure as exc:
-                if delivery.attempts >= self._settings.send_attempts:
+                if attempts >= self._settings.send_attempts:
                     return Outcome(
                         "failed",
                         "failed",
                         channel,
-                        reason=f"gave up after {delivery.attempts} attempts: {exc}",
+                        reason=f"gave up after {attempts} attempts: {exc}",
                         permanent=True,
                     )
-                retry_at = self._clock() + retry_delay(delivery.attempts)
+                retry_at = self._clock() + retry_delay(attempts)
                 return Outcome("pending", "attempted", channel, reason=str(exc), retry_at=retry_at)
             return Outcome("sent", "delivered", channel, reference=reference)
         return Outcome("failed", "failed", reason="; ".join(failures), permanent=True)
 
     async def _send(
-        self, delivery: Claimed, channel: Channel, addressee: Addressee | None, creditor: TenantProfile | None
+        self,
+        key: str,
+        live: list[Claimed],
+        channel: Channel,
+        addressee: Addressee | None,
+        creditor: TenantProfile | None,
     ) -> str:
-        command = delivery.command
-        someone = addressee or Addressee(delivery.debtor_id, delivery.debtor_id, command.language)
+        """Send the message of the live members (one command, or a bundle's) under `key`."""
+        lead = _lead(live)
+        command = lead.command
+        commands = [m.command for m in live]
+        someone = addressee or Addressee(lead.debtor_id, lead.debtor_id, command.language)
         if channel == "email":
             assert someone.email
             return await self._email.send(
-                command.command_id, someone.email, render(command, someone, "email", creditor)
+                key, someone.email, render_message(commands, someone, "email", creditor)
             )
         if channel in ("sms", "messenger"):
             assert someone.phone
             return await self._gateway.send(
-                command.command_id, channel, someone.phone, render(command, someone, channel, creditor)
+                key, channel, someone.phone, render_message(commands, someone, channel, creditor)
             )
         if channel == "letter":
-            pdf = await asyncio.to_thread(letter_pdf, command, someone, creditor)
-            return str(
-                await asyncio.to_thread(self._letters.write, delivery.tenant_id, command.command_id, pdf)
-            )
+            pdf = await asyncio.to_thread(message_letter_pdf, commands, someone, creditor)
+            return str(await asyncio.to_thread(self._letters.write, lead.tenant_id, key, pdf))
         if channel == "webhook":
             target = "erp" if command.action == "request_credit_hold" else f"agency:{command.agency_id}"
-            payload = delivery.event.model_dump(mode="json", exclude_none=True)
+            payload = lead.event.model_dump(mode="json", exclude_none=True)
             return await self._webhooks.send(command.command_id, target, payload)
         if channel == "call":
-            return await self._add_task(delivery, someone)
+            return await self._add_task(lead, someone)
         raise PermanentFailure(f"unknown channel {channel}")
 
     async def _add_task(self, delivery: Claimed, addressee: Addressee, kind: str | None = None) -> str:
@@ -365,30 +483,41 @@ class Sender:
             )
         return f"task:{kind}:{command.command_id}"
 
-    async def _finish(self, delivery: Claimed, outcome: Outcome) -> None:
+    async def _finish(self, send: Send, outcomes: dict[str, Outcome]) -> None:
         d = store.deliveries
         now = self._clock()
-        values: dict[str, Any] = {
-            "status": outcome.status,
-            "channel": outcome.channel,
-            "reference": outcome.reference,
-            "reason": outcome.reason,
-            "updated_at": now,
-        }
-        if outcome.retry_at is not None:
-            values["next_attempt_at"] = outcome.retry_at
-        async with self._sessions() as session, session.begin():
-            finished = await session.execute(update(d).where(self._still_ours(delivery)).values(**values))
-            if finished.rowcount != 1:  # type: ignore[attr-defined]
-                # Another notifier took the delivery over while this one sent it (a send longer than
-                # the lease): the same Message-ID, file or key made it one at the far end, and the
-                # outcome is that notifier's to record.
-                log.warning("delivery %s was taken over while being sent", delivery.command.command_id)
-                return
-            await write_outbox(session, store.runtime, [self._contact_record(delivery, outcome, now)])
-        metrics.DELIVERIES.labels(outcome.channel or "none", _METRIC_OUTCOMES[outcome.status]).inc()
-        if outcome.status == "failed":
-            log.warning("command %s failed for good: %s", delivery.command.command_id, outcome.reason)
+        try:
+            async with self._sessions() as session, session.begin():
+                records = []
+                for member in send.members:
+                    outcome = outcomes[member.command.command_id]
+                    values: dict[str, Any] = {
+                        "status": outcome.status,
+                        "channel": outcome.channel,
+                        "reference": outcome.reference,
+                        "reason": outcome.reason,
+                        "updated_at": now,
+                    }
+                    if outcome.retry_at is not None:
+                        values["next_attempt_at"] = outcome.retry_at
+                    finished = await session.execute(
+                        update(d).where(self._still_ours(member)).values(**values)
+                    )
+                    if finished.rowcount != 1:  # type: ignore[attr-defined]
+                        raise _TakenOver
+                    records.append(self._contact_record(member, outcome, now))
+                await write_outbox(session, store.runtime, records)
+        except _TakenOver:
+            # Another notifier took the send over while this one sent it (a send longer than the
+            # lease): the same Message-ID, file or key made it one at the far end, and the outcome is
+            # that notifier's to record.
+            log.warning("delivery %s was taken over while being sent", send.key)
+            return
+        for member in send.members:
+            outcome = outcomes[member.command.command_id]
+            metrics.DELIVERIES.labels(outcome.channel or "none", _METRIC_OUTCOMES[outcome.status]).inc()
+            if outcome.status == "failed":
+                log.warning("command %s failed for good: %s", member.command.command_id, outcome.reason)
 
     def _contact_record(self, delivery: Claimed, outcome: Outcome, now: dt.datetime) -> Message:
         command = delivery.command
@@ -416,6 +545,12 @@ class Sender:
 
 
 _METRIC_OUTCOMES = {"sent": "sent", "failed": "failed", "pending": "retrying", "skipped": "suppressed"}
+
+
+def _lead(live: Sequence[Claimed]) -> Claimed:
+    """The member whose step the message speaks in (the only one, for a command of its own)."""
+    lead = bundles.most_severe([m.command for m in live])
+    return next(m for m in live if m.command is lead)
 
 
 def _case_seen(row: Row[Any] | None) -> CaseSeen | None:

@@ -49,7 +49,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import BusinessDayStarted
-from contracts.collections import CaseNote, DisputeChanged, HoldChanged, PaymentPlanAgreed, PromiseToPay
+from contracts.collections import (
+    CaseNote,
+    DisputeChanged,
+    HoldChanged,
+    PaymentPlanAgreed,
+    PromiseToPay,
+    SettlementAgreed,
+)
 from contracts.envelope import Envelope
 from contracts.journal import DebtorProfile
 from contracts.money import Money
@@ -470,7 +477,14 @@ def _apply(facts: _Facts, d: Delivered) -> None:
                 row["disputed_date"] = day
                 facts.changed.add((tenant, debtor, dispute.invoice_id))
                 facts.causes[key] = event.id
-        case PromiseToPay() | DisputeChanged() | PaymentPlanAgreed() | HoldChanged() | CaseNote() as agreed:
+        case (
+            PromiseToPay()
+            | SettlementAgreed()
+            | DisputeChanged()
+            | PaymentPlanAgreed()
+            | HoldChanged()
+            | CaseNote()
+        ) as agreed:
             facts.debtors[key]["collector"] = agreed.recorded.recorded_by
         case DebtorProfile() as profile:
             channels = profile.consented_channels

@@ -8,6 +8,7 @@ from contracts.journal import (
     Allocation,
     CreditNoteIssued,
     DebtorProfile,
+    DiscountGranted,
     InvoiceAdjusted,
     InvoiceCancelled,
     InvoiceIssued,
@@ -125,3 +126,20 @@ def written_off(
 
 def profile(name: str = "Müller GmbH", **fields: str) -> DebtorProfile:
     return DebtorProfile.model_validate({"name": name, **fields})
+
+
+def discounted(
+    discount_id: str,
+    invoice_id: str,
+    amount: int,
+    on: Day = "2024-01-10",
+    payment_id: str | None = None,
+    currency: str = "EUR",
+) -> DiscountGranted:
+    return DiscountGranted(
+        discount_id=discount_id,
+        invoice_id=invoice_id,
+        posting_date=day(on),
+        amount=money(amount, currency),
+        payment_id=payment_id,
+    )

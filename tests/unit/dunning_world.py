@@ -24,6 +24,7 @@ from contracts.collections import (
     PaymentPlanAgreed,
     PromiseToPay,
     Recorded,
+    SettlementAgreed,
 )
 from contracts.journal import DebtorProfile
 from contracts.money import Money
@@ -109,6 +110,15 @@ class Books:
         self.invoices[invoice_id] = (issue, due, total, 0)
         return self._fact("writtenoff", invoice_id, -outstanding, on, "ar.writeoff.posted.v1", "written_off")
 
+    def discount(self, invoice_id: str, amount: int, on: Day) -> Fact:
+        """The ledger applying a discount dunning (or the ERP) posted."""
+        issue, due, total, outstanding = self.invoices[invoice_id]
+        closed = min(amount, outstanding)
+        self.invoices[invoice_id] = (issue, due, total, outstanding - closed)
+        settled = outstanding - closed == 0
+        kind, status = ("settled", "settled") if settled else ("changed", "open")
+        return self._fact(kind, invoice_id, -closed, on, "ar.discount.granted.v1", status)  # type: ignore[arg-type]
+
     def outstanding(self) -> dict[str, int]:
         return {i: v[3] for i, v in self.invoices.items() if v[3] > 0}
 
@@ -125,6 +135,24 @@ def promise(amount: int, by: Day, on: Day, promise_id: str = "PR-1", currency: s
         recorded=recorded(on),
     )
     return Fact("ar.promise.made.v1", data, ref(1000, "ar.contacts.v1"))
+
+
+def settlement(
+    amount: int,
+    by: Day,
+    on: Day,
+    invoices: Iterable[str] = (),
+    settlement_id: str = "ST-1",
+    currency: str = "EUR",
+) -> Fact:
+    data = SettlementAgreed(
+        settlement_id=settlement_id,
+        amount=Money(amount_minor=amount, currency="EUR"),
+        pay_by=day(by),
+        invoice_ids=list(invoices),
+        recorded=recorded(on),
+    )
+    return Fact("ar.settlement.agreed.v1", data, ref(1001, "ar.contacts.v1"))
 
 
 def dispute(
@@ -210,6 +238,10 @@ class Run:
     cancellations: list[CommandCancelled] = field(default_factory=list)
     events: list[CaseEvent] = field(default_factory=list)
     decisions: list[tuple[dt.date, Decision]] = field(default_factory=list)
+
+    def postings(self) -> list[tuple[dt.date, Any]]:
+        """(business date, journal entry) of every posting for the ledger, in order."""
+        return [(d, p) for d, decision in self.decisions for p in decision.postings]
 
     def steps(self) -> list[tuple[str, str]]:
         """(business date, step) of every command, in order."""

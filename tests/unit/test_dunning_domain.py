@@ -522,16 +522,23 @@ def test_caps_count_the_contacts_of_the_debtors_other_cases() -> None:
 
 
 def test_decide_debtor_shares_the_caps_between_currencies() -> None:
-    capped = policy(contact_caps=[{"max_contacts": 1, "period_days": 7}])
-    eur, usd = Books("EUR"), Books("USD")
+    # One contact in seven days. EUR's friendly reminder goes on 2024-03-01; USD's, due on 2024-03-02,
+    # waits until the EUR one is seven days old. (Two currencies contacting on the same day go as one
+    # message: tests/unit/test_dunning_bundles.py.)
+    ladder = steps("friendly_reminder", "formal_notice")
+    capped = policy(contact_caps=[{"max_contacts": 1, "period_days": 7}], steps=ladder)
     cases = []
-    for books in (eur, usd):
+    for books, due in ((Books("EUR"), "2024-02-29"), (Books("USD"), "2024-03-01")):
         case = new_case("acme", "D-1", books.currency)
-        case, _ = evolve(case, books.issue("I-" + books.currency, AMOUNT, due="2024-03-01"))
+        case, _ = evolve(case, books.issue("I-" + books.currency, AMOUNT, due=due))
         cases.append(case)
-    decisions = decide_debtor(cases, day("2024-03-02"), capped)
-    assert [len(d.commands) for d in decisions] == [1, 0]
-    assert decisions[1].case.next_action_date == day("2024-03-09")
+    first = decide_debtor(cases, day("2024-03-01"), capped)
+    assert [len(d.commands) for d in first] == [1, 0]
+
+    second = decide_debtor([d.case for d in first], day("2024-03-02"), capped)
+
+    assert [len(d.commands) for d in second] == [0, 0]
+    assert second[1].case.next_action_date == day("2024-03-08")
 
 
 def test_skipped_contacts_do_not_count_against_the_caps() -> None:
@@ -766,3 +773,10 @@ def test_the_domains_replace_makes_the_case_dataclasses_replace_makes() -> None:
     assert case.paid == 0 and made is not case
     with pytest.raises(TypeError):
         domain_replace(case, no_such_field=1)
+
+
+def test_the_handover_notice_carries_the_agency_name_from_the_policy() -> None:
+    _, facts = owing()
+    run = simulate(facts, until="2024-05-15")
+    handover = run.command("agency_placement_notice")
+    assert (handover.agency_id, handover.agency_name) == ("agency-a", "Agency A")

@@ -483,3 +483,23 @@ def test_a_dispute_escalation_is_a_task_for_its_owner_naming_the_invoice(languag
     assert last_look(escalation, held_since) is None  # neither the dispute nor a hold stops it
     task = render(escalation, Addressee("D1", "Acme GmbH", language=language), "call").body
     assert "maria" in task and "INV-1" in task and "INV-2" not in task
+
+
+@pytest.mark.parametrize("language", ["en", "ru", "zh"])
+@pytest.mark.parametrize("channel", ["letter", "email"])
+def test_the_handover_notice_names_the_agency_as_the_policy_calls_it(language: str, channel: str) -> None:
+    notice = command(
+        "formal_notice",
+        template="agency_handover",
+        step="agency_placement_notice",
+        agency_id="agency-a",
+        agency_name="Nordic Recovery AB",
+    )
+    debtor = Addressee("D1", "Debtor One", language=language, postal_address=("1 Main St",))
+    if channel == "letter":
+        text, _ = _text_and_fonts(letter_pdf(notice, debtor, ACME))
+    else:
+        rendered = render(notice, debtor, "email", ACME)
+        text = f"{rendered.subject}\n{rendered.body}"
+    flat = " ".join(text.split())
+    assert "Nordic Recovery AB" in flat and "agency-a" not in flat

@@ -31,13 +31,20 @@ promise not paid by its date plus the grace days, or an instalment missed by mor
 days, is broken and resumes the ladder at once with the next step. Paying everything closes the
 case and cancels whatever it had not executed.
 
+One message per debtor and day: `decide_debtor` decides all cases of a debtor together, and the
+messages to the debtor (e-mail, letter, text message; not call tasks or webhooks) that more than one
+of its cases issues for the same business day on the same channels are marked as one bundle: each
+member command lists the command ids of all members, sorted, and the notifier sends them as one
+message with a section per currency. Every case keeps its own command and pending state.
+
 The shell calls `evolve` for every fact (`fact_of` builds one from an envelope), then `decide` for
 the cases `due_cases` returns, after each batch of facts and on every business day; it stores the
 case (`dump_case` / `load_case`) and publishes what `decide` returned.
 
 The package, one answer per module: `case` (the state, the facts and what is due), `evolve`,
 `decide` (holds, promises, plans, then) `ladder` (the steps and the agencies), `work` (the decision
-being built and the commands it emits), `changes` (case events and the timeline), `ids`, `codec`.
+being built and the commands it emits), `bundles` (one message for the cases of a debtor), `changes`
+(case events and the timeline), `ids`, `codec`.
 """
 
 from services.dunning.domain.case import (

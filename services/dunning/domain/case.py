@@ -22,9 +22,10 @@ from contracts.collections import (
     InputRef,
     PaymentPlanAgreed,
     PromiseToPay,
+    SettlementAgreed,
 )
 from contracts.envelope import Envelope
-from contracts.journal import DebtorProfile
+from contracts.journal import DebtorProfile, DiscountGranted, WriteOffPosted
 from contracts.money import format_major
 from contracts.policy import PolicyPublished
 from contracts.receivables import ReceivableBalance
@@ -44,6 +45,7 @@ CaseInput = (
     ReceivableBalance
     | ContactResult
     | PromiseToPay
+    | SettlementAgreed
     | DisputeChanged
     | PaymentPlanAgreed
     | HoldChanged
@@ -64,6 +66,11 @@ class Item:
     changes: tuple[tuple[dt.date, int], ...] = ()
     """Net change of the outstanding amount per effective date, for penalty accrual."""
     ref: InputRef | None = None
+    paid_on: dt.date | None = None
+    """Effective date of the latest payment applied to it (early-payment discounts are earned by it)."""
+    closing: str | None = None
+    """A discount or write-off dunning posted to close the rest, not applied by the ledger yet: the
+    item is not chased meanwhile."""
 
     def days_past_due(self, day: dt.date) -> int:
         return (day - self.due_date).days
@@ -78,6 +85,10 @@ class Promise:
     paid_before: int
     """The case's payments when the promise was made; what is paid beyond counts towards it."""
     ref: InputRef | None = None
+    settles: bool = False
+    """An agreed settlement: once `amount` is paid the rest of `invoice_ids` (every open invoice when
+    empty) is forgiven."""
+    invoice_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,12 +219,14 @@ class Case:
         return sorted(self.items.values(), key=lambda i: (i.due_date, i.issue_date, i.invoice_id))
 
     def eligible_items(self) -> list[Item]:
-        """Open items that may be part of a command: not disputed."""
+        """Open items that may be part of a command: not disputed, not being closed."""
         disputed = self.disputed
-        return [i for i in self.open_items() if i.invoice_id not in disputed]
+        return [i for i in self.open_items() if i.invoice_id not in disputed and i.closing is None]
 
     def overdue(self, day: dt.date) -> int:
-        return sum(i.outstanding for i in self.items.values() if i.days_past_due(day) > 0)
+        return sum(
+            i.outstanding for i in self.items.values() if i.days_past_due(day) > 0 and i.closing is None
+        )
 
 
 _CASE_FIELDS = frozenset(f.name for f in dataclasses.fields(Case))
@@ -273,6 +286,8 @@ class Decision:
     events: tuple[CaseEvent, ...] = ()
     notes: tuple[Entry, ...] = ()
     """The decision's timeline lines (steps deferred or passed over among them)."""
+    postings: tuple[DiscountGranted | WriteOffPosted, ...] = ()
+    """Journal entries for the ledger: discounts earned, the rest of a settlement forgiven."""
 
 
 def case_id(debtor_id: str, currency: str) -> str:
@@ -302,7 +317,7 @@ def currency_of(fact: Fact) -> str | None:
     match data:
         case ReceivableBalance():
             return data.outstanding.currency
-        case PromiseToPay():
+        case PromiseToPay() | SettlementAgreed():
             return data.amount.currency
         case PaymentPlanAgreed():
             return data.currency
@@ -353,7 +368,8 @@ def case_holds(case: Case, day: dt.date) -> list[str]:
     holds = sorted(case.holds.values(), key=lambda h: h.hold_id)
     reasons = [f"{h.kind} hold {h.hold_id}" for h in holds if h.until is None or day <= h.until]
     if case.promise is not None:
-        reasons.append(f"promise to pay {case.promise.promise_id} by {case.promise.promised_date}")
+        kind = "settlement" if case.promise.settles else "promise to pay"
+        reasons.append(f"{kind} {case.promise.promise_id} by {case.promise.promised_date}")
     if case.plan is not None:
         reasons.append(f"payment plan {case.plan.plan_id}")
     return reasons

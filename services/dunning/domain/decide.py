@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 from contracts.collections import DISPUTE_ESCALATION, INSOLVENCY_CLAIM, InputRef
 from contracts.policy import PolicyPublished
+from services.dunning.domain import closings
+from services.dunning.domain.bundles import bundle
 from services.dunning.domain.case import Case, DebtorFacts, Decision, amount_text, case_holds, replace
 from services.dunning.domain.changes import emit
 from services.dunning.domain.ladder import Ladder
@@ -28,6 +30,8 @@ def decide(
     work = Decider(case, business_date, policy, facts, tick)
     work.replanned()
     work.expire_holds()
+    work.grant_discounts()
+    work.check_settlement()
     work.check_promise()
     work.check_plan()
     work.escalate_old_disputes()
@@ -58,12 +62,22 @@ def decide_debtor(
     tick: InputRef | None = None,
 ) -> list[Decision]:
     """`decide` for all cases of one debtor (one per currency), in case id order, so that contact
-    caps count every contact with the debtor."""
+    caps count every contact with the debtor; the messages the cases send the debtor on the same day
+    on the same channels are then bundled into one (`bundles.bundle`). A contact another case makes
+    in this same decision does not count against a case: it goes out with it as one message (or, on
+    other channels, as a second message the same day, which the caps then let through)."""
     base = facts or DebtorFacts()
     current = {c.case_id: c for c in cases}
-    decisions = []
+    decisions: list[Decision] = []
     for key in sorted(current):
-        elsewhere = [d for k, c in current.items() if k != key for d in c.contacts.values()]
+        made_now = {command.command_id for d in decisions for command in d.commands}
+        elsewhere = [
+            d
+            for k, c in current.items()
+            if k != key
+            for command_id, d in c.contacts.items()
+            if command_id not in made_now
+        ]
         decision = decide(
             current[key],
             business_date,
@@ -73,7 +87,7 @@ def decide_debtor(
         )
         current[key] = decision.case
         decisions.append(decision)
-    return decisions
+    return bundle(decisions)
 
 
 class Decider(Ladder):
@@ -93,6 +107,53 @@ class Decider(Ladder):
             gone = {h.hold_id for h in expired}
             self.case = replace(self.case, holds={k: v for k, v in self.case.holds.items() if k not in gone})
 
+    def grant_discounts(self) -> None:
+        """Post the discount a payment inside the discount window earned; the item is not chased
+        while the ledger applies it."""
+        items = dict(self.case.items)
+        granted = False
+        for item in self.case.open_items():
+            amount = closings.earned_discount(item, self.doc.discounts)
+            if not amount:
+                continue
+            granted = True
+            posting = closings.discount_posting(self.case, item, amount, self.day)
+            self.postings.append(posting)
+            items[item.invoice_id] = replace(item, closing=posting.discount_id)
+            self.changes.add(
+                "discount_granted",
+                f"invoice {item.invoice_id}: early-payment discount of "
+                f"{amount_text(amount, self.case.currency)} for the payment of {item.paid_on}",
+            )
+        if granted:
+            self.case = replace(self.case, items=items)
+
+    def check_settlement(self) -> None:
+        """A settlement paid: forgive the rest of its invoices and lift its hold."""
+        settlement = self.case.promise
+        if settlement is None or not settlement.settles:
+            return
+        paid = self.case.paid - settlement.paid_before
+        if paid < settlement.amount:
+            return
+        forgiven = closings.forgiveness_postings(self.case, settlement, self.day)
+        items = dict(self.case.items)
+        for posting in forgiven:
+            items[posting.invoice_id] = replace(items[posting.invoice_id], closing=posting.writeoff_id)
+        rest = sum(self.case.items[p.invoice_id].outstanding for p in forgiven)
+        self.postings.extend(forgiven)
+        self.changes.add(
+            "promise_kept",
+            f"settlement {settlement.promise_id}: {amount_text(paid, self.case.currency)} paid",
+        )
+        if forgiven:
+            self.changes.add(
+                "rest_forgiven",
+                f"settlement {settlement.promise_id}: {amount_text(rest, self.case.currency)} of "
+                f"{', '.join(p.invoice_id for p in forgiven)} written off as agreed",
+            )
+        self.case = replace(self.case, promise=None, items=items)
+
     def check_promise(self) -> None:
         promise = self.case.promise
         if promise is None:
@@ -109,9 +170,9 @@ class Decider(Ladder):
         self.changes.inputs = self.provenance([*self.changes.inputs, promise.ref])
         self.changes.add(
             "promise_broken",
-            f"promise {promise.promise_id} of {amount_text(promise.amount, self.case.currency)} by "
-            f"{promise.promised_date}: {amount_text(max(paid, 0), self.case.currency)} paid; "
-            "escalation resumes",
+            f"{'settlement' if promise.settles else 'promise'} {promise.promise_id} of "
+            f"{amount_text(promise.amount, self.case.currency)} by {promise.promised_date}: "
+            f"{amount_text(max(paid, 0), self.case.currency)} paid; escalation resumes",
         )
         self.case = replace(self.case, promise=None, escalate_now=True)
 
@@ -278,11 +339,9 @@ class Decider(Ladder):
 
     def recalculated(self) -> None:
         case = self.case
-        if case.recalculate and case.items and not case_holds(case, self.day):
-            self.changes.add(
-                "recalculated",
-                f"paid down to {amount_text(sum(i.outstanding for i in case.items.values()), case.currency)}",
-            )
+        chased = [i.outstanding for i in case.items.values() if i.closing is None]
+        if case.recalculate and chased and not case_holds(case, self.day):
+            self.changes.add("recalculated", f"paid down to {amount_text(sum(chased), case.currency)}")
         self.case = replace(self.case, recalculate=False)
 
     def finish(self) -> Decision:
@@ -307,5 +366,10 @@ class Decider(Ladder):
         )
         case, events = emit(case, self.changes, self.policy.version)
         return Decision(
-            case, tuple(self.commands), tuple(self.cancellations), tuple(events), tuple(self.changes.timeline)
+            case,
+            tuple(self.commands),
+            tuple(self.cancellations),
+            tuple(events),
+            tuple(self.changes.timeline),
+            tuple(self.postings),
         )

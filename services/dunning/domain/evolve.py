@@ -14,6 +14,7 @@ from contracts.collections import (
     InputRef,
     PaymentPlanAgreed,
     PromiseToPay,
+    SettlementAgreed,
 )
 from contracts.receivables import ReceivableBalance, ReceivableStatus
 from services.dunning.domain.case import (
@@ -52,6 +53,8 @@ def evolve(case: Case, fact: Fact) -> tuple[Case, list[CaseEvent]]:
             after = _contact_result(case, data, changes)
         case PromiseToPay():
             after = _promise(case, data, fact.ref, changes)
+        case SettlementAgreed():
+            after = _settlement(case, data, fact.ref, changes)
         case DisputeChanged():
             after = _dispute(case, data, fact.type == DISPUTE_OPENED, changes)
         case PaymentPlanAgreed():
@@ -67,7 +70,9 @@ def evolve(case: Case, fact: Fact) -> tuple[Case, list[CaseEvent]]:
         return case, []
     refs = case.refs if isinstance(data, ReceivableBalance) or fact.ref is None else (*case.refs, fact.ref)
     after = replace(after, as_of=max(case.as_of or day, day), refs=refs[-INPUTS_LIMIT:])
-    if changes.needs_decision or isinstance(data, (ReceivableBalance, PromiseToPay, PaymentPlanAgreed)):
+    if changes.needs_decision or isinstance(
+        data, (ReceivableBalance, PromiseToPay, SettlementAgreed, PaymentPlanAgreed)
+    ):
         after = replace(after, next_action_date=min(case.next_action_date or day, day))
     return emit(after, changes, policy_version=None)
 
@@ -77,7 +82,16 @@ def _fact_date(case: Case, fact: Fact) -> dt.date:
     if isinstance(data, ReceivableBalance):
         return data.effective_date
     if isinstance(
-        data, (PromiseToPay, DisputeChanged, PaymentPlanAgreed, HoldChanged, CaseNote, AgencyOutcome)
+        data,
+        (
+            PromiseToPay,
+            SettlementAgreed,
+            DisputeChanged,
+            PaymentPlanAgreed,
+            HoldChanged,
+            CaseNote,
+            AgencyOutcome,
+        ),
     ):
         return data.recorded.business_date
     return case.as_of or dt.date.min
@@ -89,6 +103,7 @@ def _balance(case: Case, fact: ReceivableBalance, ref: InputRef | None, changes:
     history = previous.changes if previous else ()
     items = dict(case.items)
     status: ReceivableStatus = fact.status
+    paid_now = fact.cause_type in PAYMENT_CAUSES and fact.change.amount_minor < 0
     if status == "open" and fact.outstanding.amount_minor > 0:
         items[fact.invoice_id] = Item(
             invoice_id=fact.invoice_id,
@@ -98,6 +113,9 @@ def _balance(case: Case, fact: ReceivableBalance, ref: InputRef | None, changes:
             outstanding=fact.outstanding.amount_minor,
             changes=_add_change(history, fact.effective_date, fact.change.amount_minor),
             ref=ref,
+            paid_on=fact.effective_date if paid_now else (previous.paid_on if previous else None),
+            # What dunning posted to close the rest still stands unless the invoice owes more now.
+            closing=previous.closing if previous and fact.change.amount_minor <= 0 else None,
         )
     else:
         items.pop(fact.invoice_id, None)
@@ -117,8 +135,9 @@ def _balance(case: Case, fact: ReceivableBalance, ref: InputRef | None, changes:
         changes.add("opened", label)
     if paid > case.paid and after.placement is not None:
         after = replace(after, placement=replace(after.placement, last_recovery_on=fact.effective_date))
-    if after.promise is not None and (paid - after.promise.paid_before >= after.promise.amount):
-        changes.add("promise_kept", f"promise {after.promise.promise_id} paid")
+    promise = after.promise
+    if promise is not None and not promise.settles and paid - promise.paid_before >= promise.amount:
+        changes.add("promise_kept", f"promise {promise.promise_id} paid")
         after = replace(after, promise=None)
     if after.plan is not None and (paid - after.plan.paid_before >= after.plan.total):
         changes.add("plan_completed", f"payment plan {after.plan.plan_id} paid")
@@ -180,6 +199,27 @@ def _promise(case: Case, promise: PromiseToPay, ref: InputRef | None, changes: C
         f" (recorded by {promise.recorded.recorded_by})",
     )
     return replace(case, promise=made)
+
+
+def _settlement(case: Case, settlement: SettlementAgreed, ref: InputRef | None, changes: Changes) -> Case:
+    agreed = Promise(
+        promise_id=settlement.settlement_id,
+        amount=settlement.amount.amount_minor,
+        promised_date=settlement.pay_by,
+        recorded_on=settlement.recorded.business_date,
+        paid_before=case.paid,
+        ref=ref,
+        settles=True,
+        invoice_ids=tuple(settlement.invoice_ids),
+    )
+    scope = ", ".join(agreed.invoice_ids) if agreed.invoice_ids else "every open invoice"
+    changes.add(
+        "promise_recorded",
+        f"settlement {agreed.promise_id}: {amount_text(agreed.amount, case.currency)}"
+        f" by {agreed.promised_date}, the rest of {scope} forgiven"
+        f" (recorded by {settlement.recorded.recorded_by})",
+    )
+    return replace(case, promise=agreed)
 
 
 def _dispute(case: Case, dispute: DisputeChanged, opened: bool, changes: Changes) -> Case:

@@ -25,3 +25,9 @@ def cancellation_id(tenant_id: str, cancelled_command_id: str) -> str:
 def case_event_id(tenant_id: str, event: CaseEvent) -> str:
     """Envelope id of a case event: one per case and version."""
     return str(uuid.uuid5(_IDS, f"{tenant_id}|{event.case_id}|{event.version}"))
+
+
+def posting_id(case: Case, kind: str, invoice_id: str, *parts: str) -> str:
+    """Id of a journal entry dunning posts for the ledger (a discount, a write-off): the same on every
+    replay, and the envelope's id too, so the ledger applies it once."""
+    return str(uuid.uuid5(_IDS, "|".join((case.tenant_id, case.case_id, kind, invoice_id, *parts))))

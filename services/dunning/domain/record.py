@@ -19,6 +19,7 @@ from contracts.collections import (
     HoldChanged,
     PaymentPlanAgreed,
     PromiseToPay,
+    SettlementAgreed,
 )
 from contracts.receivables import RECEIVABLE_OPENED, ReceivableBalance
 from services.dunning.domain.audit import Line
@@ -76,6 +77,19 @@ def fact_line(fact: Fact, source_id: str, case: Case | None) -> Line | None:
                 "promise",
                 f"promise {data.promise_id}: {amount_text(data.amount.amount_minor, data.amount.currency)}"
                 f" by {data.promised_date} (recorded by {data.recorded.recorded_by})",
+                source_id,
+                data.amount.currency,
+                case.case_id if case else None,
+                data.amount.amount_minor,
+            )
+        case SettlementAgreed():
+            settled = ", ".join(data.invoice_ids) if data.invoice_ids else "every open invoice"
+            return Line(
+                data.recorded.business_date,
+                "settlement",
+                f"settlement {data.settlement_id}: "
+                f"{amount_text(data.amount.amount_minor, data.amount.currency)} by {data.pay_by}, "
+                f"the rest of {settled} forgiven (recorded by {data.recorded.recorded_by})",
                 source_id,
                 data.amount.currency,
                 case.case_id if case else None,

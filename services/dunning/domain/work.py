@@ -14,6 +14,7 @@ from contracts.collections import (
     CommandItem,
     InputRef,
 )
+from contracts.journal import DiscountGranted, WriteOffPosted
 from contracts.money import Money
 from contracts.policy import DEBTOR_FACING, DailyWindow, DunningPolicy, LadderStep, Penalty, PolicyPublished
 from services.dunning import penalties
@@ -41,6 +42,7 @@ class Work:
         self.broken: list[InputRef | None] = []
         """The promise or plan whose breaking escalates: provenance of the commands."""
         self.cancellations: list[CommandCancelled] = []
+        self.postings: list[DiscountGranted | WriteOffPosted] = []
         self.dates: list[dt.date] = []
         profile = facts.profile
         self.timezone = profile.timezone if profile else "UTC"
@@ -54,6 +56,13 @@ class Work:
             if ref is not None:
                 seen.setdefault((ref.topic, ref.partition, ref.offset, ref.event_id), ref)
         return list(seen.values())[:INPUTS_LIMIT]
+
+    def agency_name(self, agency_id: str | None) -> str | None:
+        """The name the policy gives the agency, for what the debtor reads."""
+        rules = self.doc.agency
+        if agency_id is None or rules is None:
+            return None
+        return next((a.name for a in rules.agencies if a.agency_id == agency_id), None)
 
     def later(self, day: dt.date | None) -> None:
         if day is not None:
@@ -189,6 +198,7 @@ class Work:
             costs=Money(amount_minor=costs, currency=currency) if costs > 0 else None,
             deadline=deadline,
             agency_id=agency_id,
+            agency_name=self.agency_name(agency_id),
             assignee=assignee,
             send_after=send_after,
             send_before=send_before,

@@ -12,8 +12,12 @@ placement.
 
 Timed: the replay from the start of the topics (policies and clock read whole, every partition of
 the four debtor topics read, decoded, replayed debtor by debtor and dropped), in one process and with
-two worker processes. The raw limit beside it, in the same run: reading the same partitions without
-decoding anything (`EventLog.read_partition`), the least any replay of that log can take.
+two worker processes, each with its CPU seconds (the workers' own for the second) and peak memory
+(the bench process's, which holds the harness too, and each worker's), and whether both reports are
+the same. The raw limit beside it, in the same run: reading the same partitions without decoding
+anything (`EventLog.read_partition`), the least any replay of that log can take. `--report FILE`
+writes the report (tenant renamed "whatif") to compare the report of the same history across
+versions.
 
 `python -m bench.policy_whatif --debtors 20000` runs this measure alone on a broker started for it.
 """
@@ -22,9 +26,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import math
+import os
 import random
+import resource
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +40,7 @@ from typing import Any
 import orjson
 
 from bench.pipeline import Context, standalone
+from bench.processes import children_of
 from contracts.clock import BusinessDayStarted, clock_event_id
 from contracts.money import Money
 from contracts.policy import DunningPolicy, PolicyPublished
@@ -41,7 +49,7 @@ from contracts.registry import encode_event, make_event
 from contracts.topics import RECEIVABLES
 from services.dunning.policies import default_policy
 from services.dunning.replay import DEBTOR_TOPICS, simulate
-from services.dunning.simulation import Window
+from services.dunning.simulation import Window, report_json
 from services.runtime.kafka_log import KafkaLog
 from services.runtime.log import Message
 from services.runtime.settings import Settings
@@ -178,11 +186,34 @@ async def raw_read(log: KafkaLog) -> tuple[int, float]:
     return records, time.perf_counter() - started
 
 
-async def measure_policy_whatif(ctx: Context, debtors: int, seed: int) -> dict[str, Any]:
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _status_mb(key: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def _reset_peak_rss() -> None:
+    """Start VmHWM (the process's peak RSS) over from its current RSS (Linux 4.0+)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+async def measure_policy_whatif(
+    ctx: Context, debtors: int, seed: int, report_path: Path | None = None
+) -> dict[str, Any]:
     tenant = f"whatif-{uuid.uuid4().hex[:8]}"
     bootstrap = ctx.infra.bootstrap_servers
     log_settings = Settings(kafka_bootstrap_servers=bootstrap)
     log = KafkaLog(bootstrap)
+    # The replay's worker processes: the bench process's children but those already running.
+    harness = {ctx.infra.broker_pid(), ctx.infra.postmaster_pid(), *children_of(os.getpid())}
+    ctx.processes.add("whatif_workers", lambda: [p for p in children_of(os.getpid()) if p not in harness])
     await log.start()
     try:
         generated = time.perf_counter()
@@ -191,22 +222,42 @@ async def measure_policy_whatif(ctx: Context, debtors: int, seed: int) -> dict[s
         for start in range(0, len(debtor_records), 20_000):
             await log.publish(debtor_records[start : start + 20_000])
         await log.publish(tenant_records)
+        produced = len(debtor_records)
+        del debtor_records  # the harness's copy: not the replay's memory, nor its collector's work
         records, raw_s = await raw_read(log)
         figures: dict[str, Any] = {}
+        reports = []
         for workers in (1, 2):
-            started, cpu = time.perf_counter(), time.process_time()
+            _reset_peak_rss()
+            rss_before = _status_mb("VmRSS")
+            started, cpu, children = time.perf_counter(), time.process_time(), _children_cpu_s()
             report = await simulate(log, tenant, candidate(), WINDOW, workers=workers, settings=log_settings)
             figures[f"workers_{workers}"] = round(time.perf_counter() - started, 2)
+            reports.append(report_json(report))
+            # On a shared machine the wall time says how busy it was; the CPU time what it costs.
             if workers == 1:
-                # On a shared machine the wall time says how busy it was; the CPU time what it costs.
                 cpu_s = time.process_time() - cpu
+                peak_one = {
+                    "bench_process_before_mb": rss_before,
+                    "bench_process_peak_mb": _status_mb("VmHWM"),
+                }
+            else:
+                workers_cpu_s = _children_cpu_s() - children
+                parent_cpu_s = time.process_time() - cpu
     finally:
         await log.stop()
+    workers_peak = ctx.processes.memory()["whatif_workers"]["peak_rss_max_process_bytes"] or 0
+    ctx.processes.forget("whatif_workers")
+    if report_path is not None:
+        written = orjson.dumps({**reports[0], "tenant": "whatif"}, option=orjson.OPT_INDENT_2)
+        await asyncio.to_thread(report_path.write_bytes, written)
     best = min(figures.values())
+    per_debtor_cpu_s = cpu_s / debtors
     return {
         "debtors": debtors,
         "debtors_in_scope": report.debtors,
-        "tenant_records": len(debtor_records),
+        "reports_identical": reports[0] == reports[1],
+        "tenant_records": produced,
         "records_read": records,
         "days": (LAST_DAY - FIRST_DAY).days + 1,
         "window": [WINDOW.start.isoformat(), WINDOW.end.isoformat()],
@@ -224,8 +275,13 @@ async def measure_policy_whatif(ctx: Context, debtors: int, seed: int) -> dict[s
         "ratio_to_limit": round(raw_s / best, 3),
         "million_debtors_seconds": round(1_000_000 / (debtors / best)),
         "cpu_seconds_one_process": round(cpu_s, 2),
-        "cpu_ms_per_debtor": round(cpu_s * 1000 / debtors, 2),
-        "million_debtors_cpu_seconds": round(cpu_s * 1_000_000 / debtors),
+        "cpu_seconds_two_workers": round(workers_cpu_s, 2),
+        "cpu_seconds_two_workers_parent": round(parent_cpu_s, 2),
+        "cpu_ms_per_debtor": round(per_debtor_cpu_s * 1000, 3),
+        "million_debtors_cpu_seconds": round(per_debtor_cpu_s * 1_000_000),
+        # Two workers on two otherwise idle cores: the CPU split evenly (each debtor is replayed alone).
+        "million_debtors_two_cores_seconds": round(per_debtor_cpu_s * 1_000_000 / 2),
+        "peak_memory": {**peak_one, "worker_peak_mb": round(workers_peak / 2**20, 1)},
     }
 
 
@@ -240,13 +296,14 @@ def summary_line(measure: dict[str, Any]) -> str:
         f" topics {limit['seconds']:.1f} s ({limit['records_per_s']:,.0f} records/s):"
         f" {measure['ratio_to_limit']:.2f} x the limit;"
         f" a million debtors ~{measure['million_debtors_seconds']:,} s at this rate,"
-        f" {measure['million_debtors_cpu_seconds']:,} CPU s ({measure['cpu_ms_per_debtor']} ms per debtor)"
+        f" {measure['million_debtors_cpu_seconds']:,} CPU s ({measure['cpu_ms_per_debtor']} ms per debtor),"
+        f" ~{measure['million_debtors_two_cores_seconds']:,} s on two idle cores"
     )
 
 
-async def _main(debtors: int, seed: int) -> dict[str, Any]:
+async def _main(debtors: int, seed: int, report_path: Path | None) -> dict[str, Any]:
     async with standalone(None) as ctx:
-        return await measure_policy_whatif(ctx, debtors, seed)
+        return await measure_policy_whatif(ctx, debtors, seed, report_path)
 
 
 def main() -> None:
@@ -256,10 +313,11 @@ def main() -> None:
     parser.add_argument("--debtors", type=int, default=WHATIF_DEBTORS["tiny"])
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--out", help="write the figures as JSON to this file")
+    parser.add_argument("--report", type=Path, help="write the what-if report as JSON to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    measure = asyncio.run(_main(args.debtors, args.seed))
+    measure = asyncio.run(_main(args.debtors, args.seed, args.report))
     print(summary_line(measure))
     print(orjson.dumps(measure, option=orjson.OPT_INDENT_2).decode())
     if args.out:

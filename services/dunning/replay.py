@@ -8,11 +8,15 @@ and partition count, so partition i of each holds every record of the same debto
 read at a time (the tenant's records of it kept as bytes, grouped by debtor), each debtor is decoded,
 replayed and dropped, and only the tallies stay. With `workers` > 1 the partitions are spread over a
 process pool, each worker opening the log of the same settings.
+
+What every debtor's replay shares is worked out once per partition: the business days in order and the
+version in force on each (`simulation.Calendar`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -29,12 +33,14 @@ from contracts.scores import ScoreChanged
 from contracts.topics import CLOCK, CONTACTS, DEBTORS, POLICIES, RECEIVABLES, SCORES
 from services.dunning.domain import CaseInput, fact_of
 from services.dunning.simulation import (
+    Calendar,
     Day,
     Input,
     Report,
     Window,
+    business_days,
     candidate_version,
-    interleave,
+    interleave_days,
     merge,
     replay_debtor,
 )
@@ -114,10 +120,15 @@ def replay_partition(
     history: History, by_debtor: dict[str, list[Raw]], candidate: PolicyPublished, window: Window
 ) -> Report:
     report = _empty(history, candidate, window)
-    days = [(ms, day.business_date) for ms, day in history.days]
+    days = business_days((ms, day.business_date) for ms, day in history.days)
+    calendar = Calendar.of(history.versions, candidate)
     for debtor in sorted(by_debtor):
-        steps = interleave(days, debtor_inputs(by_debtor[debtor]))
-        report.add(replay_debtor(history.tenant, debtor, steps, history.versions, candidate, window))
+        steps = interleave_days(days, debtor_inputs(by_debtor[debtor]))
+        report.add(
+            replay_debtor(
+                history.tenant, debtor, steps, history.versions, candidate, window, calendar=calendar
+            )
+        )
     return report
 
 
@@ -143,12 +154,18 @@ async def simulate(
             reports.append(await asyncio.to_thread(replay_partition, history, by_debtor, published, window))
         return merge(reports)
     loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with ProcessPoolExecutor(max_workers=min(workers, len(partitions)), initializer=_worker_started) as pool:
         runs = [
             loop.run_in_executor(pool, _replay_in_worker, settings, history, partition, published, window)
             for partition in partitions
         ]
         return merge(await asyncio.gather(*runs))
+
+
+def _worker_started() -> None:
+    # A forked worker holds a copy of its parent's objects (a service's caches, a harness's data):
+    # its garbage collections need not go through them again and again, nor copy their pages.
+    gc.freeze()
 
 
 def _replay_in_worker(

@@ -91,16 +91,56 @@ def interleave(
     """A debtor's records (with the time the log took each, in the order dunning met them) and the
     tenant's business days (with the time each started) in one sequence: a record taken before a day
     started was applied before that day was decided (the business-day watermark makes sure of it)."""
-    ordered = sorted(days, key=lambda d: (d[0], d[1]))
+    return interleave_days(business_days(days), records)
+
+
+def business_days(days: Iterable[tuple[int, dt.date]]) -> list[tuple[int, Day]]:
+    """The tenant's business days in the order they started, each with the time it started: sorted
+    once and shared by every debtor's `interleave_days`."""
+    return [(ms, Day(day)) for ms, day in sorted(days, key=lambda d: (d[0], d[1]))]
+
+
+def interleave_days(
+    ordered: Sequence[tuple[int, Day]], records: Iterable[tuple[int, Input]]
+) -> list[Input | Day]:
+    """`interleave` with the days already in order (`business_days`)."""
     out: list[Input | Day] = []
-    next_day = 0
+    next_day, last = 0, len(ordered)
     for taken_ms, item in records:
-        while next_day < len(ordered) and ordered[next_day][0] <= taken_ms:
-            out.append(Day(ordered[next_day][1]))
+        while next_day < last and ordered[next_day][0] <= taken_ms:
+            out.append(ordered[next_day][1])
             next_day += 1
         out.append(item)
-    out.extend(Day(day) for _, day in ordered[next_day:])
+    out.extend(day for _, day in ordered[next_day:])
     return out
+
+
+class Schedule:
+    """The version in force on each business day (`policy_in_force`) of one list of versions,
+    looked up once per day and shared by the replays of every debtor."""
+
+    def __init__(self, versions: Sequence[PolicyPublished]) -> None:
+        self.versions = list(versions)
+        self._on: dict[dt.date, PolicyPublished | None] = {}
+
+    def on(self, day: dt.date) -> PolicyPublished | None:
+        try:
+            return self._on[day]
+        except KeyError:
+            policy = self._on[day] = policy_in_force(self.versions, day)
+            return policy
+
+
+@dataclass(frozen=True)
+class Calendar:
+    """The schedules of a what-if: the published versions, and the same with the candidate."""
+
+    published: Schedule
+    with_candidate: Schedule
+
+    @classmethod
+    def of(cls, versions: Sequence[PolicyPublished], candidate: PolicyPublished) -> Calendar:
+        return cls(Schedule(versions), Schedule([*versions, candidate]))
 
 
 @dataclass
@@ -140,7 +180,7 @@ class _Replay:
 
     tenant: str
     debtor: str
-    versions: list[PolicyPublished]
+    schedule: Schedule
     window: Window
     cases: dict[str, Case] = field(default_factory=dict)
     today: dt.date | None = None
@@ -155,12 +195,16 @@ class _Replay:
     legal: set[str] = field(default_factory=set)
     chased: dict[str, list[dt.date]] = field(default_factory=dict)
     """Case id -> business dates of the policy's commands on it in the window."""
+    next_action: dt.date | None = None
+    """The earliest next action date of the cases, kept while `next_action_known`: on a day that
+    starts no new version, a case is due only when this date has come (`is_due`)."""
+    next_action_known: bool = True
 
-    def fork(self, versions: list[PolicyPublished]) -> _Replay:
+    def fork(self, schedule: Schedule) -> _Replay:
         return _Replay(
             self.tenant,
             self.debtor,
-            versions,
+            schedule,
             self.window,
             dict(self.cases),
             self.today,
@@ -169,6 +213,8 @@ class _Replay:
             dict(self.segments),
             set(self.proposed),
             self.touched,
+            next_action=self.next_action,
+            next_action_known=self.next_action_known,
         )
 
     def take(self, item: Input) -> None:
@@ -178,6 +224,7 @@ class _Replay:
                     self.cases[opened.case_id] = opened
                 for _, after, _ in evolve_debtor(self.cases, item):
                     self.cases[after.case_id] = after
+                self.next_action_known = False
                 self.touched = True
             case DebtorProfile():
                 self.profile = item
@@ -196,30 +243,44 @@ class _Replay:
         if not self.touched:
             return
         self.touched = False
-        policy = policy_in_force(self.versions, self.today) if self.today else None
+        policy = self.schedule.on(self.today) if self.today else None
         if self.today is not None and policy is not None:
             self._decide(self.today, policy)
 
     def day(self, day: dt.date) -> None:
-        self.decide_touched()
+        if self.touched:
+            self.decide_touched()
         if self.today is not None and day <= self.today:
             return  # a day started before decides nothing new
         self.today = day
-        policy = policy_in_force(self.versions, day)
+        policy = self.schedule.on(day)
         if policy is None:
             return
-        new_version = policy if policy.version != self.applied else None
-        if any(is_due(c, day, new_version) for c in self.cases.values()):
+        if policy.version != self.applied:
+            if any(is_due(c, day, policy) for c in self.cases.values()):
+                self._decide(day, policy)
+            self.applied = policy.version
+            return
+        # No new version: a case is due when its next action date has come.
+        if not self.next_action_known:
+            self.next_action = min(
+                (c.next_action_date for c in self.cases.values() if c.next_action_date is not None),
+                default=None,
+            )
+            self.next_action_known = True
+        if self.next_action is not None and self.next_action <= day:
             self._decide(day, policy)
-        self.applied = policy.version
 
     def _decide(self, day: dt.date, policy: PolicyPublished) -> None:
         facts = DebtorFacts(
             profile=self.profile, segments=dict(self.segments), write_off_proposed=frozenset(self.proposed)
         )
-        for decision in decide_debtor([self.cases[c] for c in sorted(self.cases)], day, policy, facts):
+        decisions = decide_debtor([self.cases[c] for c in sorted(self.cases)], day, policy, facts)
+        self.next_action_known = False
+        counted = self.window.holds(day)
+        for decision in decisions:
             self.cases[decision.case.case_id] = decision.case
-            if self.window.holds(day):
+            if counted and decision.commands:
                 self._count(day, decision)
 
     def _count(self, day: dt.date, decision: Decision) -> None:
@@ -279,10 +340,14 @@ def replay_debtor(
     versions: Sequence[PolicyPublished],
     candidate: PolicyPublished,
     window: Window,
+    *,
+    calendar: Calendar | None = None,
 ) -> DebtorTally:
     """Replay one debtor's inputs (`interleave`) under the published `versions`, and from the window's
-    first business day on under the `candidate` (`candidate_version`) beside them."""
-    current = _Replay(tenant, debtor, list(versions), window)
+    first business day on under the `candidate` (`candidate_version`) beside them; `calendar` (of the
+    same versions and candidate) is the versions in force per day, shared by many debtors."""
+    calendar = calendar or Calendar.of(versions, candidate)
+    current = _Replay(tenant, debtor, calendar.published, window)
     forked: _Replay | None = None
     payments: list[Payment] = []
     in_scope = False
@@ -297,12 +362,12 @@ def replay_debtor(
                 continue
             if forked is None and step.business_date >= window.start:
                 current.decide_touched()
-                forked = current.fork([*versions, candidate])
+                forked = current.fork(calendar.with_candidate)
                 sides = [current, forked]
             for side in sides:
                 side.day(step.business_date)
-            if window.holds(step.business_date) and any(c.items for c in current.cases.values()):
-                in_scope = True
+            if not in_scope and window.holds(step.business_date):
+                in_scope = any(c.items for c in current.cases.values())
             continue
         if isinstance(step, Fact) and (payment := payment_of(debtor, step)) is not None:
             payments.append(payment)
@@ -314,7 +379,7 @@ def replay_debtor(
         if not ended:
             side.decide_touched()
     if forked is None:
-        forked = current.fork([])
+        forked = current.fork(Schedule([]))
     return DebtorTally(
         current=current.tally(payments, window.paid_within),
         candidate=forked.tally(payments, window.paid_within),

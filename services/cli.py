@@ -212,6 +212,15 @@ def simulate_policy(
     ],
     paid_within: Annotated[int, typer.Option(min=0, help="Days after a command a payment counts")] = 14,
     workers: Annotated[int, typer.Option(min=1, help="Processes replaying the log's partitions")] = 1,
+    sample: Annotated[
+        float,
+        typer.Option(
+            min=0.0001,
+            max=1.0,
+            help="Replay this fraction of the debtors (the same ones every run) and estimate the tenant's "
+            "figures with 95 % margins; 1: every debtor",
+        ),
+    ] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON")] = False,
 ) -> None:
     """Replay a candidate policy over the tenant's recorded history beside the published versions
@@ -234,7 +243,9 @@ def simulate_policy(
     async def run() -> dict[str, Any]:
         settings = Settings()
         async with open_log(settings) as log:
-            report = await simulate(log, tenant, document, window, workers=workers, settings=settings)
+            report = await simulate(
+                log, tenant, document, window, workers=workers, settings=settings, sample=sample
+            )
             return report_json(report)
 
     report = asyncio.run(run())

@@ -23,6 +23,8 @@ placed does not depend on it.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +39,11 @@ from services.dunning.domain.debtor import evolve_debtor, opened_case
 
 CURRENT = "current"
 CANDIDATE = "candidate"
+DIFFERENCE = "difference"
+SAMPLE_CAVEAT = (
+    "Estimated from a sample of the debtors (the same debtors on every run): each figure is the "
+    "sample's scaled to the tenant, with the half-width of its 95 % confidence interval as its margin."
+)
 DEFAULT_PAID_WITHIN = 14
 NO_CHANNEL = "none"
 CAVEATS = (
@@ -387,9 +394,32 @@ def replay_debtor(
     )
 
 
+def sampled(tenant: str, debtor: str, fraction: float) -> bool:
+    """Whether the debtor is in a what-if's sample of `fraction` of the tenant's debtors: a stable
+    hash of its key under the fraction, so a sample is the same debtors on every run."""
+    if fraction >= 1:
+        return True
+    digest = hashlib.blake2b(f"{tenant}:{debtor}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < fraction * 2**64
+
+
+def _figures(tally: Tally) -> dict[str, int]:
+    """One side's figures of one debtor, by the name `report_json` gives each its margin under."""
+    figures = {
+        f"commands|{step}|{action}|{channel}": n for (step, action, channel), n in tally.commands.items()
+    }
+    figures["contacts"] = sum(k * n for k, n in tally.contacts.items())
+    figures["placed"] = tally.placed
+    figures["legal"] = tally.legal
+    figures.update({f"paid|{currency}": amount for currency, amount in tally.paid.items()})
+    return figures
+
+
 @dataclass
 class Report:
-    """Both policies' tallies over the debtors in scope."""
+    """Both policies' tallies over the debtors in scope; with a `sample` below 1, over the sampled
+    debtors (`sampled`), with the sums of squares of each debtor's figures that the margins of the
+    estimates for the whole tenant need (`squares`: (side, figure) -> sum)."""
 
     tenant: str
     window: Window
@@ -398,6 +428,8 @@ class Report:
     debtors: int = 0
     current: Tally = field(default_factory=Tally)
     candidate: Tally = field(default_factory=Tally)
+    sample: float = 1.0
+    squares: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, tally: DebtorTally) -> None:
         if not tally.in_scope:
@@ -405,37 +437,70 @@ class Report:
         self.debtors += 1
         self.current.add(tally.current)
         self.candidate.add(tally.candidate)
+        if self.sample < 1:
+            a, b = _figures(tally.current), _figures(tally.candidate)
+            for name in a.keys() | b.keys():
+                x, y = a.get(name, 0), b.get(name, 0)
+                self.squares[(CURRENT, name)] += x * x
+                self.squares[(CANDIDATE, name)] += y * y
+                self.squares[(DIFFERENCE, name)] += (y - x) ** 2
 
     def merge(self, other: Report) -> None:
         self.debtors += other.debtors
         self.current.add(other.current)
         self.candidate.add(other.candidate)
+        self.squares.update(other.squares)
 
 
 def merge(reports: Iterable[Report]) -> Report:
     merged: Report | None = None
     for report in reports:
         if merged is None:
-            merged = Report(report.tenant, report.window, report.current_versions, report.candidate_version)
+            merged = Report(
+                report.tenant,
+                report.window,
+                report.current_versions,
+                report.candidate_version,
+                sample=report.sample,
+            )
         merged.merge(report)
     if merged is None:
         raise ValueError("nothing to merge")
     return merged
 
 
-def _contacts(tally: Tally) -> dict[str, Any]:
+def _contacts(report: Report, tally: Tally) -> dict[str, Any]:
     debtors = sum(tally.contacts.values())
     total = sum(k * n for k, n in tally.contacts.items())
     return {
-        "total": total,
+        "total": _estimate(report, total),
         "mean": round(total / debtors, 3) if debtors else 0.0,
         "max": max(tally.contacts, default=0),
-        "distribution": {str(k): tally.contacts[k] for k in sorted(tally.contacts)},
+        "distribution": {str(k): _estimate(report, tally.contacts[k]) for k in sorted(tally.contacts)},
     }
 
 
-def _side(report: Report, a: int, b: int) -> dict[str, int]:
-    return {CURRENT: a, CANDIDATE: b, "difference": b - a}
+def _estimate(report: Report, value: int) -> int:
+    """A sampled figure as an estimate for the whole tenant (itself without a sample)."""
+    return value if report.sample >= 1 else round(value / report.sample)
+
+
+def _margin(report: Report, side: str, figure: str) -> int:
+    """Half the width of the 95 % confidence interval of an estimate (Bernoulli sampling of debtors,
+    Horvitz-Thompson: variance (1 - p) / p^2 times the sum of the sampled debtors' squares)."""
+    p = report.sample
+    return round(1.96 * math.sqrt((1 - p) / (p * p) * report.squares[(side, figure)]))
+
+
+def _side(report: Report, a: int, b: int, figure: str) -> dict[str, Any]:
+    side: dict[str, Any] = {
+        CURRENT: _estimate(report, a),
+        CANDIDATE: _estimate(report, b),
+        DIFFERENCE: _estimate(report, b) - _estimate(report, a),
+    }
+    if report.sample < 1:
+        side["margin"] = {s: _margin(report, s, figure) for s in (CURRENT, CANDIDATE, DIFFERENCE)}
+    return side
 
 
 def report_json(report: Report) -> dict[str, Any]:
@@ -451,32 +516,52 @@ def report_json(report: Report) -> dict[str, Any]:
         "paid_within_days": report.window.paid_within,
         "current_versions": report.current_versions,
         "candidate_version": report.candidate_version,
-        "debtors": report.debtors,
+        "debtors": _estimate(report, report.debtors),
+        **(
+            {"sample": {"fraction": report.sample, "debtors_replayed": report.debtors}}
+            if report.sample < 1
+            else {}
+        ),
         "commands": [
             {
                 "step": step,
                 "action": action,
                 "channel": channel,
-                **_side(report, current.commands[k], candidate.commands[k]),
+                **_side(
+                    report,
+                    current.commands[k],
+                    candidate.commands[k],
+                    f"commands|{step}|{action}|{channel}",
+                ),
             }
             for k in keys
             for step, action, channel in [k]
         ],
-        "contacts_per_debtor": {CURRENT: _contacts(current), CANDIDATE: _contacts(candidate)},
-        "agency_placements": _side(report, current.placed, candidate.placed),
-        "legal_actions": _side(report, current.legal, candidate.legal),
+        "contacts_per_debtor": {CURRENT: _contacts(report, current), CANDIDATE: _contacts(report, candidate)},
+        "agency_placements": _side(report, current.placed, candidate.placed, "placed"),
+        "legal_actions": _side(report, current.legal, candidate.legal, "legal"),
         "paid_within": [
-            {"currency": c, **_side(report, current.paid[c], candidate.paid[c])} for c in currencies
+            {"currency": c, **_side(report, current.paid[c], candidate.paid[c], f"paid|{c}")}
+            for c in currencies
         ],
-        "caveats": list(CAVEATS),
+        "caveats": list(CAVEATS) + ([SAMPLE_CAVEAT] if report.sample < 1 else []),
     }
 
 
 def report_table(report: dict[str, Any]) -> str:
     """The JSON report (`report_json`) as text tables for people."""
-    rows = [("step", "action", "channel", CURRENT, CANDIDATE, "difference")]
+    sample = report.get("sample")
+    rows = [("step", "action", "channel", CURRENT, CANDIDATE, DIFFERENCE, *(("± 95 %",) if sample else ()))]
     rows += [
-        (c["step"], c["action"], c["channel"], str(c[CURRENT]), str(c[CANDIDATE]), f"{c['difference']:+d}")
+        (
+            c["step"],
+            c["action"],
+            c["channel"],
+            str(c[CURRENT]),
+            str(c[CANDIDATE]),
+            f"{c[DIFFERENCE]:+d}",
+            *((str(c["margin"][DIFFERENCE]),) if sample else ()),
+        )
         for c in report["commands"]
     ]
     contacts = report["contacts_per_debtor"]
@@ -484,7 +569,12 @@ def report_table(report: dict[str, Any]) -> str:
         f"Policy what-if for {report['tenant']}, business days {report['from']} to {report['to']}: "
         f"versions {', '.join(map(str, report['current_versions'])) or 'none'} as published "
         f"(current) against the candidate (as version {report['candidate_version']}), "
-        f"{report['debtors']} debtor(s) with an open case in the window.",
+        f"{report['debtors']} debtor(s) with an open case in the window"
+        + (
+            f" (estimated from a {sample['fraction']:.0%} sample: {sample['debtors_replayed']} replayed)."
+            if sample
+            else "."
+        ),
         "",
         *_aligned(rows),
         "",

@@ -615,7 +615,7 @@ def _grant_discount(state: DebtorLedger, event: DiscountGranted) -> Transition:
     payment_id = event.payment_id or _latest_payment(state, invoice.invoice_id)
     payment = state.sources.get(payment_id) if payment_id else None
     if payment is not None and payment.reversed_on is not None:
-        reason = f"discount {event.discount_id!r}: payment {event.payment_id!r} was reversed"
+        reason = f"discount {event.discount_id!r}: payment {payment_id!r} was reversed"
         return Transition(state, rejection=reason)
     amount = min(event.amount.amount_minor, invoice.outstanding)
     if amount <= 0:

@@ -232,6 +232,17 @@ async def produce_history(log: KafkaLog, tenant: str, debtors: int, seed: int) -
     return generated_s, len(debtor_records)
 
 
+async def timed_sample(
+    log: KafkaLog, tenant: str, settings: Settings, sample: float
+) -> tuple[dict[str, Any], float, float]:
+    """The what-if report estimated from a sample, in two workers; its wall and CPU seconds (the
+    workers' and this process's)."""
+    started, cpu, children = time.perf_counter(), time.process_time(), _children_cpu_s()
+    report = await simulate(log, tenant, candidate(), WINDOW, workers=2, settings=settings, sample=sample)
+    seconds = time.perf_counter() - started
+    return report_json(report), seconds, _children_cpu_s() - children + time.process_time() - cpu
+
+
 async def measure_sampled_whatif(ctx: Context, debtors: int, seed: int, sample: float) -> dict[str, Any]:
     """The sampled what-if alone (no exact replay to compare with): for sizes the exact one takes too
     long at, such as a million debtors."""
@@ -243,12 +254,7 @@ async def measure_sampled_whatif(ctx: Context, debtors: int, seed: int, sample: 
         generated_s, produced = await produce_history(log, tenant, debtors, seed)
         records, raw_s = await raw_read(log)
         _reset_peak_rss()
-        started, cpu, children = time.perf_counter(), time.process_time(), _children_cpu_s()
-        estimate = report_json(
-            await simulate(log, tenant, candidate(), WINDOW, workers=2, settings=log_settings, sample=sample)
-        )
-        seconds = time.perf_counter() - started
-        cpu_s = _children_cpu_s() - children + time.process_time() - cpu
+        estimate, seconds, cpu_s = await timed_sample(log, tenant, log_settings, sample)
     finally:
         await log.stop()
     return {
@@ -305,13 +311,8 @@ async def measure_policy_whatif(
             else:
                 workers_cpu_s = _children_cpu_s() - children
                 parent_cpu_s = time.process_time() - cpu
-        # The same what-if estimated from a sample of the debtors, in two workers.
-        started, cpu, children = time.perf_counter(), time.process_time(), _children_cpu_s()
-        estimate = report_json(
-            await simulate(log, tenant, candidate(), WINDOW, workers=2, settings=log_settings, sample=sample)
-        )
-        sampled_s = time.perf_counter() - started
-        sampled_cpu_s = _children_cpu_s() - children + time.process_time() - cpu
+        # The same what-if estimated from a sample of the debtors.
+        estimate, sampled_s, sampled_cpu_s = await timed_sample(log, tenant, log_settings, sample)
     finally:
         await log.stop()
     workers_peak = ctx.processes.memory()["whatif_workers"]["peak_rss_max_process_bytes"] or 0

@@ -59,6 +59,12 @@ class Outcome:
 
     def fault_log(self, faults: Faults) -> None:
         self.kills = faults.count("kill -9")
+        notifier_kills = faults.count("kill -9 notifier")
+        if self.emails_twice and self.emails_twice > notifier_kills:
+            self.problems.append(
+                f"{self.emails_twice} e-mails received twice, more than the {notifier_kills} notifier"
+                " kills that may each re-send the one in flight"
+            )
         self.faults = len(faults.done)
         recoveries = faults.recoveries()
         if recoveries:

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import email
 import email.policy
+import hashlib
 import random
 import shutil
 import uuid
@@ -112,18 +113,23 @@ class Infrastructure:
 
 
 class Mailbox:
-    """The SMTP server the notifier sends to: the Message-ID and recipient of every e-mail, in order."""
+    """The SMTP server the notifier sends to: the Message-ID, recipient and a digest of the content
+    (recipient, subject, body) of every e-mail, in order."""
 
     def __init__(self) -> None:
-        self.received: list[tuple[str, str]] = []
+        self.received: list[tuple[str, str, str]] = []
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-        self.received.append((str(message["Message-ID"]), str(message["To"])))
+        body = message.get_body(preferencelist=("plain", "html"))
+        content = "\n".join((str(message["To"]), str(message["Subject"]), body.get_content() if body else ""))
+        digest = hashlib.sha256(content.encode()).hexdigest()
+        self.received.append((str(message["Message-ID"]), str(message["To"]), digest))
         return "250 OK"
 
-    def message_ids(self, tenant: str) -> list[str]:
-        return [i for i, to in self.received if to.endswith(f"@{tenant}.example")]
+    def emails(self, tenant: str) -> list[tuple[str, str]]:
+        """(Message-ID, content digest) of each e-mail the tenant's debtors were sent, in order."""
+        return [(i, digest) for i, to, digest in self.received if to.endswith(f"@{tenant}.example")]
 
 
 @dataclass
@@ -324,7 +330,7 @@ async def course(
             stack.database_url,
             stack.infra.bootstrap_servers,
             stack.tenant,
-            stack.mailbox.message_ids(stack.tenant),
+            stack.mailbox.emails(stack.tenant),
         )
         outcome.commands(commands)
     dead = stack.dead_loops()

@@ -442,9 +442,16 @@ async def _end_offsets(infra: Infrastructure, topics: Sequence[str]) -> dict[Top
 
 
 async def measure_dunning_evaluation(
-    ctx: Context, debtors: int, seed: int = 42, templates: int = TEMPLATES, profile_name: str = "dunning-day"
+    ctx: Context,
+    debtors: int,
+    seed: int = 42,
+    templates: int = TEMPLATES,
+    profile_name: str = "dunning-day",
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """(4) The time the dunning service takes to evaluate one business day for `debtors` debtors."""
+    """(4) The time the dunning service takes to evaluate one business day for `debtors` debtors,
+    its slices decided in `workers` processes beside the consumer (default: one per CPU)."""
+    workers = (os.cpu_count() or 1) if workers is None else workers
     policy = PolicyPublished(version=1, effective_from=dt.date(2020, 1, 1), document=default_policy())
     tenants = tenants_for(ctx.infra.run_id)
     started = time.perf_counter()
@@ -452,9 +459,12 @@ async def measure_dunning_evaluation(
     built_s = time.perf_counter() - started
     url, held = await prepare_database(ctx, tenants, built, debtors, policy)
 
-    async with open_stack(settings(ctx.infra, url), [NAME], migrate=False) as stack:
+    async with open_stack(settings(ctx.infra, url, dunning_workers=workers), [NAME], migrate=False) as stack:
         service = stack.dunning
         await asyncio.wait_for(service.consumer.started.wait(), 120)
+        await asyncio.wait_for(service.projection.workers.ready(), 120)  # started with the service
+        pids = service.projection.workers.pids()
+        ctx.processes.add("dunning_workers", lambda: [p for p in pids if Path(f"/proc/{p}").exists()])
         connection = await asyncpg.connect(libpq(url))
         try:
             since = await connection.fetchval("SELECT now()")
@@ -493,6 +503,7 @@ async def measure_dunning_evaluation(
         "figure": round(seconds, 2),
         "unit": "s per business day",
         "debtors": debtors,
+        "dunning_workers": len(pids),
         "tenants": len(tenants),
         "business_date": TODAY.isoformat(),
         **held,
@@ -631,14 +642,15 @@ def summary_line(measure: dict[str, Any]) -> str:
         f" {measure['cases']:,} cases, {measure['cases_due']:,} due: {measure['debtors_per_s']:,.0f}"
         f" debtors/s, {measure['commands']:,} commands {measure['commands_per_s']:,.0f}/s emitted,"
         f" {measure['commands_published_per_s']:,.0f}/s published in {measure['published_seconds']:.1f} s,"
-        f" {measure['cancellations']:,} cancellations, {measure['case_events']:,} case events; CPU {cpu})"
+        f" {measure['cancellations']:,} cancellations, {measure['case_events']:,} case events,"
+        f" {measure.get('dunning_workers', 0)} worker processes; CPU {cpu})"
         + (f"; {ratio:.2f} x COPY-equivalent ({limit:,.0f} debtors/s)" if ratio is not None and limit else "")
     )
 
 
-async def _main(debtors: int, seed: int, profile: str | None) -> dict[str, Any]:
+async def _main(debtors: int, seed: int, profile: str | None, workers: int | None) -> dict[str, Any]:
     async with standalone(Path(profile) if profile else None) as ctx:
-        return await measure_dunning_evaluation(ctx, debtors, seed)
+        return await measure_dunning_evaluation(ctx, debtors, seed, workers=workers)
 
 
 def main() -> None:
@@ -648,11 +660,16 @@ def main() -> None:
     parser.add_argument("--debtors", type=int, default=DAY_DEBTORS["tiny"])
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--profile", help="write a py-spy profile of the evaluation to this folder")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="processes deciding the day's slices beside the consumer (default: one per CPU)",
+    )
     parser.add_argument("--out", help="write the figures as JSON to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    measure = asyncio.run(_main(args.debtors, args.seed, args.profile))
+    measure = asyncio.run(_main(args.debtors, args.seed, args.profile, args.workers))
     print(summary_line(measure))
     print(orjson.dumps(measure, option=orjson.OPT_INDENT_2).decode())
     if args.out:

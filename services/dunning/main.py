@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from services.dunning import store
 from services.dunning.api import router
-from services.dunning.projection import DunningProjection
+from services.dunning.projection import DunningProjection, warm_worker
 from services.dunning.record_api import router as record_router
 from services.runtime.process import Resources
 from services.runtime.service import Service
@@ -19,9 +19,17 @@ NAME = "dunning"
 
 class DunningService(Service):
     def __init__(self, resources: Resources) -> None:
-        super().__init__(
-            NAME, resources, store.runtime, DunningProjection(resources.settings.dunning_case_cache)
-        )
+        settings = resources.settings
+        self.projection = DunningProjection(settings.dunning_case_cache, workers=settings.dunning_workers)
+        super().__init__(NAME, resources, store.runtime, self.projection)
+
+    async def start_background(self) -> None:
+        self.projection.workers.start(warm_worker)
+        await super().start_background()
+
+    async def stop_background(self) -> None:
+        await super().stop_background()
+        self.projection.workers.close()
 
     def routers(self) -> Sequence[APIRouter]:
         return (router(), record_router())

@@ -11,7 +11,7 @@ A business day is evaluated chunk by chunk (`DUE_CHUNK` debtors), one chunk in m
 The debtors the batch itself wrote (facts, profiles) are decided in the batch's transaction; every
 other chunk in a short transaction of its own that commits its cases, timeline, feed, outbox records
 and agency placements at once, so a day's commands are published while it is still being decided;
-the clock record's offset and the business date commit last, with the batch (`_decide_slice` says
+the clock record's offset and the business date commit last, with the batch (`decide_slice` says
 why this keeps the exactly-once effect). Bulk writes go through the session's asyncpg connection
 with one array per column (`unnest`) or COPY: no statement compiled per chunk.
 """
@@ -22,11 +22,12 @@ import asyncio
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from contracts.clock import BusinessDayStarted
 from contracts.collections import AgencyOutcome, InputRef
@@ -54,8 +55,9 @@ from services.dunning.record import append_lines
 from services.dunning.store import DebtorKey
 from services.runtime.committed_cache import CommittedCache
 from services.runtime.consumer import Applied, Delivered
-from services.runtime.database import driver_connection
+from services.runtime.database import driver_connection, make_engine
 from services.runtime.outbox import write_outbox
+from services.runtime.worker_pool import IN_FLIGHT_PER_WORKER, WorkerPool, bounded
 
 DUE_CHUNK = 2_000
 CASE_FACTS = (RECEIVABLES.name, CONTACTS.name)
@@ -65,6 +67,25 @@ def _ref(d: Delivered) -> InputRef:
     return InputRef(
         topic=d.record.topic, partition=d.record.partition, offset=d.record.offset, event_id=d.event.id
     )
+
+
+FEED_LOCK = 0x6172726561727366
+"""The advisory lock a transaction holds from its first agency feed row until it ends."""
+
+
+@dataclass(frozen=True)
+class DaySlice:
+    """A chunk of a business day's debtors to decide in a transaction of its own (`decide_slice`)."""
+
+    tenant: str
+    day: dt.date
+    policy: PolicyPublished
+    new_version: PolicyPublished | None
+    """On the first business day of a policy version, that version (every open case is planned again)."""
+    debtors: list[str]
+    tick: InputRef
+    agencies: AgencyPerformance
+    """The tenant's agency records when the day's evaluation began (`_day_start_performance`)."""
 
 
 DEFAULT_CASE_CACHE = 10_000
@@ -92,8 +113,10 @@ class DunningProjection:
         SCORES.name,
     )
 
-    def __init__(self, case_cache_size: int = DEFAULT_CASE_CACHE) -> None:
+    def __init__(self, case_cache_size: int = DEFAULT_CASE_CACHE, workers: int = 0) -> None:
         self.cache: CommittedCache[DebtorKey, CachedCases] = CommittedCache(case_cache_size)
+        self.workers = WorkerPool(workers)
+        """Processes that decide a business day's slices beside this one (size 0: all in this one)."""
         self.batch_committed = self.cache.batch_committed
         self.batch_failed = self.cache.batch_failed
         self.partitions_changed = self.cache.partitions_changed
@@ -286,7 +309,7 @@ class DunningProjection:
             )
         ]
         # Debtors this batch wrote (or gave a profile) are decided in its transaction; every other
-        # chunk in a transaction of its own, committed at once (see `_decide_slice`).
+        # chunk in a transaction of its own, committed at once (see `decide_slice`).
         mine = [debtor for debtor in due if (tenant, debtor) in work.written]
         for start in range(0, len(mine), DUE_CHUNK):
             chunk = mine[start : start + DUE_CHUNK]
@@ -295,35 +318,64 @@ class DunningProjection:
             await self._decide_debtors(session, work, tenant, day, policy, chunk, tick)
             await self._flush(session, work, feed=False)
         others = [debtor for debtor in due if (tenant, debtor) not in work.written]
-        chunks = [others[start : start + DUE_CHUNK] for start in range(0, len(others), DUE_CHUNK)]
+        agencies = await self._day_start_performance(session, work, tenant)
+        slices = [
+            DaySlice(tenant, day, policy, new_version, others[start : start + DUE_CHUNK], tick, agencies)
+            for start in range(0, len(others), DUE_CHUNK)
+        ]
+        if self.workers.size and len(slices) > 1:
+            bind = session.bind
+            assert isinstance(bind, AsyncEngine), "worker processes connect with the engine's URL"
+            database = bind.url.render_as_string(hide_password=False)
+
+            async def in_worker(job: DaySlice) -> None:
+                await self.workers.run(_decide_slice_in_worker, database, job)
+
+            await bounded(in_worker, slices, IN_FLIGHT_PER_WORKER * self.workers.size)
+            return
+
         # Each chunk's rows are read while the chunk before it is decided (another connection: the
         # database works while Python decides). They are committed rows no other slice changes.
-        reading = asyncio.create_task(store.read_chunk(session, tenant, chunks[0])) if chunks else None
+        def read(job: DaySlice) -> asyncio.Task[store.Chunk]:
+            return asyncio.create_task(store.read_chunk(session, tenant, job.debtors))
+
+        reading = read(slices[0]) if slices else None
         try:
-            for index, chunk in enumerate(chunks):
+            for index, job in enumerate(slices):
                 assert reading is not None
-                read = await reading
+                rows = await reading
                 reading = None
-                if index + 1 < len(chunks):
-                    reading = asyncio.create_task(store.read_chunk(session, tenant, chunks[index + 1]))
+                if index + 1 < len(slices):
+                    reading = read(slices[index + 1])
                     await asyncio.sleep(0)  # let it send its query before deciding starts
-                await self._decide_slice(session, work, tenant, day, policy, new_version, chunk, tick, read)
+                await self.decide_slice(session.bind, job, rows)
         finally:
             if reading is not None:  # a slice failed: the batch fails and the read is not wanted
                 reading.cancel()
 
-    async def _decide_slice(
-        self,
-        session: AsyncSession,
-        work: Batch,
-        tenant: str,
-        day: dt.date,
-        policy: PolicyPublished,
-        new_version: PolicyPublished | None,
-        debtors: Sequence[str],
-        tick: InputRef,
-        read: store.Chunk,
-    ) -> None:
+    async def _day_start_performance(
+        self, session: AsyncSession, work: Batch, tenant: str
+    ) -> AgencyPerformance:
+        """The tenant's agency records as a business day's evaluation begins: the stored ones (every
+        slice committed so far included) with what this batch added and has not written yet. Each of
+        the day's slices chooses agencies from these and its own placements, so a slice decides the
+        same in any process and in any order."""
+        work.performance.pop(tenant, None)
+        stored = await self._performance(session, work, tenant)
+        added = work.performance_added.get(tenant, {})
+        combined = {
+            key: AgencyRecord(
+                record.placements + extra.placements,
+                record.placed_minor + extra.placed_minor,
+                record.recovered_minor + extra.recovered_minor,
+            )
+            for key in stored.keys() | added.keys()
+            for record, extra in [(stored.get(key, AgencyRecord()), added.get(key, AgencyRecord()))]
+        }
+        work.performance[tenant] = combined
+        return combined
+
+    async def decide_slice(self, bind: Any, job: DaySlice, read: store.Chunk) -> None:
         """Decide a chunk of a business day's debtors in a transaction of its own and commit it: their
         cases, timeline, feed, outbox records and the agency placements they add, all or nothing.
 
@@ -338,11 +390,13 @@ class DunningProjection:
         increments, each slice its own, the batch's own at its end; so no slice waits for a lock the
         batch holds. A day's commands are published while it is still being evaluated, a transaction
         stays one chunk long, and a day interrupted half-way is not decided again from its start."""
-        async with AsyncSession(session.bind, expire_on_commit=False) as own, own.begin():
-            part = Batch(performance=work.performance)
-            part.hold(tenant, debtors, read.rows)
-            due = due_debtors(part, tenant, debtors, day, new_version)
-            await self._decide_debtors(own, part, tenant, day, policy, due, tick, read.profiles)
+        async with AsyncSession(bind, expire_on_commit=False) as own, own.begin():
+            part = Batch(performance={job.tenant: dict(job.agencies)})
+            part.hold(job.tenant, job.debtors, read.rows)
+            due = due_debtors(part, job.tenant, job.debtors, job.day, job.new_version)
+            await self._decide_debtors(
+                own, part, job.tenant, job.day, job.policy, due, job.tick, read.profiles
+            )
             await self._flush(own, part)
             await self._save_performance(own, part)
 
@@ -426,6 +480,9 @@ class DunningProjection:
             )
             work.timeline.clear()
         if work.feed and feed:
+            # Agencies read the feed by position: rows are numbered and committed one transaction
+            # at a time (until this one ends), so no row commits after a row with a later position.
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
             await connection.copy_records_to_table(
                 store.agency_feed.name,
                 schema_name=store.SCHEMA,
@@ -478,3 +535,28 @@ async def _write_cases(connection: Any, work: Batch) -> None:
     if lost:
         raise store.CaseChanged(lost)
     work.versions.update(written)
+
+
+_worker: tuple[str, asyncio.AbstractEventLoop, AsyncEngine, DunningProjection] | None = None
+"""In a worker process: the database it decides on, its event loop, its engine and projection."""
+
+
+def warm_worker() -> None:
+    """Nothing: a worker process that ran it has imported the decider."""
+
+
+def _decide_slice_in_worker(database: str, job: DaySlice) -> None:
+    """A business day's slice read, decided and committed in a worker process, on its own
+    connection: both cores decide while the consumer hands out slices."""
+    global _worker
+    if _worker is None or _worker[0] != database:
+        loop = asyncio.new_event_loop()
+        _worker = (database, loop, make_engine(database, pool_size=2), DunningProjection(case_cache_size=0))
+    _, loop, engine, projection = _worker
+    loop.run_until_complete(_read_and_decide(engine, projection, job))
+
+
+async def _read_and_decide(engine: AsyncEngine, projection: DunningProjection, job: DaySlice) -> None:
+    async with AsyncSession(engine) as session:
+        read = await store.read_chunk(session, job.tenant, job.debtors)
+    await projection.decide_slice(engine, job, read)

@@ -50,6 +50,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Debtors whose cases the dunning consumer keeps decoded between batches",
     )
+    dunning_workers: int = Field(
+        default=0,
+        ge=0,
+        description="Processes that decide a business day's slices beside the dunning consumer (0: none)",
+    )
     scoring_model_dir: Path = Field(
         default=Path("var/scoring/model"),
         description="Where `arrears scoring train` writes the model and manifest that scoring loads",

@@ -70,6 +70,7 @@ from services.runtime.embedded_postgres import sqlalchemy_to_libpq
 from services.runtime.log import Message
 from services.runtime.outbox import copy_to_outbox
 from services.runtime.tracing import current_traceparent, with_traceparent
+from services.runtime.worker_pool import IN_FLIGHT_PER_WORKER, bounded
 from services.scoring import store
 from services.scoring.batch import NEVER, Columns, score_chunk, score_columns, sort_by
 from services.scoring.features import DebtorHistory, InvoiceFact
@@ -84,8 +85,6 @@ SCORE_NAMESPACE = uuid.UUID("8a3f5c2e-3b1d-5d6e-9f60-2c4b7e1a9d05")
 _NAMESPACE_BYTES = SCORE_NAMESPACE.bytes
 DAY_CHUNK = 2_000
 """Debtors scored again per transaction on a business day."""
-IN_FLIGHT_PER_WORKER = 2
-"""Chunks of a business day handed to each worker process at once: one under way, one waiting."""
 DebtorKey = tuple[str, str]
 Version = str
 """A debtor row's version: the id of the transaction that last wrote it (`xmin`)."""
@@ -425,7 +424,7 @@ class ScoringProjection:
 
         # With workers, each chunk is read, scored and written in a worker process, on its own
         # connection; each is still one transaction of its own, over debtors no other chunk holds.
-        await _bounded(one, chunks, IN_FLIGHT_PER_WORKER * self.workers if pooled else 1)
+        await bounded(one, chunks, IN_FLIGHT_PER_WORKER * self.workers if pooled else 1)
         return len(debtors)
 
     def _in_workers(self, scorer: Scorer, bind: Any) -> RescoreChunk:
@@ -1015,28 +1014,3 @@ async def _rescore_on_own_connection(scorer: Scorer, database: str, chunk: DayCh
         _worker_connection = None  # a connection in doubt is not used again
         connection.terminate()
         raise
-
-
-async def _bounded(
-    job: Callable[[list[str]], Coroutine[Any, Any, None]], chunks: list[list[str]], limit: int
-) -> None:
-    """`job` on every chunk, at most `limit` at a time; the first failure cancels the rest and is
-    raised."""
-    running: set[asyncio.Task[None]] = set()
-
-    async def settle(until: int) -> None:
-        nonlocal running
-        while len(running) > until:
-            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()
-
-    try:
-        for chunk in chunks:
-            await settle(limit - 1)
-            running.add(asyncio.create_task(job(chunk)))
-        await settle(0)
-    finally:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)

@@ -4,7 +4,6 @@ write-off proposal, for the scorecard and for a trained model, on random portfol
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import multiprocessing
 import pickle
@@ -21,7 +20,6 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from contracts.registry import encode_event
-from services.runtime.consumer import StaleState
 from services.scoring.batch import NEVER, chunk_features, score_chunk
 from services.scoring.features import DebtorHistory, Features, InvoiceFact, examples_known_before, features_at
 from services.scoring.model import (
@@ -40,7 +38,6 @@ from services.scoring.projection import (
     ChunkInput,
     ChunkOutcome,
     LastPublished,
-    _bounded,
     _decide_in_worker,
     _outcome,
     decide_chunk,
@@ -312,30 +309,3 @@ def test_any_score_event_is_formatted_as_the_contracts_encode_it(seed: int, size
     scores = score_chunk(default_scorecard(), portfolio(seed, size), AS_OF + dt.timedelta(days=days))
     for case in every_score_event(scores):
         assert score_event(*case).value == encode_event(score_envelope(*case))
-
-
-def test_chunks_run_at_most_so_many_at_a_time_and_the_first_failure_stops_the_rest() -> None:
-    async def run(chunks: list[list[str]], limit: int) -> tuple[list[str], int]:
-        done: list[str] = []
-        live = peak = 0
-
-        async def job(chunk: list[str]) -> None:
-            nonlocal live, peak
-            live += 1
-            peak = max(peak, live)
-            try:
-                await asyncio.sleep(0.001 * len(chunk))
-                if chunk == ["stale"]:
-                    raise StaleState("changed since read")
-                await asyncio.sleep(0.05 if chunk == ["slow"] else 0)
-                done.append(chunk[0])
-            finally:
-                live -= 1
-
-        await _bounded(job, chunks, limit)
-        return done, peak
-
-    done, peak = asyncio.run(run([[str(i)] * (1 + i % 3) for i in range(9)], 2))
-    assert sorted(done) == [str(i) for i in range(9)] and peak == 2
-    with pytest.raises(StaleState):
-        asyncio.run(run([["slow"], ["stale"], ["never"]], 2))

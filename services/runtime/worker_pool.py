@@ -1,0 +1,88 @@
+"""Worker processes beside a consumer, for work that is independent chunk by chunk (a business day's
+debtors), and handing chunks out to them a few at a time.
+
+Workers are spawned, not forked: a fork would copy the consumer's event loop, connections and
+threads. Each worker imports what it runs on its first task (`warm` starts that at once). A worker
+that dies breaks the pool: the chunk's caller sees `BrokenProcessPool`, its batch fails and is read
+again, and the next call starts new workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Callable, Coroutine, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+IN_FLIGHT_PER_WORKER = 2
+"""Chunks handed to each worker process at once: one under way, one waiting."""
+
+
+class WorkerPool:
+    """`size` worker processes, started on first use or by `start`; none when `size` is 0."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._pool: ProcessPoolExecutor | None = None
+        self._warming: list[Future[None]] = []
+
+    def start(self, warm: Callable[[], None] | None = None) -> None:
+        """Start the workers now (and run `warm` in each, to import what they run)."""
+        if self.size and self._pool is None:
+            self._pool = ProcessPoolExecutor(self.size, mp_context=multiprocessing.get_context("spawn"))
+            self._warming = [self._pool.submit(warm) for _ in range(self.size)] if warm else []
+
+    async def ready(self) -> None:
+        """Until the workers `start` started have run `warm`."""
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in self._warming))
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (none before they are started)."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return [int(pid) for pid in processes]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    async def run(self, function: Callable[..., R], *args: Any) -> R:
+        """`function(*args)` in a worker process (a module-level function; its arguments pickled)."""
+        self.start()
+        pool = self._pool
+        assert pool is not None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+        except BrokenProcessPool:
+            if self._pool is pool:  # a worker died: the next call starts new ones
+                self._pool = None
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+async def bounded(job: Callable[[T], Coroutine[Any, Any, None]], items: Iterable[T], limit: int) -> None:
+    """`job` on every item, at most `limit` at a time; the first failure cancels the rest and is
+    raised."""
+    running: set[asyncio.Task[None]] = set()
+
+    async def settle(until: int) -> None:
+        nonlocal running
+        while len(running) > until:
+            done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+
+    try:
+        for item in items:
+            await settle(limit - 1)
+            running.add(asyncio.create_task(job(item)))
+        await settle(0)
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)

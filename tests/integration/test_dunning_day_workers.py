@@ -1,0 +1,101 @@
+"""A business day decided in worker processes decides what the consumer's own process decides: the
+same cases, commands and timeline, each slice in a transaction of its own."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from contracts.policy import POLICY_PUBLISHED
+from contracts.registry import decode_event
+from services.dunning import projection as dunning_projection
+from services.dunning.projection import DunningProjection, warm_worker
+from services.runtime.consumer import Delivered
+from services.runtime.database import make_engine, make_sessions
+from services.runtime.migrations import upgrade
+from tests.integration.test_dunning_case_cache import apply_batch, day_started, delivered, record_of
+from tests.unit.dunning_world import POLICY, Books
+
+pytestmark = pytest.mark.integration
+
+DEBTORS = [f"D-{n:02}" for n in range(14)]
+
+
+def history() -> list[list[Delivered]]:
+    """The batches: the policy and a first day, fourteen debtors' invoices due on different days,
+    then two business days."""
+    policy = record_of("collections.policies.v1", POLICY_PUBLISHED, POLICY, None)
+    facts = []
+    for n, debtor in enumerate(DEBTORS):
+        books = Books()
+        due = f"2026-01-{10 + n % 5:02}"
+        facts.append(delivered(books.issue("I1", 10_000 * (n + 1), due=due), debtor))
+        if n % 3 == 0:
+            facts.append(delivered(books.issue("I2", 7_000, due="2026-01-20"), debtor))
+    return [
+        [policy, day_started("2026-01-05")],
+        facts,
+        [day_started("2026-01-25")],
+        [day_started("2026-02-12")],
+    ]
+
+
+async def run_days(url: str, batches: list[list[Delivered]], workers: int) -> dict[str, Any]:
+    """The batches applied; what the database holds afterwards, but for what differs between any
+    two runs (row ids, times)."""
+    engine = make_engine(url, 4)
+    projection = DunningProjection(workers=workers)
+    try:
+        await upgrade(engine, "dunning")
+        sessions = make_sessions(engine)
+        for batch in batches[:2]:
+            await apply_batch(sessions, projection, batch)
+        if workers:
+            projection.workers.start(warm_worker)
+            await projection.workers.ready()
+        for batch in batches[2:]:
+            await apply_batch(sessions, projection, batch)
+        pids = projection.workers.pids()
+        async with engine.connect() as connection:
+            cases = (
+                await connection.execute(
+                    text(
+                        "SELECT case_id, status, next_action_date, version, state FROM dunning.cases"
+                        " ORDER BY case_id"
+                    )
+                )
+            ).all()
+            timeline = (
+                await connection.execute(
+                    text(
+                        "SELECT case_id, business_date, kind, event_id, entry FROM dunning.timeline"
+                        " ORDER BY event_id"
+                    )
+                )
+            ).all()
+            outbox = (await connection.execute(text("SELECT value FROM dunning.outbox"))).scalars().all()
+    finally:
+        projection.workers.close()
+        await engine.dispose()
+    events = sorted((e.type, e.id, e.data.model_dump_json()) for e in map(decode_event, outbox))
+    return {"cases": cases, "timeline": timeline, "events": events, "pids": pids}
+
+
+async def test_slices_decided_in_worker_processes_decide_as_the_consumer_does(
+    new_database: Callable[[], Awaitable[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dunning_projection, "DUE_CHUNK", 3)  # five slices a day
+    batches = history()
+    here = await run_days(await new_database(), batches, workers=0)
+    pooled = await run_days(await new_database(), batches, workers=2)
+
+    assert len(pooled["pids"]) == 2 and here["pids"] == []
+    commands = [e for e in here["events"] if e[0].startswith("collections.command.")]
+    assert len(commands) >= len(DEBTORS), "every debtor was sent something over the two days"
+    assert {case_id for case_id, *_ in here["cases"]} == {f"{d}:EUR" for d in DEBTORS}
+    assert pooled["cases"] == here["cases"]
+    assert pooled["timeline"] == here["timeline"]
+    assert pooled["events"] == here["events"]

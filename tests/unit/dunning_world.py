@@ -30,7 +30,7 @@ from contracts.journal import DebtorProfile
 from contracts.money import Money
 from contracts.policy import DunningPolicy, PolicyPublished
 from contracts.receivables import ReceivableBalance, ReceivableStatus
-from services.dunning.domain import Case, DebtorFacts, Decision, Fact, decide, evolve, new_case
+from services.dunning.domain import Case, DebtorFacts, Decision, Entry, Fact, decide, evolve, new_case
 from services.dunning.policies import default_policy
 
 from . import Day, day
@@ -249,6 +249,10 @@ class Run:
 
     def changes(self) -> list[str]:
         return [e.change for e in self.events]
+
+    def lines(self) -> list[Entry]:
+        """The timeline lines of every decision, in order."""
+        return [line for _, decision in self.decisions for line in decision.notes]
 
     def command(self, step: str) -> CollectionCommand:
         return next(c for c in self.commands if c.step == step)

@@ -128,7 +128,7 @@ def test_a_notice_is_not_sent_past_the_contact_caps() -> None:
     run = simulate(facts, until="2024-05-05", policy=capped, debtor=elsewhere)
     steps_taken = [c.step for c in run.commands]
     assert "agency_placement" in steps_taken and "agency_placement_notice" not in steps_taken
-    assert any(e.detail.startswith("agency_placement_notice: contact cap reached") for e in run.case.timeline)
+    assert any(e.detail.startswith("agency_placement_notice: contact cap reached") for e in run.lines())
 
 
 def test_legal_action_recalls_the_agency_first(unpaid: list[CollectionCommand]) -> None:
@@ -553,7 +553,7 @@ def test_only_consented_channels_are_used_and_a_step_without_one_is_passed() -> 
     run = simulate(facts, until="2024-03-20", debtor=DebtorFacts(profile=profile(consented_channels=["sms"])))
     channels = {c.step: c.channels for c in run.commands}
     assert channels == {"friendly_reminder": ["sms"], "formal_notice": ["letter"]}
-    assert any(e.detail == "courtesy_reminder: no consented channel" for e in run.case.timeline)
+    assert any(e.detail == "courtesy_reminder: no consented channel" for e in run.lines())
 
 
 def test_the_send_window_is_in_the_debtors_time_zone_outside_quiet_hours() -> None:
@@ -610,7 +610,7 @@ def test_an_agency_without_recovery_is_recalled_and_the_next_one_placed() -> Non
         ("2024-07-30", "formal_notice", "agency-b"),
         ("2024-10-28", "recall_from_agency", "agency-b"),
     ]
-    assert "no further agency" in run.case.timeline[-1].detail
+    assert "no further agency" in run.lines()[-1].detail
 
 
 def test_a_recovery_restarts_the_recall_period() -> None:

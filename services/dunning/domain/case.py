@@ -204,6 +204,9 @@ class Case:
     version: int = 0
     status: CaseStatus = "closed"
     timeline: tuple[Entry, ...] = ()
+    """The case's timeline lines of its latest business date, so that a decision made again that day
+    notes nothing twice. The whole timeline is the shell's (a row per line, as each decision and fact
+    gives them): kept here, it would be most of what every read of the case decodes."""
     refs: tuple[InputRef, ...] = ()
     """Provenance of the contact records applied since the last decision."""
 

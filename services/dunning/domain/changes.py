@@ -57,5 +57,7 @@ def emit(case: Case, changes: Changes, policy_version: int | None) -> tuple[Case
         )
         for index, (change, detail, agency_id, step) in enumerate(changes.events, start=1)
     ]
-    timeline = (*case.timeline, *changes.timeline)[-TIMELINE_LIMIT:]
+    lines = (*case.timeline, *changes.timeline)
+    latest = max(line.business_date for line in lines) if lines else None
+    timeline = tuple(line for line in lines if line.business_date == latest)[-TIMELINE_LIMIT:]
     return replace(case, version=case.version + len(events), status=status, timeline=timeline), events

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Sequence
 from zoneinfo import ZoneInfo
 
@@ -11,6 +12,7 @@ from contracts.journal import DebtorProfile
 from contracts.policy import ContactCap, DailyWindow, DunningPolicy
 
 UTC = dt.UTC
+Instants = tuple[dt.datetime, dt.datetime]
 
 
 def cap_release(caps: Sequence[ContactCap], contacts: Iterable[dt.date], day: dt.date) -> dt.date | None:
@@ -49,23 +51,31 @@ def _instant(day: dt.date, moment: dt.time, zone: ZoneInfo, *, latest: bool) -> 
     return chosen.astimezone(zone)
 
 
-def send_window(window: DailyWindow, timezone: str, day: dt.date) -> tuple[dt.datetime, dt.datetime]:
+def send_window(window: DailyWindow, timezone: str, day: dt.date) -> Instants:
     """The (send_after, send_before) instants of the window on `day` in the debtor's time zone.
 
     On a day when a DST change swallows the window, the next day's window."""
+    return _send_window(window.start, window.end, timezone, day)
+
+
+@functools.lru_cache(maxsize=4096)
+def _send_window(
+    start: dt.time, end: dt.time, timezone: str, day: dt.date
+) -> tuple[dt.datetime, dt.datetime]:
+    # A business day's commands share a few windows and zones: each is worked out once.
     zone = ZoneInfo(timezone)
     for offset in range(7):
         date = day + dt.timedelta(days=offset)
-        after = _instant(date, window.start, zone, latest=True)
-        before = _instant(date, window.end, zone, latest=False)
+        after = _instant(date, start, zone, latest=True)
+        before = _instant(date, end, zone, latest=False)
         if (
             after < before
             and after.date() == before.date() == date
-            and window.start <= after.time() < window.end
-            and window.start < before.time() <= window.end
+            and start <= after.time() < end
+            and start < before.time() <= end
         ):
             return after, before
-    raise ValueError(f"no send window {window.start}-{window.end} in {timezone} near {day}")
+    raise ValueError(f"no send window {start}-{end} in {timezone} near {day}")
 
 
 def permitted_channels(

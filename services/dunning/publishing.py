@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import orjson
+
 from contracts.collections import CaseEvent, CollectionCommand, CommandCancelled, InputRef, case_type
 from contracts.collections import command_type as command_type_of
 from contracts.envelope import Envelope
@@ -43,19 +45,34 @@ def publish_decision(work: Batch, decision: Decision, day: dt.date, tick: InputR
     work.record.extend((case.tenant_id, case.debtor_id, line) for line in notes)
 
 
-def envelope(event_type: str, data: Any, event_id: str, case: Case, cause: str | None) -> Message:
-    event: Envelope[Any] = make_event(
-        event_type,
-        data,
-        event_id=event_id,
-        tenant_id=case.tenant_id,
-        debtor_id=case.debtor_id,
-        source=SOURCE,
-        time=business_time(data),
-        causation_id=cause,
-    )
+def envelope(
+    event_type: str,
+    data: CollectionCommand | CommandCancelled | CaseEvent,
+    event_id: str,
+    case: Case,
+    cause: str | None,
+) -> Message:
+    """The record of a command, cancellation or case event: the bytes `encode_event` gives the
+    contracts' envelope (`tests/unit/test_dunning_envelopes.py` holds them equal), made without
+    building and validating an envelope around data validated when it was made."""
+    if event_type not in data.TYPES:
+        raise ValueError(f"{type(data).__name__} does not carry {event_type}")
+    body: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": SOURCE,
+        "type": event_type,
+        # midnight UTC of the business date it was decided on: a replay publishes the same bytes
+        "time": f"{data.business_date.isoformat()}T00:00:00Z",
+        "datacontenttype": "application/json",
+        "tenantid": case.tenant_id,
+        "debtorid": case.debtor_id,
+    }
+    if cause is not None:
+        body["causationid"] = cause
+    body["data"] = data.model_dump(mode="json", exclude_none=True)
     topic = COMMANDS.name if isinstance(data, CollectionCommand | CommandCancelled) else CASES.name
-    return Message(topic, event.key.encode(), encode_event(event))
+    return Message(topic, f"{case.tenant_id}:{case.debtor_id}".encode(), orjson.dumps(body))
 
 
 def publish_posting(work: Batch, case: Case, posting: DiscountGranted | WriteOffPosted) -> None:
@@ -154,13 +171,6 @@ def publish_events(
                 work.count(tenant, key, record_placement(performance, key, event.overdue.amount_minor))
         elif case.placement is not None and event.change not in ("placed", "recalled", "note", "notified"):
             work.feed.append(feed_row(case, case.placement.agency_id, "updated", event.business_date))
-
-
-def business_time(data: Any) -> dt.datetime:
-    """Envelope time of what dunning publishes: midnight UTC of the business date it was decided on,
-    so a replay publishes byte-identical records."""
-    day: dt.date = data.business_date
-    return dt.datetime.combine(day, dt.time(), dt.UTC)
 
 
 def timeline_row(case: Case, day: dt.date, kind: str, event_id: str, entry: dict[str, Any]) -> dict[str, Any]:

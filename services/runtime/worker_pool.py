@@ -4,13 +4,16 @@ debtors), and handing chunks out to them a few at a time.
 Workers are spawned, not forked: a fork would copy the consumer's event loop, connections and
 threads. Each worker imports what it runs on its first task (`warm` starts that at once). A worker
 that dies breaks the pool: the chunk's caller sees `BrokenProcessPool`, its batch fails and is read
-again, and the next call starts new workers.
+again, and the next call starts new workers. A worker whose consumer is gone exits.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -19,6 +22,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
+PARENT_CHECK_S = 1.0
+"""How often a worker looks whether the process that started it is still there."""
 IN_FLIGHT_PER_WORKER = 2
 """Chunks handed to each worker process at once: one under way, one waiting."""
 
@@ -34,7 +39,12 @@ class WorkerPool:
     def start(self, warm: Callable[[], None] | None = None) -> None:
         """Start the workers now (and run `warm` in each, to import what they run)."""
         if self.size and self._pool is None:
-            self._pool = ProcessPoolExecutor(self.size, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                self.size,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_exit_with_parent,
+                initargs=(os.getpid(),),
+            )
             self._warming = [self._pool.submit(warm) for _ in range(self.size)] if warm else []
 
     async def ready(self) -> None:
@@ -63,6 +73,19 @@ class WorkerPool:
                 self._pool = None
                 pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In a worker: exit once the process that started it is gone. A consumer killed with SIGKILL
+    cannot stop its workers, and an idle worker would wait for work forever; one in the middle of a
+    chunk is killed too, and the chunk's transaction rolls back."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 async def bounded(job: Callable[[T], Coroutine[Any, Any, None]], items: Iterable[T], limit: int) -> None:

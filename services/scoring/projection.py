@@ -31,13 +31,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-import multiprocessing
 import pickle
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,7 +67,7 @@ from services.runtime.embedded_postgres import sqlalchemy_to_libpq
 from services.runtime.log import Message
 from services.runtime.outbox import copy_to_outbox
 from services.runtime.tracing import current_traceparent, with_traceparent
-from services.runtime.worker_pool import IN_FLIGHT_PER_WORKER, bounded
+from services.runtime.worker_pool import IN_FLIGHT_PER_WORKER, WorkerPool, bounded
 from services.scoring import store
 from services.scoring.batch import NEVER, Columns, score_chunk, score_columns, sort_by
 from services.scoring.features import DebtorHistory, InvoiceFact
@@ -319,31 +316,25 @@ class ScoringProjection:
         self.write_off = write_off or WriteOffRule()
         self.workers = workers
         """Processes that score a business day's chunks beside this one (0: all in this one)."""
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool = WorkerPool(workers)
         self._shipped: tuple[Scorer, str, bytes] | None = None
-        self._warming: list[Future[None]] = []
 
     def start_workers(self) -> None:
         """Start the worker processes now rather than on the first business day (they take a few
         seconds to import the model libraries)."""
-        if self.workers and self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
-            self._warming = [self._pool.submit(_warm) for _ in range(self.workers)]
+        self._pool.start(_warm)
 
     async def workers_ready(self) -> None:
         """Until the worker processes started by `start_workers` have imported what they run."""
-        await asyncio.gather(*(asyncio.wrap_future(f) for f in self._warming))
+        await self._pool.ready()
 
     def worker_pids(self) -> list[int]:
         """The worker processes' ids (none before they are started)."""
-        processes = getattr(self._pool, "_processes", None) or {}
-        return [int(pid) for pid in processes]
+        return self._pool.pids()
 
     def close(self) -> None:
         """Stop the worker processes, if any were started."""
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
+        self._pool.close()
 
     async def apply(self, session: AsyncSession, batch: Sequence[Delivered]) -> Applied:
         facts = _Facts()
@@ -434,20 +425,12 @@ class ScoringProjection:
         if self._shipped is None or self._shipped[0] is not scorer:
             blob = pickle.dumps(scorer, protocol=pickle.HIGHEST_PROTOCOL)
             self._shipped = (scorer, hashlib.sha256(blob).hexdigest(), blob)
-        pool, (_, key, blob) = self._pool, self._shipped
-        assert pool is not None
+        _, key, blob = self._shipped
         database = sqlalchemy_to_libpq(bind.url.render_as_string(hide_password=False))
 
         async def rescore(chunk: DayChunk) -> None:
-            try:
-                await asyncio.get_running_loop().run_in_executor(
-                    pool, _rescore_in_worker, key, blob, database, chunk
-                )
-            except BrokenProcessPool:
-                if self._pool is pool:  # a worker died: the batch fails and is read again, with new ones
-                    self._pool = None
-                    pool.shutdown(wait=False, cancel_futures=True)
-                raise
+            # A worker that dies fails the batch, which is read again, with new workers.
+            await self._pool.run(_rescore_in_worker, key, blob, database, chunk)
 
         return rescore
 

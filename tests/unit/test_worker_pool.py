@@ -1,6 +1,10 @@
 """Handing chunks out to worker processes a few at a time."""
 
 import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +37,42 @@ def test_chunks_run_at_most_so_many_at_a_time_and_the_first_failure_stops_the_re
     assert sorted(done) == [str(i) for i in range(9)] and peak == 2
     with pytest.raises(StaleState):
         asyncio.run(run([["slow"], ["stale"], ["never"]], 2))
+
+
+def alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie has exited; its parent has not reaped it yet
+
+
+def test_workers_exit_when_the_process_that_started_them_is_killed() -> None:
+    # A consumer killed with SIGKILL cannot stop its workers: they see it is gone and exit.
+    consumer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, os, time\n"
+            "from services.runtime.worker_pool import WorkerPool\n"
+            "pool = WorkerPool(2)\n"
+            "pool.start(os.getpid)\n"
+            "asyncio.run(pool.ready())\n"
+            "print(*pool.pids(), flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        assert consumer.stdout is not None
+        workers = [int(pid) for pid in consumer.stdout.readline().split()]
+        assert len(workers) == 2 and all(alive(pid) for pid in workers)
+    finally:
+        consumer.kill()
+        consumer.wait()
+    deadline = time.monotonic() + 15
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if alive(pid)], "a worker outlived its consumer"

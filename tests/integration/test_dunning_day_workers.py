@@ -1,9 +1,15 @@
 """A business day decided in worker processes decides what the consumer's own process decides: the
-same cases, commands and timeline, each slice in a transaction of its own."""
+same cases, commands and timeline, each slice in a transaction of its own; and workers killed
+between days fail that day's batch once, after which new workers decide it as if nothing happened."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from collections.abc import Awaitable, Callable
+from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,11 +49,15 @@ def history() -> list[list[Delivered]]:
     ]
 
 
-async def run_days(url: str, batches: list[list[Delivered]], workers: int) -> dict[str, Any]:
-    """The batches applied; what the database holds afterwards, but for what differs between any
-    two runs (row ids, times)."""
+async def run_days(
+    url: str, batches: list[list[Delivered]], workers: int, kill_before_last: bool = False
+) -> dict[str, Any]:
+    """The batches applied, as the consumer loop does (a failed batch is applied again); with
+    `kill_before_last`, the workers are killed before the last day. What the database holds
+    afterwards, but for what differs between any two runs (row ids, times)."""
     engine = make_engine(url, 4)
     projection = DunningProjection(workers=workers)
+    failed: list[BaseException] = []
     try:
         await upgrade(engine, "dunning")
         sessions = make_sessions(engine)
@@ -56,8 +66,14 @@ async def run_days(url: str, batches: list[list[Delivered]], workers: int) -> di
         if workers:
             projection.workers.start(warm_worker)
             await projection.workers.ready()
-        for batch in batches[2:]:
-            await apply_batch(sessions, projection, batch)
+        for n, batch in enumerate(batches[2:], start=2):
+            if kill_before_last and n == len(batches) - 1:
+                await kill(projection.workers.pids())
+            try:
+                await apply_batch(sessions, projection, batch)
+            except BrokenProcessPool as broken:
+                failed.append(broken)
+                await apply_batch(sessions, projection, batch)
         pids = projection.workers.pids()
         async with engine.connect() as connection:
             cases = (
@@ -81,7 +97,26 @@ async def run_days(url: str, batches: list[list[Delivered]], workers: int) -> di
         projection.workers.close()
         await engine.dispose()
     events = sorted((e.type, e.id, e.data.model_dump_json()) for e in map(decode_event, outbox))
-    return {"cases": cases, "timeline": timeline, "events": events, "pids": pids}
+    return {"cases": cases, "timeline": timeline, "events": events, "pids": pids, "failed": failed}
+
+
+async def kill(pids: list[int]) -> None:
+    """SIGKILL the processes, and wait until they are gone."""
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    for _ in range(100):
+        if not any(_alive(pid) for pid in pids):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"processes {pids} outlived SIGKILL")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status  # a zombie has exited; its parent has not reaped it yet
 
 
 async def test_slices_decided_in_worker_processes_decide_as_the_consumer_does(
@@ -99,3 +134,18 @@ async def test_slices_decided_in_worker_processes_decide_as_the_consumer_does(
     assert pooled["cases"] == here["cases"]
     assert pooled["timeline"] == here["timeline"]
     assert pooled["events"] == here["events"]
+
+
+async def test_workers_killed_fail_the_batch_and_new_ones_decide_it_as_before(
+    new_database: Callable[[], Awaitable[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dunning_projection, "DUE_CHUNK", 3)
+    batches = history()
+    here = await run_days(await new_database(), batches, workers=0)
+    killed = await run_days(await new_database(), batches, workers=2, kill_before_last=True)
+
+    assert len(killed["failed"]) == 1, "the day the workers were killed failed once, then went through"
+    assert len(killed["pids"]) == 2
+    assert killed["cases"] == here["cases"]
+    assert killed["timeline"] == here["timeline"]
+    assert killed["events"] == here["events"]

@@ -9,7 +9,6 @@ import os
 import signal
 from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +21,7 @@ from services.dunning.projection import DunningProjection, warm_worker
 from services.runtime.consumer import Delivered
 from services.runtime.database import make_engine, make_sessions
 from services.runtime.migrations import upgrade
+from tests.infra.processes import alive
 from tests.integration.test_dunning_case_cache import apply_batch, day_started, delivered, record_of
 from tests.unit.dunning_world import POLICY, Books
 
@@ -105,18 +105,10 @@ async def kill(pids: list[int]) -> None:
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     for _ in range(100):
-        if not any(_alive(pid) for pid in pids):
+        if not any(alive(pid) for pid in pids):
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"processes {pids} outlived SIGKILL")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "State:\tZ" not in status  # a zombie has exited; its parent has not reaped it yet
 
 
 async def test_slices_decided_in_worker_processes_decide_as_the_consumer_does(

@@ -10,6 +10,7 @@ import pytest
 
 from services.runtime.consumer import StaleState
 from services.runtime.worker_pool import bounded
+from tests.infra.processes import alive
 
 
 def test_chunks_run_at_most_so_many_at_a_time_and_the_first_failure_stops_the_rest() -> None:
@@ -37,14 +38,6 @@ def test_chunks_run_at_most_so_many_at_a_time_and_the_first_failure_stops_the_re
     assert sorted(done) == [str(i) for i in range(9)] and peak == 2
     with pytest.raises(StaleState):
         asyncio.run(run([["slow"], ["stale"], ["never"]], 2))
-
-
-def alive(pid: int) -> bool:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    return "State:\tZ" not in status  # a zombie has exited; its parent has not reaped it yet
 
 
 def test_workers_exit_when_the_process_that_started_them_is_killed() -> None:

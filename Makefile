@@ -28,9 +28,13 @@ integration: $(STAMP)
 	bash deploy/local/kafka.sh fetch
 	$(BIN)/pytest -m integration -q
 
+# The test files are spread over TEST_WORKERS processes (pytest-xdist), each with its own Kafka broker
+# and PostgreSQL: most integration tests wait on them, so two processes finish sooner on two cores.
+TEST_WORKERS ?= 2
+
 test: lint $(STAMP)
 	bash deploy/local/kafka.sh fetch
-	$(BIN)/pytest -q -ra --durations=15
+	$(BIN)/pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

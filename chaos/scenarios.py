@@ -422,6 +422,9 @@ async def rebalance(stack: Stack, shape: Shape, outcome: Outcome) -> None:
 
     async def inject(stack: Stack, stopping: asyncio.Event, outcome: Outcome) -> None:
         joining: list[asyncio.Task[None]] = []
+        # Members that joined and are not ready yet: none of them is asked to leave, which would end
+        # its join before it could be ready and count as a fault not recovered from.
+        not_ready: set[str] = set()
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), rng.uniform(*shape.interval_s))
@@ -429,18 +432,25 @@ async def rebalance(stack: Stack, shape: Shape, outcome: Outcome) -> None:
             service = rng.choice(("ledger", "dunning", "notifier"))
             members = stack.members(service)
             grow = len(members) <= 1 or (len(members) < shape.max_members and rng.random() < 0.55)
+            settled = [m for m in members if m.name not in not_ready]
+            if not grow and not settled:
+                continue  # every member is still joining: none leaves yet
             if grow:
                 process = stack.add(service)
                 fault = faults.record(f"join {service} ({len(members) + 1} members)")
                 largest[service] = max(largest[service], len(members) + 1)
+                not_ready.add(process.name)
 
                 async def joined(process: ServiceProcess = process, fault: Any = fault) -> None:
-                    if await wait_ready([process], 180):
-                        faults.recovered(fault)
+                    try:
+                        if await wait_ready([process], 180):
+                            faults.recovered(fault)
+                    finally:
+                        not_ready.discard(process.name)
 
                 joining.append(asyncio.create_task(joined()))
             else:
-                leaving = rng.choice(members)
+                leaving = rng.choice(settled)
                 fault = faults.record(f"leave {service} ({len(members) - 1} members)")
                 await asyncio.to_thread(stack.retire, leaving)
                 faults.recovered(fault)

@@ -42,9 +42,12 @@ class Scripted:
     applied: list[str] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
     dead: list[Record] = field(default_factory=list)
+    batches: int = 0
+    """Batches holding a record of its tenant that it was asked to apply."""
 
     async def apply(self, session: AsyncSession, batch: Sequence[Delivered]) -> Applied:
         mine = [d.event.id for d in batch if d.event.tenantid == self.tenant]
+        self.batches += bool(mine)
         for event_id in mine:
             self.attempts[event_id] = self.attempts.get(event_id, 0) + 1
             if event_id in self.poison:
@@ -62,7 +65,7 @@ class Scripted:
 
 @contextlib.asynccontextmanager
 async def running(
-    database_url: str, kafka: KafkaBroker, projection: Scripted
+    database_url: str, kafka: KafkaBroker, projection: Scripted, max_records: int = 1
 ) -> AsyncIterator[tuple[ConsumerLoop, Health, asyncio.Task[None]]]:
     settings = settings_for(database_url, kafka)
     async with open_resources(settings) as resources:
@@ -72,7 +75,7 @@ async def running(
             resources.sessions,
             store.runtime,
             resources.event_log,
-            max_records=1,
+            max_records=max_records,
             fetch_timeout_ms=50,
         )
         relay = OutboxRelay(resources.sessions, store.runtime, resources.event_log, poll_interval_s=0.02)
@@ -148,3 +151,20 @@ async def test_a_transient_failure_is_waited_out_and_nothing_is_dead_lettered(
         assert projection.dead == []
     assert projection.applied == [str(e["id"]) for e in events]
     assert projection.attempts[flaky] == ATTEMPTS_BEFORE_DEAD_LETTER + 3
+
+
+async def test_a_record_failing_in_a_large_batch_is_found_in_halves_and_the_rest_applied_in_order(
+    new_database: object, kafka: KafkaBroker, kafka_log: KafkaLog, tenant: str
+) -> None:
+    events = [invoice(tenant, "D3", f"I{n}", "2026-01-01", "2026-01-31", 100 + n) for n in range(256)]
+    poison_id = str(events[150]["id"])
+    projection = Scripted(tenant, poison={poison_id: ValueError("no such currency")})
+    url = await new_database()  # type: ignore[operator]
+    async with running(url, kafka, projection, max_records=1_000) as (_, health, task):
+        await kafka_log.publish(_messages(events))
+        await _until(lambda: str(events[-1]["id"]) in projection.applied)
+        assert not task.done() and health.ok
+        assert projection.applied == [str(e["id"]) for e in events if e["id"] != poison_id]
+        assert len(projection.dead) == 1 and poison_id.encode() in projection.dead[0].value
+    # One record at a time would have been 256 transactions and more; halving takes a few per try.
+    assert projection.batches < 64

@@ -214,7 +214,7 @@ async def measure_projection(ctx: Context, database_url: str, profile_name: str)
     """Start the ledger's consumer on `database_url` and time it until it has applied every record of
     its topics (lag 0), then until the outbox relay has published every balance fact."""
     records = await topic_records(ctx.infra, LedgerProjection.topics)
-    batches_before = _batch_metrics()
+    batches_before = batch_metrics()
     async with open_stack(settings(ctx.infra, database_url), [NAME], background=False) as stack:
         service = stack.ledger
         cpu_before = ctx.processes.cpu()
@@ -236,7 +236,7 @@ async def measure_projection(ctx: Context, database_url: str, profile_name: str)
             drained = time.perf_counter()
         applied, dead_lettered = service.consumer.applied, service.consumer.dead_lettered
         published = service.relay.published
-    batches = _delta(batches_before, _batch_metrics())
+    batches = metrics_delta(batches_before, batch_metrics())
     seconds = caught_up - assigned
     return {
         "figure": round(records / seconds, 1),
@@ -386,12 +386,13 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {name: round(after[name] - before.get(name, 0.0), 2) for name in after}
 
 
-def _batch_metrics() -> dict[str, float]:
-    labels = {"group": LedgerProjection.group_id}
+def batch_metrics(group: str = LedgerProjection.group_id) -> dict[str, float]:
+    """The consumer group's batches so far: how many, and their seconds in all."""
+    labels = {"group": group}
     count = REGISTRY.get_sample_value("arrears_consumer_batch_seconds_count", labels) or 0.0
     total = REGISTRY.get_sample_value("arrears_consumer_batch_seconds_sum", labels) or 0.0
     return {"count": count, "sum": total}
 
 
-def _delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+def metrics_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {k: after[k] - before[k] for k in after}

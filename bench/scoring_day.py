@@ -49,7 +49,17 @@ import orjson
 
 from bench.infra import libpq
 from bench.limits import copy_rate
-from bench.pipeline import Context, caught_up_by, cpu_delta, outbox_rows, settings, standalone, topic_records
+from bench.pipeline import (
+    Context,
+    batch_metrics,
+    caught_up_by,
+    cpu_delta,
+    metrics_delta,
+    outbox_rows,
+    settings,
+    standalone,
+    topic_records,
+)
 from bench.profiling import summarize
 from services.runtime.clock import day_started
 from services.scoring import store as scoring_store
@@ -344,16 +354,22 @@ async def measure_scoring_facts(ctx: Context, ledger_facts_per_s: float | None) 
     published those facts (`ledger_facts_per_s`: balance facts published / seconds, in (2))."""
     url = await ctx.infra.create_database("scoring-facts")
     records = await topic_records(ctx.infra, ScoringProjection.topics)
+    batches_before = batch_metrics(ScoringProjection.group_id)
     async with open_stack(settings(ctx.infra, url), [NAME], background=False) as stack:
         service = stack.scoring
         cpu_before = ctx.processes.cpu()
-        await stack.start_background()
-        await asyncio.wait_for(service.consumer.started.wait(), 120)
-        assigned = time.perf_counter()
-        await caught_up_by(service.consumer, assigned + 600 + records / 50, f"scoring with {records} records")
-        seconds = time.perf_counter() - assigned
+        with contextlib.ExitStack() as profiling:
+            if ctx.profiler:
+                profiling.enter_context(ctx.profiler.attach(os.getpid(), "scoring-facts"))
+            await stack.start_background()
+            await asyncio.wait_for(service.consumer.started.wait(), 120)
+            assigned = time.perf_counter()
+            deadline = assigned + 600 + records / 50
+            await caught_up_by(service.consumer, deadline, f"scoring with {records} records")
+            seconds = time.perf_counter() - assigned
         cpu = cpu_delta(cpu_before, ctx.processes.cpu())
         applied, published = service.consumer.applied, service.relay.published
+    batches = metrics_delta(batches_before, batch_metrics(ScoringProjection.group_id))
     connection = await asyncpg.connect(libpq(url))
     try:
         invoices = await connection.fetchval("SELECT count(*) FROM scoring.invoices")
@@ -372,6 +388,9 @@ async def measure_scoring_facts(ctx: Context, ledger_facts_per_s: float | None) 
         "invoices": invoices,
         "scores": scores,
         "score_events_published_meanwhile": published,
+        "batches": int(batches["count"]),
+        "records_per_batch": round(records / batches["count"], 1) if batches["count"] else None,
+        "batch_seconds_mean": round(batches["sum"] / batches["count"], 4) if batches["count"] else None,
         "cpu_seconds": cpu,
         "ledger_facts_per_s": ledger_facts_per_s,
         "ratio_to_ledger": round(rate / ledger_facts_per_s, 3) if ledger_facts_per_s else None,

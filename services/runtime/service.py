@@ -28,7 +28,9 @@ class Service:
         projection: Projection,
         *,
         on_committed: Callable[[], None] | None = None,
+        max_records: int | None = None,
     ) -> None:
+        """`max_records`: records per consumer batch, when not the settings' `consumer_max_records`."""
         settings = resources.settings
         self.name = name
         self.resources = resources
@@ -44,7 +46,7 @@ class Service:
             resources.sessions,
             tables,
             resources.event_log,
-            max_records=settings.consumer_max_records,
+            max_records=max_records or settings.consumer_max_records,
             fetch_timeout_ms=settings.consumer_fetch_timeout_ms,
             on_committed=on_committed or self.relay.wake.set,
         )

@@ -64,6 +64,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Processes that score a business day's chunks beside the scoring consumer (0: none)",
     )
+    scoring_max_records: int = Field(
+        default=10_000,
+        ge=1,
+        description="Records per scoring consumer batch: each debtor a batch touches is scored once, "
+        "so larger batches score less often per fact",
+    )
     scoring_write_off_max_days: int = Field(
         default=365, ge=1, description="Days past due after which scoring proposes a debt for write-off"
     )

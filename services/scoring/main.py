@@ -25,7 +25,13 @@ class ScoringService(Service):
         self.projection = ScoringProjection(
             self.models, write_off=rule, workers=resources.settings.scoring_workers
         )
-        super().__init__(NAME, resources, store.runtime, self.projection)
+        super().__init__(
+            NAME,
+            resources,
+            store.runtime,
+            self.projection,
+            max_records=resources.settings.scoring_max_records,
+        )
 
     async def start_background(self) -> None:
         self.projection.start_workers()

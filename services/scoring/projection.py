@@ -41,8 +41,6 @@ from typing import Any
 import asyncpg
 import numpy as np
 import orjson
-from sqlalchemy import delete, func, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.clock import BusinessDayStarted
@@ -364,22 +362,32 @@ class ScoringProjection:
         keys: set[DebtorKey],
         dates: dict[str, dt.date],
     ) -> list[Message]:
-        if not keys:
-            return []
-        histories: dict[str, list[DebtorHistory]] = defaultdict(list)
-        for tenant, debtor in sorted(keys):
-            invoices = list(facts.invoices.get((tenant, debtor), {}).values())
-            paperless = facts.debtors[(tenant, debtor)]["paperless"]
-            histories[tenant] += histories_of(tenant, debtor, invoices, paperless)
-        scores = [
-            s
-            for tenant, hs in sorted(histories.items())
-            if tenant in dates
-            for s in score_chunk(scorer, hs, dates[tenant])
-        ]
-        published = await _published(await driver_connection(session), scores)
-        rows, messages = _outcome(scores, version, published, facts.causes, self.write_off)
-        await _save_scores(session, rows)
+        """The batch's debtors scored as of their tenant's business date, their histories made into
+        columns straight from the invoice rows, as a business day's chunk is."""
+        connection = await driver_connection(session)
+        messages: list[Message] = []
+        for tenant in sorted({t for t, _ in keys} & dates.keys()):
+            debtors = sorted(d for t, d in keys if t == tenant)
+            owners: list[str] = []
+            rows: list[InvoiceRow] = []
+            for debtor in debtors:
+                if found := facts.invoices.get((tenant, debtor)):
+                    owners += [debtor] * len(found)
+                    rows += found.values()
+            chunk = ChunkInput(
+                version=version,
+                rule=self.write_off,
+                tenant=tenant,
+                day=dates[tenant],
+                debtors=debtors,
+                paperless={d: facts.debtors[(tenant, d)]["paperless"] for d in debtors},
+                invoices=invoice_columns(rows, owners),
+                published=await _published(connection, tenant, debtors),
+            )
+            columns, produced = decide_chunk(scorer, chunk, facts.causes)
+            if columns and columns[0]:
+                await connection.execute(_SAVE_SCORES, *columns)
+            messages += produced
         return messages
 
     async def rescore_day(
@@ -479,76 +487,99 @@ def _apply(facts: _Facts, d: Delivered) -> None:
             pass
 
 
+_INVOICE_TYPES: dict[str, str] = {
+    "tenant_id": "text",
+    "debtor_id": "text",
+    "invoice_id": "text",
+    "currency": "text",
+    "issue_date": "date",
+    "due_date": "date",
+    "amount_minor": "int8",
+    "outstanding_minor": "int8",
+    "status": "text",
+    "settled_date": "date",
+    "written_off_date": "date",
+    "disputed_date": "date",
+}
+_INVOICE_KEY = ("tenant_id", "debtor_id", "invoice_id")
+# Array parameters, one per column: no statement compiled per batch, whatever its size.
+_ROW_COLUMNS = tuple(_INVOICE_TYPES)[2:]
+"""An invoice row's columns other than its debtor's key, as `_LOAD_INVOICES` returns them."""
+_LOAD_INVOICES = (
+    f"SELECT {', '.join(f'i.{c}' for c in _INVOICE_TYPES)} FROM {store.SCHEMA}.{store.invoices.name} AS i"
+    " JOIN unnest($1::text[], $2::text[]) AS k(t, d) ON i.tenant_id = k.t AND i.debtor_id = k.d"
+)
+_SAVE_INVOICES = (
+    f"INSERT INTO {store.SCHEMA}.{store.invoices.name} ({', '.join(_INVOICE_TYPES)})"
+    " SELECT * FROM unnest("
+    + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_INVOICE_TYPES.values(), start=1))
+    + f") ON CONFLICT ({', '.join(_INVOICE_KEY)}) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _INVOICE_TYPES if c not in _INVOICE_KEY)
+)
+_DELETE_INVOICES = (
+    f"DELETE FROM {store.SCHEMA}.{store.invoices.name} AS i"
+    " USING unnest($1::text[], $2::text[], $3::text[]) AS k(t, d, n)"
+    " WHERE i.tenant_id = k.t AND i.debtor_id = k.d AND i.invoice_id = k.n"
+)
+_BUSINESS_DATES = f"{store.SCHEMA}.{store.business_dates.name}"
+_SAVE_DATES = (
+    f"INSERT INTO {_BUSINESS_DATES} AS b (tenant_id, business_date)"
+    " SELECT * FROM unnest($1::text[], $2::date[])"
+    " ON CONFLICT (tenant_id) DO UPDATE SET business_date = greatest(b.business_date, excluded.business_date)"
+)
+
+
 async def _load_invoices(session: AsyncSession, keys: set[DebtorKey]) -> dict[DebtorKey, Invoices]:
     out: dict[DebtorKey, Invoices] = {}
     if not keys:
         return out
-    t = store.invoices
-    result = await session.execute(select(t).where(tuple_(t.c.tenant_id, t.c.debtor_id).in_(sorted(keys))))
-    for row in result.mappings():
-        values = dict(row)
-        key = (values.pop("tenant_id"), values.pop("debtor_id"))
-        out.setdefault(key, {})[values["invoice_id"]] = values
+    wanted = sorted(keys)
+    connection = await driver_connection(session)
+    for tenant, debtor, *values in await connection.fetch(
+        _LOAD_INVOICES, [t for t, _ in wanted], [d for _, d in wanted]
+    ):
+        out.setdefault((tenant, debtor), {})[values[0]] = dict(zip(_ROW_COLUMNS, values, strict=True))
     return out
 
 
 async def _save_facts(session: AsyncSession, facts: _Facts) -> None:
-    t = store.invoices
-    rows = [
-        {"tenant_id": tenant, "debtor_id": debtor, **facts.invoices[(tenant, debtor)][invoice]}
-        for tenant, debtor, invoice in sorted(facts.changed)
-    ]
-    if rows:
-        insert = pg_insert(t).values(rows)
-        columns = [c.name for c in t.columns if not c.primary_key]
-        await session.execute(
-            insert.on_conflict_do_update(
-                index_elements=[t.c.tenant_id, t.c.debtor_id, t.c.invoice_id],
-                set_={c: insert.excluded[c] for c in columns},
-            )
-        )
+    connection = await driver_connection(session)
+    if facts.changed:
+        rows = [
+            {"tenant_id": tenant, "debtor_id": debtor, **facts.invoices[(tenant, debtor)][invoice]}
+            for tenant, debtor, invoice in sorted(facts.changed)
+        ]
+        await connection.execute(_SAVE_INVOICES, *[[r[c] for r in rows] for c in _INVOICE_TYPES])
     if facts.removed:
-        await session.execute(
-            delete(t).where(tuple_(t.c.tenant_id, t.c.debtor_id, t.c.invoice_id).in_(sorted(facts.removed)))
-        )
+        removed = sorted(facts.removed)
+        await connection.execute(_DELETE_INVOICES, *[list(column) for column in zip(*removed, strict=True)])
     if facts.dates:
-        b = store.business_dates
-        insert = pg_insert(b).values(
-            [{"tenant_id": k, "business_date": v} for k, v in sorted(facts.dates.items())]
-        )
-        await session.execute(
-            insert.on_conflict_do_update(
-                index_elements=[b.c.tenant_id],
-                set_={"business_date": func.greatest(b.c.business_date, insert.excluded.business_date)},
-            )
-        )
+        dates = sorted(facts.dates.items())
+        await connection.execute(_SAVE_DATES, [t for t, _ in dates], [d for _, d in dates])
 
 
 async def _business_dates(session: AsyncSession, tenants: set[str]) -> dict[str, dt.date]:
-    b = store.business_dates
-    result = await session.execute(select(b.c.tenant_id, b.c.business_date).where(b.c.tenant_id.in_(tenants)))
-    return {r.tenant_id: r.business_date for r in result}
+    connection = await driver_connection(session)
+    rows = await connection.fetch(
+        f"SELECT tenant_id, business_date FROM {_BUSINESS_DATES} WHERE tenant_id = any($1::text[])",
+        sorted(tenants),
+    )
+    return {r["tenant_id"]: r["business_date"] for r in rows}
 
 
 Published = dict[tuple[str, str, str], LastPublished]
 
 
-async def _published(connection: Any, scores: Sequence[DebtorScore]) -> Published:
-    """What was last published for each score's debtor and currency."""
-    if not scores:
-        return {}
-    keys = sorted({(x.tenant_id, x.debtor_id, x.currency) for x in scores})
+async def _published(connection: Any, tenant: str, debtors: list[str]) -> Published:
+    """What was last published for each of the debtors, by currency."""
     rows = await connection.fetch(
-        "SELECT s.tenant_id, s.debtor_id, s.currency, s.published_score, s.published_segment,"
-        f" s.published_write_off FROM {_SCORES} AS s"
-        " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(t, d, c)"
-        " ON s.tenant_id = k.t AND s.debtor_id = k.d AND s.currency = k.c",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
+        "SELECT debtor_id, currency, published_score, published_segment, published_write_off"
+        f" FROM {_SCORES} WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])",
+        tenant,
+        debtors,
     )
     return {
-        (r["tenant_id"], r["debtor_id"], r["currency"]): LastPublished(
+        (tenant, r["debtor_id"], r["currency"]): LastPublished(
             r["published_score"], r["published_segment"], r["published_write_off"]
         )
         for r in rows
@@ -559,7 +590,7 @@ def _outcome(
     scores: Sequence[DebtorScore],
     version: int | None,
     published: Published,
-    causes: dict[DebtorKey, str],
+    causes: Mapping[DebtorKey, str],
     rule: WriteOffRule,
 ) -> tuple[list[dict[str, Any]], list[Message]]:
     """The score rows to store and the score events to publish (the material changes)."""
@@ -774,14 +805,21 @@ _CHUNK_INVOICES = (
 )
 
 
-def invoice_columns(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Invoice rows (with dates) as a chunk's invoice columns."""
-    return {
+def invoice_columns(
+    rows: Sequence[dict[str, Any]], debtor_ids: list[str] | None = None
+) -> dict[str, list[Any]]:
+    """Invoice rows (with dates) as a chunk's invoice columns; `debtor_ids`: each row's debtor, when
+    the rows do not say."""
+    columns = {
         c: [NEVER if r[c] is None else r[c].toordinal() for r in rows]
         if c in _DATES
         else [r[c] for r in rows]
         for c in INVOICE_COLUMNS
+        if c != "debtor_id" or debtor_ids is None
     }
+    if debtor_ids is not None:
+        columns["debtor_id"] = debtor_ids
+    return columns
 
 
 @dataclass(frozen=True)
@@ -804,14 +842,16 @@ ChunkOutcome = tuple[list[list[Any]], list[Message]]
 """The score rows, column by column (`_SCORE_TYPES`), and the score events to publish."""
 
 
-def decide_chunk(scorer: Scorer, chunk: ChunkInput) -> ChunkOutcome:
+def decide_chunk(
+    scorer: Scorer, chunk: ChunkInput, causes: Mapping[DebtorKey, str] | None = None
+) -> ChunkOutcome:
     """The scores of a chunk's debtors as of its day, and which of them to publish: what
     `histories_of`, `score_debtors` and `_outcome` give, the histories made as columns straight from
-    the rows."""
+    the rows. `causes`: the event each debtor's score event names as its cause, if any."""
     scores = score_columns(scorer, _columns(chunk), chunk.day) if chunk.invoices["debtor_id"] else []
     if scores is None:  # an invoice id twice in one history: debtor by debtor
         scores = score_chunk(scorer, _histories(chunk), chunk.day)
-    score_rows, messages = _outcome(scores, chunk.version, chunk.published, {}, chunk.rule)
+    score_rows, messages = _outcome(scores, chunk.version, chunk.published, causes or {}, chunk.rule)
     return [[r[c] for r in score_rows] for c in _SCORE_TYPES], messages
 
 
@@ -893,12 +933,6 @@ async def _rescore_chunk(connection: Any, scorer: Scorer, chunk: DayChunk) -> No
     paperless = await _lock_debtors(connection, tenant, debtors)
     arrays = await connection.fetchrow(_CHUNK_INVOICES, tenant, debtors)
     invoices = {c: arrays[k] or [] for k, c in enumerate(INVOICE_COLUMNS)}
-    published = await connection.fetch(
-        "SELECT debtor_id, currency, published_score, published_segment, published_write_off"
-        f" FROM {_SCORES} WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])",
-        tenant,
-        debtors,
-    )
     decided = ChunkInput(
         version=chunk.version,
         rule=chunk.rule,
@@ -907,12 +941,7 @@ async def _rescore_chunk(connection: Any, scorer: Scorer, chunk: DayChunk) -> No
         debtors=debtors,
         paperless=paperless,
         invoices=invoices,
-        published={
-            (tenant, r["debtor_id"], r["currency"]): LastPublished(
-                r["published_score"], r["published_segment"], r["published_write_off"]
-            )
-            for r in published
-        },
+        published=await _published(connection, tenant, debtors),
     )
     columns, messages = decide_chunk(scorer, decided)
     if columns and columns[0]:

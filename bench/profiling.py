@@ -80,3 +80,13 @@ def summarize(
             if not within or any(part in frame for part in within):
                 inclusive[frame] += samples
     return [(frame, samples / total) for frame, samples in inclusive.most_common(top)] if total else []
+
+
+def summaries(profiler: Profiler | None) -> dict[str, list[tuple[str, float]]] | None:
+    """The busiest functions of each profile taken (None without `--profile`)."""
+    if profiler is None:
+        return None
+    return {
+        name: [(frame, round(share, 3)) for frame, share in summarize(path)]
+        for name, path in profiler.files.items()
+    }

@@ -60,7 +60,7 @@ from bench.pipeline import (
     standalone,
     topic_records,
 )
-from bench.profiling import summarize
+from bench.profiling import summaries
 from services.runtime.clock import day_started
 from services.scoring import store as scoring_store
 from services.scoring.batch import score_chunk
@@ -442,11 +442,8 @@ async def _main(debtors: int, seed: int, profile: Path | None) -> dict[str, Any]
     async with standalone(profile) as ctx:
         measure = await measure_scoring_day(ctx, debtors, seed)
         measure["memory"] = ctx.processes.memory()
-        if ctx.profiler:
-            measure["profiles"] = {
-                name: [(frame, round(share, 3)) for frame, share in summarize(path)]
-                for name, path in ctx.profiler.files.items()
-            }
+        if profiles := summaries(ctx.profiler):
+            measure["profiles"] = profiles
         return measure
 
 

@@ -17,7 +17,7 @@ import orjson
 
 from bench import limits, pipeline, scoring_day
 from bench.portfolio import SIZES, generate, spec_for
-from bench.profiling import summarize
+from bench.profiling import summaries
 
 
 async def _main(size: str, seed: int, profile: Path | None) -> dict[str, Any]:
@@ -34,11 +34,8 @@ async def _main(size: str, seed: int, profile: Path | None) -> dict[str, Any]:
             for k in ("figure", "unit", "seconds", "facts_published", "outbox_drained_seconds")
         }
         measure["memory"] = ctx.processes.memory()
-        if ctx.profiler:
-            measure["profiles"] = {
-                name: [(frame, round(share, 3)) for frame, share in summarize(path)]
-                for name, path in ctx.profiler.files.items()
-            }
+        if profiles := summaries(ctx.profiler):
+            measure["profiles"] = profiles
         return measure
 
 

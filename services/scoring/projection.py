@@ -694,13 +694,6 @@ _SAVE_SCORES = (
 )
 
 
-async def _save_scores(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    connection = await driver_connection(session)
-    await connection.execute(_SAVE_SCORES, *[[r[c] for r in rows] for c in _SCORE_TYPES])
-
-
 # --- debtor rows and their versions ------------------------------------------------------------
 
 _DEBTORS = f"{store.SCHEMA}.{store.debtors.name}"

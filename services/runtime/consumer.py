@@ -27,12 +27,11 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import asyncpg
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
-from sqlalchemy import CursorResult, and_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -92,6 +91,23 @@ def _hook(projection: Projection, name: str) -> Callable[[], None]:
 
 def _nothing() -> None:
     return None
+
+
+def _advance_offsets_sql(schema: str) -> str:
+    """$1 the group; per partition ($2 topics, $3 partitions): $4 the offset this member expects
+    stored (NULL: none yet) and $5 the new one. Returns the partitions it moved."""
+    table = f'"{schema}".consumer_offsets'
+    return (
+        "WITH wanted AS (SELECT * FROM unnest($2::text[], $3::int[], $4::bigint[], $5::bigint[])"
+        " AS w(topic, partition, expected, next_offset)),"
+        f" updated AS (UPDATE {table} AS o SET next_offset = w.next_offset, updated_at = now()"
+        " FROM wanted AS w WHERE o.group_id = $1 AND o.topic = w.topic AND o.partition = w.partition"
+        " AND o.next_offset = w.expected RETURNING o.topic, o.partition),"
+        f" inserted AS (INSERT INTO {table} (group_id, topic, partition, next_offset)"
+        " SELECT $1, topic, partition, next_offset FROM wanted WHERE expected IS NULL"
+        " ON CONFLICT DO NOTHING RETURNING topic, partition)"
+        " SELECT topic, partition FROM updated UNION ALL SELECT topic, partition FROM inserted"
+    )
 
 
 class StaleOffsets(Exception):
@@ -181,6 +197,7 @@ class ConsumerLoop:
         self._projection = projection
         self._sessions = sessions
         self._tables = tables
+        self._advance_statement = _advance_offsets_sql(tables.schema)
         self._consumer = event_log.consumer(projection.group_id, projection.topics)
         self._max_records = max_records
         self._fetch_timeout_ms = fetch_timeout_ms
@@ -446,31 +463,30 @@ class ConsumerLoop:
     async def _advance_offsets(
         self, session: AsyncSession, records: list[Record]
     ) -> dict[TopicPartition, int]:
-        offsets = self._tables.consumer_offsets
+        """Move each partition's stored offset past the batch, on the condition that it is still
+        where this member last left it (a partition seen for the first time: that it has none yet),
+        in one statement whatever the number of partitions; `StaleOffsets` names one that is not."""
         ends: dict[TopicPartition, int] = {}
         for record in records:
             ends[record.topic_partition] = max(ends.get(record.topic_partition, -1), record.offset + 1)
-        for tp, next_offset in ends.items():
+        for tp in ends:
             if tp not in self._positions:
                 raise StaleOffsets(tp)
-            expected = self._positions[tp]
-            key = and_(
-                offsets.c.group_id == self.group_id, offsets.c.topic == tp[0], offsets.c.partition == tp[1]
-            )
-            if expected is None:
-                statement: Any = (
-                    pg_insert(offsets)
-                    .values(group_id=self.group_id, topic=tp[0], partition=tp[1], next_offset=next_offset)
-                    .on_conflict_do_nothing()
-                )
-            else:
-                statement = (
-                    update(offsets)
-                    .where(key, offsets.c.next_offset == expected)
-                    .values(next_offset=next_offset)
-                )
-            result = cast(CursorResult[Any], await session.execute(statement))
-            if result.rowcount != 1:
+        if not ends:
+            return ends
+        partitions = sorted(ends)
+        connection = await driver_connection(session)
+        moved = await connection.fetch(
+            self._advance_statement,
+            self.group_id,
+            [topic for topic, _ in partitions],
+            [partition for _, partition in partitions],
+            [self._positions[tp] for tp in partitions],
+            [ends[tp] for tp in partitions],
+        )
+        done = {(row["topic"], row["partition"]) for row in moved}
+        for tp in partitions:
+            if tp not in done:
                 raise StaleOffsets(tp)
         return ends
 

@@ -9,8 +9,8 @@ from sqlalchemy.util import await_
 
 
 def make_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    """A pool whose connections are checked before use, so that one PostgreSQL closed (a restart,
-    a failover) is replaced instead of failing the first statement that gets it."""
+    """A pool whose connections are checked before use, so that a connection PostgreSQL closed (a
+    restart, a failover) is replaced instead of failing the first statement that gets it."""
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
     engine.dialect.do_ping = _ping  # type: ignore[method-assign]
     return engine

@@ -18,6 +18,7 @@ pass per debtor and per invoice.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,13 +26,14 @@ from typing import Any, cast
 
 import numpy as np
 
-from services.scoring.credit import MONTH_DAYS, WINDOW_DAYS, CreditLimit, round_down
+from services.scoring.credit import MONTH_DAYS, WINDOW_DAYS, round_down
 from services.scoring.features import FEATURE_NAMES, RECENT, DebtorHistory, Features
 from services.scoring.model import (
     TOP_REASONS,
     DebtorScore,
     InvoiceScore,
     Scorer,
+    Segment,
     phrase,
     score_debtors,
     segment_of,
@@ -41,6 +43,8 @@ from services.scoring.units import minor_per_major
 NEVER = 10**9
 """An ordinal later than any date: "not (yet)"."""
 COLUMN = {name: j for j, name in enumerate(FEATURE_NAMES)}
+_NAME_RANK = np.argsort(np.argsort(np.array(FEATURE_NAMES)))
+"""Each feature's place among the features' names in alphabetical order."""
 
 
 def predict_matrix(scorer: Scorer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,7 +136,8 @@ class ChunkFeatures:
     own_invoice: np.ndarray
     """Index of each open invoice in the chunk's invoices, debtor by debtor."""
     outstanding: np.ndarray
-    billed_last_year: np.ndarray
+    billed_last_year: list[int]
+    """Exact, however large."""
     invoices_last_year: np.ndarray
     first_issue: np.ndarray
     known_invoices: np.ndarray
@@ -343,7 +348,9 @@ def features_of(c: Columns, as_of: dt.date) -> ChunkFeatures | None:
         own_debtor=og,
         own_invoice=own,
         outstanding=c.outstanding,
-        billed_last_year=per_debtor(np.where(known & (issue > year_ago), amount, 0)),
+        billed_last_year=_exact_group_sums(
+            np.where(known & (issue > year_ago), amount, 0), [0, *ends.tolist()]
+        ),
         invoices_last_year=per_debtor(known & (issue > year_ago)),
         first_issue=first_issue,
         known_invoices=n_known,
@@ -362,87 +369,161 @@ def score_chunk(scorer: Scorer, histories: Sequence[DebtorHistory], as_of: dt.da
 def score_columns(scorer: Scorer, columns: Columns, as_of: dt.date) -> list[DebtorScore] | None:
     """`score_chunk` of histories given as columns; None when an invoice id appears twice in one
     history (then `score_debtors` scores them)."""
+    scored = scored_columns(scorer, columns, as_of)
+    return None if scored is None else [scored.debtor(i) for i in range(scored.n)]
+
+
+@dataclass(frozen=True)
+class ScoredColumns:
+    """The scores of a chunk's histories, column by column: what `DebtorScore` holds for each
+    history (`debtor(i)` makes the object), and for each open invoice, history after history."""
+
+    as_of: dt.date
+    model_kind: str
+    tenant_ids: Sequence[str]
+    debtor_ids: Sequence[str]
+    currencies: Sequence[str]
+    score: list[int]
+    p_late: list[float]
+    segment: list[Segment]
+    expected_days_to_settle: list[float]
+    reasons: list[list[str]]
+    open_minor: list[int]
+    overdue_minor: list[int]
+    oldest_days_past_due: list[int]
+    usual_monthly_billing_minor: list[int | None]
+    recommended_limit_minor: list[int | None]
+    invoice_starts: list[int]
+    """Each history's open invoices are `invoice_*[invoice_starts[i]:invoice_starts[i + 1]]`."""
+    invoice_ids: list[str]
+    invoice_outstanding: list[int]
+    invoice_due: list[int]
+    invoice_p_late: list[float]
+    invoice_settle: list[int]
+    """Expected settle dates as ordinals (for an overdue invoice, not before the day after)."""
+
+    @property
+    def n(self) -> int:
+        return len(self.debtor_ids)
+
+    def debtor(self, i: int) -> DebtorScore:
+        make = dt.date.fromordinal
+        invoices = tuple(
+            InvoiceScore(
+                invoice_id=self.invoice_ids[k],
+                outstanding_minor=self.invoice_outstanding[k],
+                due_date=make(self.invoice_due[k]),
+                p_late=self.invoice_p_late[k],
+                expected_settle_date=make(self.invoice_settle[k]),
+            )
+            for k in range(self.invoice_starts[i], self.invoice_starts[i + 1])
+        )
+        return DebtorScore(
+            tenant_id=self.tenant_ids[i],
+            debtor_id=self.debtor_ids[i],
+            currency=self.currencies[i],
+            as_of=self.as_of,
+            score=self.score[i],
+            p_late=self.p_late[i],
+            segment=self.segment[i],
+            expected_days_to_settle=self.expected_days_to_settle[i],
+            reasons=tuple(self.reasons[i]),
+            open_minor=self.open_minor[i],
+            overdue_minor=self.overdue_minor[i],
+            oldest_days_past_due=self.oldest_days_past_due[i],
+            invoices=invoices,
+            model_kind=self.model_kind,
+            usual_monthly_billing_minor=self.usual_monthly_billing_minor[i],
+            recommended_limit_minor=self.recommended_limit_minor[i],
+        )
+
+
+def _exact_group_sums(values: np.ndarray, starts: list[int]) -> list[int]:
+    """Sum of `values[starts[i]:starts[i + 1]]` for each group as Python integers: in int64 when no
+    sum can overflow it, else one by one."""
+    if not len(values) or float(np.abs(values.astype(float)).max()) < 2.0**62 / len(values):
+        sums: list[int] = _group_sum(values, np.array(starts[:-1]), np.array(starts[1:])).tolist()
+        return sums
+    items = values.tolist()
+    return [sum(items[a:b]) for a, b in itertools.pairwise(starts)]
+
+
+def _no_scores(scorer: Scorer, as_of: dt.date) -> ScoredColumns:
+    return ScoredColumns(
+        as_of, scorer.kind, [], [], [], [], [], [], [], [], [], [], [], [], [], [0], [], [], [], [], []
+    )
+
+
+def scored_columns(scorer: Scorer, columns: Columns, as_of: dt.date) -> ScoredColumns | None:
+    """The scores of histories given as columns, without an object per debtor or invoice; None when
+    an invoice id appears twice in one history."""
     n = len(columns.counts)
     if not n:
-        return []
+        return _no_scores(scorer, as_of)
     c = features_of(columns, as_of)
     if c is None:
         return None
     day = as_of.toordinal()
     p_all, days_all = predict_matrix(scorer, np.vstack([c.typical, c.own]))
     why = _reasons(scorer, c.typical, p_all[:n], columns.currencies)
-
-    # Assembly, debtor by debtor, with Python's own rounding.
-    p_list, days_list = p_all[:n].tolist(), days_all[:n].tolist()
-    own_p = p_all[n:].tolist()
-    own_rows = c.own_invoice
-    own_ids = [columns.invoice_ids[k] for k in own_rows.tolist()]
-    own_due = columns.due[own_rows].tolist()
     if not np.isfinite(days_all[n:]).all():
         raise ValueError("cannot round a prediction that is not a number of days")
+
+    # Python's own rounding to decimals, value by value; numpy's is not the same function.
+    p_late = [round(v, 4) for v in p_all[:n].tolist()]
+    score = [round(100 * v) for v in p_late]
+    segment = [segment_of(v) for v in p_late]
+
+    own_rows = c.own_invoice
+    own_due = columns.due[own_rows]
+    late = own_due < day
     # Python's round of a float goes to the nearest integer, ties to even, as numpy's rint does.
-    own_settle = (columns.issue[own_rows] + np.rint(days_all[n:]).astype(np.int64)).tolist()
-    own_outstanding = c.outstanding[own_rows].tolist()
-    own_starts = np.searchsorted(c.own_debtor, np.arange(n), side="left").tolist()
-    own_ends = np.searchsorted(c.own_debtor, np.arange(n), side="right").tolist()
-    tomorrow = as_of + dt.timedelta(days=1)
-    billed, n_billed = c.billed_last_year.tolist(), c.invoices_last_year.tolist()
+    settle = columns.issue[own_rows] + np.rint(days_all[n:]).astype(np.int64)
+    settle = np.where(late, np.maximum(settle, day + 1), settle)
+    outstanding = c.outstanding[own_rows]
+    starts = np.searchsorted(c.own_debtor, np.arange(n + 1), side="left").tolist()
+    oldest = np.zeros(n, dtype=np.int64)
+    np.maximum.at(oldest, c.own_debtor[late], day - own_due[late])
+
+    billed, n_billed = c.billed_last_year, c.invoices_last_year.tolist()
     firsts, known_counts, terms_sums = c.first_issue.tolist(), c.known_invoices.tolist(), c.sum_terms.tolist()
-    dates: dict[int, dt.date] = {}
-    make = dt.date.fromordinal
-    out = []
+    usual: list[int | None] = [None] * n
+    recommended: list[int | None] = [None] * n
     for i in range(n):
-        invoices = []
-        overdue_days = []
-        open_minor = overdue_minor = 0
-        for k in range(own_starts[i], own_ends[i]):
-            due = own_due[k]
-            late = due < day
-            settle = dates.get(own_settle[k]) or dates.setdefault(own_settle[k], make(own_settle[k]))
-            outstanding = own_outstanding[k]
-            open_minor += outstanding
-            if late:
-                overdue_days.append(day - due)
-                overdue_minor += outstanding
-            invoices.append(
-                InvoiceScore(
-                    invoice_id=own_ids[k],
-                    outstanding_minor=outstanding,
-                    due_date=dates.get(due) or dates.setdefault(due, make(due)),
-                    p_late=1.0 if late else round(own_p[k], 4),
-                    expected_settle_date=max(settle, tomorrow) if late else settle,
-                )
-            )
-        p_late = round(p_list[i], 4)
-        currency = columns.currencies[i]
-        limit = None
         if n_billed[i]:
             months = min(12.0, max(1.0, math.ceil((day - firsts[i]) / MONTH_DAYS)))
             monthly = round(billed[i] / months)
             mean_terms = terms_sums[i] / known_counts[i] if known_counts[i] else 30.0
             factor = round(1 + max(0.0, mean_terms) / 30, 2)
-            limit = CreditLimit(monthly, factor, round_down(monthly * factor * (1 - p_late), currency))
-        out.append(
-            DebtorScore(
-                tenant_id=columns.tenant_ids[i],
-                debtor_id=columns.debtor_ids[i],
-                currency=currency,
-                as_of=as_of,
-                score=round(100 * p_late),
-                p_late=p_late,
-                segment=segment_of(p_late),
-                expected_days_to_settle=round(days_list[i], 1),
-                reasons=tuple(why[i]),
-                open_minor=open_minor,
-                overdue_minor=overdue_minor,
-                oldest_days_past_due=max(overdue_days, default=0),
-                invoices=tuple(invoices),
-                model_kind=scorer.kind,
-                usual_monthly_billing_minor=limit.usual_monthly_billing_minor if limit else None,
-                recommended_limit_minor=limit.recommended_minor if limit else None,
-            )
-        )
-    return out
+            usual[i] = monthly
+            recommended[i] = round_down(monthly * factor * (1 - p_late[i]), columns.currencies[i])
+
+    return ScoredColumns(
+        as_of=as_of,
+        model_kind=scorer.kind,
+        tenant_ids=columns.tenant_ids,
+        debtor_ids=columns.debtor_ids,
+        currencies=columns.currencies,
+        score=score,
+        p_late=p_late,
+        segment=segment,
+        expected_days_to_settle=[round(v, 1) for v in days_all[:n].tolist()],
+        reasons=why,
+        open_minor=_exact_group_sums(outstanding, starts),
+        overdue_minor=_exact_group_sums(np.where(late, outstanding, 0), starts),
+        oldest_days_past_due=oldest.tolist(),
+        usual_monthly_billing_minor=usual,
+        recommended_limit_minor=recommended,
+        invoice_starts=starts,
+        invoice_ids=[columns.invoice_ids[k] for k in own_rows.tolist()],
+        invoice_outstanding=outstanding.tolist(),
+        invoice_due=own_due.tolist(),
+        invoice_p_late=[
+            1.0 if overdue else round(p, 4)
+            for overdue, p in zip(late.tolist(), p_all[n:].tolist(), strict=True)
+        ],
+        invoice_settle=settle.tolist(),
+    )
 
 
 def _reasons(scorer: Scorer, x: np.ndarray, base: np.ndarray, currencies: Sequence[str]) -> list[list[str]]:
@@ -465,16 +546,25 @@ def _reasons(scorer: Scorer, x: np.ndarray, base: np.ndarray, currencies: Sequen
     for j, rows in enumerate(moved):
         deltas[rows, j] = base[rows] - probed[offset : offset + len(rows)]
         offset += len(rows)
+    # Each row's features in the order `model.reasons` takes them: those that raised the probability
+    # most first (ties: the later name first), or where none did, those that lowered it most (ties:
+    # the earlier name first).
+    with np.errstate(invalid="ignore"):
+        raising: np.ndarray = deltas > 0.005
+        lowering: np.ndarray = deltas < -0.005
+    up = np.any(raising, axis=1, keepdims=True)
+    chosen = np.where(up, raising, lowering)
+    primary = np.where(chosen, np.where(up, -deltas, deltas), np.inf)
+    secondary = np.where(up, -_NAME_RANK, _NAME_RANK)
+    order = np.lexsort((secondary, primary), axis=1).tolist()
+    counts = chosen.sum(axis=1).tolist()
     values: list[list[Any]] = x.tolist()
     out = []
-    for i, row_deltas in enumerate(deltas.tolist()):
-        pairs = [(d, FEATURE_NAMES[j]) for j, d in enumerate(row_deltas) if not math.isnan(d)]
-        raising = sorted((d, name) for d, name in pairs if d > 0.005)[::-1]
-        chosen = raising or sorted((d, name) for d, name in pairs if d < -0.005)
+    for i, row in enumerate(values):
         said = []
-        for _, name in chosen:
-            v = values[i][COLUMN[name]]
-            if words := phrase(name, None if math.isnan(v) else v, currencies[i]):
+        for j in order[i][: counts[i]]:
+            v = row[j]
+            if words := phrase(FEATURE_NAMES[j], None if math.isnan(v) else v, currencies[i]):
                 said.append(words)
                 if len(said) == TOP_REASONS:
                     break

@@ -67,11 +67,11 @@ from services.runtime.outbox import copy_to_outbox
 from services.runtime.tracing import current_traceparent, with_traceparent
 from services.runtime.worker_pool import IN_FLIGHT_PER_WORKER, WorkerPool, bounded
 from services.scoring import store
-from services.scoring.batch import NEVER, Columns, score_chunk, score_columns, sort_by
+from services.scoring.batch import NEVER, Columns, ScoredColumns, score_chunk, scored_columns, sort_by
 from services.scoring.features import DebtorHistory, InvoiceFact
 from services.scoring.model import DebtorScore, Scorer
 from services.scoring.models_on_disk import ModelSource
-from services.scoring.writeoff import WriteOffProposal, WriteOffRule, propose
+from services.scoring.writeoff import WriteOffProposal, WriteOffRule, propose, propose_each
 
 SOURCE = "arrears/scoring"
 SCORE_STEP = 10
@@ -182,14 +182,14 @@ class LastPublished:
 NOTHING_PUBLISHED = LastPublished(None, None, None)
 
 
-def is_material(score: DebtorScore, write_off: bool, published: LastPublished) -> bool:
+def is_material(score: int, segment: str, write_off: bool, published: LastPublished) -> bool:
     """A first score, a new segment, a move of `SCORE_STEP` points or more, or a write-off proposal
     made or withdrawn."""
     if published.score is None or published.segment is None:
         return True
     return (
-        score.segment != published.segment
-        or abs(score.score - published.score) >= SCORE_STEP
+        segment != published.segment
+        or abs(score - published.score) >= SCORE_STEP
         or write_off != bool(published.write_off)
     )
 
@@ -385,8 +385,7 @@ class ScoringProjection:
                 published=await _published(connection, tenant, debtors),
             )
             columns, produced = decide_chunk(scorer, chunk, facts.causes)
-            if columns and columns[0]:
-                await connection.execute(_SAVE_SCORES, *columns)
+            await save_scores(connection, columns)
             messages += produced
         return messages
 
@@ -600,7 +599,7 @@ def _outcome(
         last = published.get((s.tenant_id, s.debtor_id, s.currency), NOTHING_PUBLISHED)
         write_off = propose(s, rule)
         proposed = write_off is not None and write_off.proposed
-        if is_material(s, proposed, last):
+        if is_material(s.score, s.segment, proposed, last):
             cause = causes.get((s.tenant_id, s.debtor_id))
             messages.append(score_event(s, version, last.segment, cause, write_off))
             last = LastPublished(s.score, s.segment, proposed)
@@ -654,6 +653,88 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+def _outcome_of(
+    scored: ScoredColumns,
+    version: int | None,
+    published: Published,
+    causes: Mapping[DebtorKey, str],
+    rule: WriteOffRule,
+) -> ChunkOutcome:
+    """What `_outcome` gives for a chunk scored as columns, column by column: an object per score
+    only for the scores to publish."""
+    proposals = propose_each(scored, rule)
+    messages = []
+    published_score: list[int | None] = []
+    published_segment: list[str | None] = []
+    published_write_off: list[bool | None] = []
+    for i, write_off in enumerate(proposals):
+        key = (scored.tenant_ids[i], scored.debtor_ids[i], scored.currencies[i])
+        last = published.get(key, NOTHING_PUBLISHED)
+        proposed = write_off is not None and write_off.proposed
+        if is_material(scored.score[i], scored.segment[i], proposed, last):
+            s = scored.debtor(i)
+            messages.append(score_event(s, version, last.segment, causes.get(key[:2]), write_off))
+            last = LastPublished(s.score, s.segment, proposed)
+        published_score.append(last.score)
+        published_segment.append(last.segment)
+        published_write_off.append(last.write_off)
+
+    iso: dict[int, str] = {}
+
+    def day(ordinal: int) -> str:
+        text = iso.get(ordinal)
+        if text is None:
+            text = iso[ordinal] = dt.date.fromordinal(ordinal).isoformat()
+        return text
+
+    invoices = []
+    ids, due, settle = scored.invoice_ids, scored.invoice_due, scored.invoice_settle
+    outstanding, p_late, starts = scored.invoice_outstanding, scored.invoice_p_late, scored.invoice_starts
+    for i, write_off in enumerate(proposals):
+        own = {p.invoice_id: list(p.reasons) for p in write_off.invoices} if write_off else {}
+        invoices.append(
+            _json(
+                [
+                    {
+                        "invoice_id": ids[k],
+                        "outstanding_minor": outstanding[k],
+                        "due_date": day(due[k]),
+                        "p_late": p_late[k],
+                        "expected_settle_date": day(settle[k]),
+                        "write_off_reasons": own.get(ids[k], []),
+                    }
+                    for k in range(starts[i], starts[i + 1])
+                ]
+            )
+        )
+    n = scored.n
+    columns: dict[str, list[Any]] = {
+        "tenant_id": list(scored.tenant_ids),
+        "debtor_id": list(scored.debtor_ids),
+        "currency": list(scored.currencies),
+        "as_of": [scored.as_of] * n,
+        "score": scored.score,
+        "p_late": scored.p_late,
+        "segment": list(scored.segment),
+        "expected_days_to_settle": scored.expected_days_to_settle,
+        "open_minor": scored.open_minor,
+        "overdue_minor": scored.overdue_minor,
+        "oldest_days_past_due": scored.oldest_days_past_due,
+        "reasons": [_json(r) for r in scored.reasons],
+        "invoices": invoices,
+        "model_kind": [scored.model_kind] * n,
+        "model_version": [version] * n,
+        "published_score": published_score,
+        "published_segment": published_segment,
+        "published_write_off": published_write_off,
+        "usual_monthly_billing_minor": scored.usual_monthly_billing_minor,
+        "recommended_limit_minor": scored.recommended_limit_minor,
+        "write_off_proposed": [bool(w and w.proposed) for w in proposals],
+        "write_off_reasons": [_json(list(w.reasons) if w else []) for w in proposals],
+    }
+    return [columns[c] for c in _SCORE_TYPES], messages
+
+
 _SCORES = f"{store.SCHEMA}.{store.scores.name}"
 _SCORE_TYPES: dict[str, str] = {
     "tenant_id": "text",
@@ -680,18 +761,33 @@ _SCORE_TYPES: dict[str, str] = {
     "write_off_reasons": "jsonb",
 }
 _KEY = ("tenant_id", "debtor_id", "currency")
+_SAME_IN_A_CHUNK = ("tenant_id", "as_of", "model_kind", "model_version")
+"""Columns with one value for all of a chunk's rows: sent once, not as arrays."""
+_ARRAY_COLUMNS = [c for c in _SCORE_TYPES if c not in _SAME_IN_A_CHUNK]
+_PARAMETER = {c: i for i, c in enumerate([*_SAME_IN_A_CHUNK, *_ARRAY_COLUMNS], start=1)}
 # One array per column: one statement, whatever the number of rows; JSON goes as text and is cast.
 _SAVE_SCORES = (
-    f"INSERT INTO {_SCORES} ({', '.join(_SCORE_TYPES)}, updated_at)"
-    f" SELECT {', '.join(f'k.{c}::{t}' for c, t in _SCORE_TYPES.items())}, now() FROM unnest("
+    f"INSERT INTO {_SCORES} ({', '.join(_SCORE_TYPES)}, updated_at) SELECT "
     + ", ".join(
-        f"${i}::{'text' if t == 'jsonb' else t}[]" for i, t in enumerate(_SCORE_TYPES.values(), start=1)
+        f"${_PARAMETER[c]}::{t}" if c in _SAME_IN_A_CHUNK else f"k.{c}::{t}" for c, t in _SCORE_TYPES.items()
     )
-    + f") AS k({', '.join(_SCORE_TYPES)})"
+    + ", now() FROM unnest("
+    + ", ".join(f"${_PARAMETER[c]}::{_SCORE_TYPES[c].replace('jsonb', 'text')}[]" for c in _ARRAY_COLUMNS)
+    + f") AS k({', '.join(_ARRAY_COLUMNS)})"
     f" ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in _SCORE_TYPES if c not in _KEY)
     + ", updated_at = now()"
 )
+_AT = {c: j for j, c in enumerate(_SCORE_TYPES)}
+
+
+async def save_scores(connection: Any, columns: list[list[Any]]) -> None:
+    """Upsert a chunk's score rows, given column by column (`_SCORE_TYPES`), all of one tenant, day
+    and model."""
+    if not columns or not columns[0]:
+        return
+    same = [columns[_AT[c]][0] for c in _SAME_IN_A_CHUNK]
+    await connection.execute(_SAVE_SCORES, *same, *[columns[_AT[c]] for c in _ARRAY_COLUMNS])
 
 
 # --- debtor rows and their versions ------------------------------------------------------------
@@ -841,9 +937,13 @@ def decide_chunk(
     """The scores of a chunk's debtors as of its day, and which of them to publish: what
     `histories_of`, `score_debtors` and `_outcome` give, the histories made as columns straight from
     the rows. `causes`: the event each debtor's score event names as its cause, if any."""
-    scores = score_columns(scorer, _columns(chunk), chunk.day) if chunk.invoices["debtor_id"] else []
-    if scores is None:  # an invoice id twice in one history: debtor by debtor
-        scores = score_chunk(scorer, _histories(chunk), chunk.day)
+    if not chunk.invoices["debtor_id"]:
+        return [[] for _ in _SCORE_TYPES], []
+    scored = scored_columns(scorer, _columns(chunk), chunk.day)
+    if scored is not None:
+        return _outcome_of(scored, chunk.version, chunk.published, causes or {}, chunk.rule)
+    # An invoice id twice in one history: debtor by debtor.
+    scores = score_chunk(scorer, _histories(chunk), chunk.day)
     score_rows, messages = _outcome(scores, chunk.version, chunk.published, causes or {}, chunk.rule)
     return [[r[c] for r in score_rows] for c in _SCORE_TYPES], messages
 
@@ -937,8 +1037,7 @@ async def _rescore_chunk(connection: Any, scorer: Scorer, chunk: DayChunk) -> No
         published=await _published(connection, tenant, debtors),
     )
     columns, messages = decide_chunk(scorer, decided)
-    if columns and columns[0]:
-        await connection.execute(_SAVE_SCORES, *columns)
+    await save_scores(connection, columns)
     if chunk.traceparent is not None:
         messages = [with_traceparent(m, chunk.traceparent) for m in messages]
     await copy_to_outbox(connection, store.runtime, messages)

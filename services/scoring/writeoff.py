@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from contracts.money import format_major
+from services.scoring.batch import ScoredColumns
 from services.scoring.model import DebtorScore
 from services.scoring.worklist import ACTIONS, ActionCosts, bucket_of_days
 
@@ -86,3 +89,31 @@ def propose(score: DebtorScore, rule: WriteOffRule = WriteOffRule()) -> WriteOff
         if own:
             invoices.append(InvoiceProposal(inv.invoice_id, inv.outstanding_minor, days, tuple(own)))
     return WriteOffProposal(bool(why), tuple(why), recovery, cost, tuple(invoices))
+
+
+def propose_each(scored: ScoredColumns, rule: WriteOffRule = WriteOffRule()) -> list[WriteOffProposal | None]:
+    """`propose` for each debtor of a chunk scored as columns, without an object per score: only the
+    invoices that have a reason to be proposed are judged one by one."""
+    p_pay = [round(1.0 - p, 4) for p in scored.p_late]
+    owner = np.repeat(np.arange(scored.n), np.diff(scored.invoice_starts))
+    days = scored.as_of.toordinal() - np.array(scored.invoice_due, dtype=np.int64)
+    amount = np.array(scored.invoice_outstanding, dtype=np.int64)
+    bucket_costs = np.array([rule.costs.of(ACTIONS[b]) for b in ("1-30", "31-60", "61-90", "default")])
+    cost = bucket_costs[np.clip((days - 1) // 30, 0, 3)]
+    recovery = np.rint(np.array(p_pay)[owner] * amount) if scored.n else np.zeros(0)
+    judged = (days > 0) & (amount > 0) & ((recovery < cost) | (days > rule.max_days_past_due))
+    own: dict[int, list[InvoiceProposal]] = {}
+    for k, i in zip(np.flatnonzero(judged).tolist(), owner[judged].tolist(), strict=True):
+        d, a = int(days[k]), int(amount[k])
+        _, _, why = _reasons(a, p_pay[i], d, scored.currencies[i], rule)
+        if why:
+            own.setdefault(i, []).append(InvoiceProposal(scored.invoice_ids[k], a, d, tuple(why)))
+    out: list[WriteOffProposal | None] = []
+    for i in range(scored.n):
+        overdue, oldest = scored.overdue_minor[i], scored.oldest_days_past_due[i]
+        if overdue <= 0 or oldest <= 0:
+            out.append(None)
+            continue
+        recovery_minor, cost_minor, why = _reasons(overdue, p_pay[i], oldest, scored.currencies[i], rule)
+        out.append(WriteOffProposal(bool(why), tuple(why), recovery_minor, cost_minor, tuple(own.get(i, ()))))
+    return out

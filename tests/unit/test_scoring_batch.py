@@ -20,7 +20,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from contracts.registry import encode_event
-from services.scoring.batch import NEVER, chunk_features, score_chunk
+from services.scoring.batch import NEVER, chunk_features, columns_of, score_chunk, scored_columns
 from services.scoring.features import DebtorHistory, Features, InvoiceFact, examples_known_before, features_at
 from services.scoring.model import (
     SEGMENTS,
@@ -46,7 +46,8 @@ from services.scoring.projection import (
     score_envelope,
     score_event,
 )
-from services.scoring.writeoff import WriteOffRule, propose
+from services.scoring.worklist import ActionCosts
+from services.scoring.writeoff import WriteOffRule, propose, propose_each
 
 AS_OF = dt.date(2025, 6, 2)
 CURRENCIES = ("EUR", "USD", "JPY", "KWD", "RUB")
@@ -309,3 +310,47 @@ def test_any_score_event_is_formatted_as_the_contracts_encode_it(seed: int, size
     scores = score_chunk(default_scorecard(), portfolio(seed, size), AS_OF + dt.timedelta(days=days))
     for case in every_score_event(scores):
         assert score_event(*case).value == encode_event(score_envelope(*case))
+
+
+@settings(max_examples=40, deadline=None)
+@for_all(
+    seed=st.integers(0, 2**32 - 1),
+    size=st.integers(1, 30),
+    days=st.integers(-400, 400),
+    max_days=st.integers(0, 400),
+    reminder=st.sampled_from((0, 50, 10**6)),
+    agency=st.sampled_from((0, 5_000, 10**9)),
+)
+def test_write_offs_proposed_for_a_chunk_are_those_of_each_score(
+    seed: int, size: int, days: int, max_days: int, reminder: int, agency: int
+) -> None:
+    """`propose_each` on a chunk scored as columns proposes what `propose` does for each score,
+    under any maximum age and any costs of the actions."""
+    as_of = AS_OF + dt.timedelta(days=days)
+    costs = ActionCosts({"reminder": reminder, "call": 500, "claim_letter": 1_500, "agency": agency})
+    rule = WriteOffRule(max_days_past_due=max_days, costs=costs)
+    histories = portfolio(seed, size)
+    scored = scored_columns(default_scorecard(), columns_of(histories), as_of)
+    assert scored is not None
+    assert propose_each(scored, rule) == [
+        propose(s, rule) for s in score_debtors(default_scorecard(), histories, as_of)
+    ]
+
+
+def test_amounts_too_large_to_add_up_in_64_bits_are_added_exactly() -> None:
+    """Open and overdue amounts and the usual monthly billing whose sums pass 2**63 are what the
+    per-debtor path adds up (the features made of them are floats either way)."""
+    big = 2**62
+    invoices = tuple(
+        InvoiceFact(
+            f"inv-{k}", AS_OF - dt.timedelta(days=90 + k), AS_OF - dt.timedelta(days=60 + k), big, None
+        )
+        for k in range(3)
+    )
+    history = DebtorHistory("t1", "d1", "EUR", invoices)
+    scored = scored_columns(default_scorecard(), columns_of([history]), AS_OF)
+    assert scored is not None
+    at_once, one_by_one = scored.debtor(0), score_debtors(default_scorecard(), [history], AS_OF)[0]
+    assert at_once.open_minor == at_once.overdue_minor == one_by_one.open_minor == 3 * big
+    assert at_once.overdue_minor == one_by_one.overdue_minor and at_once.invoices == one_by_one.invoices
+    assert at_once.usual_monthly_billing_minor == one_by_one.usual_monthly_billing_minor

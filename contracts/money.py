@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from functools import cache
+from functools import cache, lru_cache
 from typing import Annotated
 
 from babel.numbers import get_currency_precision, list_currencies
@@ -53,7 +53,9 @@ def positive(money: Money, field: str) -> Money:
     return money
 
 
+@lru_cache(maxsize=1024)
 def minor_unit_exponent(currency: str) -> int:
+    # Cached: babel's lookup costs more than the formatting it serves, once per amount in words.
     return int(get_currency_precision(currency))
 
 

@@ -662,11 +662,22 @@ def _outcome_of(
 ) -> ChunkOutcome:
     """What `_outcome` gives for a chunk scored as columns, column by column: an object per score
     only for the scores to publish."""
+    iso: dict[int, str] = {}
+
+    def day(ordinal: int) -> str:
+        text = iso.get(ordinal)
+        if text is None:
+            text = iso[ordinal] = dt.date.fromordinal(ordinal).isoformat()
+        return text
+
     proposals = propose_each(scored, rule)
     messages = []
     published_score: list[int | None] = []
     published_segment: list[str | None] = []
     published_write_off: list[bool | None] = []
+    invoices = []
+    ids, due, settle = scored.invoice_ids, scored.invoice_due, scored.invoice_settle
+    outstanding, p_late, starts = scored.invoice_outstanding, scored.invoice_p_late, scored.invoice_starts
     for i, write_off in enumerate(proposals):
         key = (scored.tenant_ids[i], scored.debtor_ids[i], scored.currencies[i])
         last = published.get(key, NOTHING_PUBLISHED)
@@ -678,19 +689,6 @@ def _outcome_of(
         published_score.append(last.score)
         published_segment.append(last.segment)
         published_write_off.append(last.write_off)
-
-    iso: dict[int, str] = {}
-
-    def day(ordinal: int) -> str:
-        text = iso.get(ordinal)
-        if text is None:
-            text = iso[ordinal] = dt.date.fromordinal(ordinal).isoformat()
-        return text
-
-    invoices = []
-    ids, due, settle = scored.invoice_ids, scored.invoice_due, scored.invoice_settle
-    outstanding, p_late, starts = scored.invoice_outstanding, scored.invoice_p_late, scored.invoice_starts
-    for i, write_off in enumerate(proposals):
         own = {p.invoice_id: list(p.reasons) for p in write_off.invoices} if write_off else {}
         invoices.append(
             _json(

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from contracts.money import format_major
 from services.scoring.model import DebtorScore
 
@@ -61,6 +63,12 @@ def bucket_of_days(days_past_due: int) -> str:
     if days_past_due > 90:
         return "default"
     return ("1-30", "31-60", "61-90")[(days_past_due - 1) // 30]
+
+
+def bucket_places(days_past_due: np.ndarray) -> np.ndarray:
+    """`bucket_of_days` of many days past due (each at least 1) at once, as places in `ACTIONS`."""
+    places: np.ndarray = np.clip((days_past_due - 1) // 30, 0, len(ACTIONS) - 1)
+    return places
 
 
 def candidate(

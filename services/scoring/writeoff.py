@@ -21,7 +21,7 @@ import numpy as np
 from contracts.money import format_major
 from services.scoring.batch import ScoredColumns
 from services.scoring.model import DebtorScore
-from services.scoring.worklist import ACTIONS, ActionCosts, bucket_of_days
+from services.scoring.worklist import ACTIONS, ActionCosts, bucket_of_days, bucket_places
 
 MAX_DAYS_PAST_DUE = 365
 
@@ -98,9 +98,8 @@ def propose_each(scored: ScoredColumns, rule: WriteOffRule = WriteOffRule()) -> 
     owner = np.repeat(np.arange(scored.n), np.diff(scored.invoice_starts))
     days = scored.as_of.toordinal() - np.array(scored.invoice_due, dtype=np.int64)
     amount = np.array(scored.invoice_outstanding, dtype=np.int64)
-    bucket_costs = np.array([rule.costs.of(ACTIONS[b]) for b in ("1-30", "31-60", "61-90", "default")])
-    cost = bucket_costs[np.clip((days - 1) // 30, 0, 3)]
-    recovery = np.rint(np.array(p_pay)[owner] * amount) if scored.n else np.zeros(0)
+    cost = np.array([rule.costs.of(action) for action in ACTIONS.values()])[bucket_places(days)]
+    recovery = np.rint(np.array(p_pay, dtype=float)[owner] * amount)
     judged = (days > 0) & (amount > 0) & ((recovery < cost) | (days > rule.max_days_past_due))
     own: dict[int, list[InvoiceProposal]] = {}
     for k, i in zip(np.flatnonzero(judged).tolist(), owner[judged].tolist(), strict=True):

@@ -4,8 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
+
 from services.scoring.model import DebtorScore, segment_of
-from services.scoring.worklist import ActionCosts, Candidate, candidate, rank
+from services.scoring.worklist import (
+    ACTIONS,
+    ActionCosts,
+    Candidate,
+    bucket_of_days,
+    bucket_places,
+    candidate,
+    rank,
+)
 
 AS_OF = dt.date(2024, 6, 30)
 
@@ -74,3 +84,9 @@ def test_filtered_by_the_collector_who_last_worked_the_debtor() -> None:
     assert [i.candidate.debtor_id for i in rank(found, collectors=["anna"])] == ["X", "Z"]
     assert [i.candidate.debtor_id for i in rank(found, collectors=["ben", "anna"])] == ["Y", "X", "Z"]
     assert rank(found, collectors=["carla"]) == []
+
+
+def test_buckets_of_many_days_at_once_are_those_of_each() -> None:
+    days = np.arange(1, 400)
+    actions = list(ACTIONS)
+    assert [actions[p] for p in bucket_places(days).tolist()] == [bucket_of_days(d) for d in days.tolist()]

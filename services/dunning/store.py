@@ -54,6 +54,10 @@ class CaseChanged(StaleOffsets):
         self.cases = cases
         super().__init__(f"changed since read: {', '.join(f'{t}/{c}' for t, c in cases[:10])}")
 
+    def __reduce__(self) -> tuple[type[CaseChanged], tuple[list[tuple[str, str]]]]:
+        # Raised in a worker process, it reaches the consumer pickled.
+        return (type(self), (self.cases,))
+
 
 # One row per debtor and currency. `state` is the domain's case; the other columns are copies of
 # its fields for listing and for selecting the cases due on a business date in one query.

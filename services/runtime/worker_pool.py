@@ -62,12 +62,24 @@ class WorkerPool:
             self._pool = None
 
     async def run(self, function: Callable[..., R], *args: Any) -> R:
-        """`function(*args)` in a worker process (a module-level function; its arguments pickled)."""
+        """`function(*args)` in a worker process (a module-level function; its arguments pickled).
+
+        Cancelled, it returns only once the worker is done with the call (or never started it): a
+        chunk still under way after its batch failed could commit after the batch's next attempt
+        read the same rows, and fail that attempt too."""
         self.start()
         pool = self._pool
         assert pool is not None
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+            future = pool.submit(function, *args)
+            wrapped = asyncio.wrap_future(future)
+            return await asyncio.shield(wrapped)
+        except asyncio.CancelledError:
+            future.cancel()  # one not handed to a worker yet never starts
+            await asyncio.wait([wrapped])
+            if not wrapped.cancelled():
+                wrapped.exception()  # seen: what is raised is the cancellation
+            raise
         except BrokenProcessPool:
             if self._pool is pool:  # a worker died: the next call starts new ones
                 self._pool = None

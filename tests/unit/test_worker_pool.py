@@ -1,6 +1,7 @@
 """Handing chunks out to worker processes a few at a time."""
 
 import asyncio
+import pickle
 import subprocess
 import sys
 import time
@@ -8,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.consumer import StaleState
-from services.runtime.worker_pool import bounded
+from services.dunning.store import CaseChanged
+from services.runtime.consumer import StaleOffsets, StaleState
+from services.runtime.worker_pool import WorkerPool, bounded
 from tests.infra.processes import alive
 
 
@@ -69,3 +71,44 @@ def test_workers_exit_when_the_process_that_started_them_is_killed() -> None:
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not [pid for pid in workers if alive(pid)], "a worker outlived its consumer"
+
+
+def write_after(path: str, seconds: float) -> None:
+    """In a worker: a chunk that takes `seconds`, then leaves its mark."""
+    time.sleep(seconds)
+    Path(path).write_text("done")
+
+
+def test_a_cancelled_chunk_is_finished_or_never_started_when_the_cancellation_returns(tmp_path: Path) -> None:
+    # A batch that fails cancels its other chunks and is read again: no chunk of the failed attempt
+    # may still be under way then, or it commits after the next attempt read the same rows.
+    started, queued = tmp_path / "started", tmp_path / "queued"
+
+    async def cancel_both() -> None:
+        pool = WorkerPool(1)
+        pool.start()
+        try:
+            first = asyncio.create_task(pool.run(write_after, str(started), 1.0))
+            second = asyncio.create_task(pool.run(write_after, str(queued), 0.0))
+            await asyncio.sleep(0.3)
+            first.cancel()
+            second.cancel()
+            results = await asyncio.gather(first, second, return_exceptions=True)
+            assert all(isinstance(r, asyncio.CancelledError) for r in results)
+            assert started.exists(), "the chunk under way was finished before the cancellation returned"
+            queued_at_return = queued.exists()
+            await asyncio.sleep(0.5)
+            assert queued.exists() == queued_at_return, "the queued chunk ran after the cancellation returned"
+        finally:
+            pool.close()
+
+    asyncio.run(cancel_both())
+
+
+def test_a_case_changed_in_a_worker_reaches_the_consumer_as_itself() -> None:
+    # Raised in a worker process it crosses a pipe; a copy that cannot be rebuilt would break the
+    # pool instead of having the batch read again.
+    raised = CaseChanged([("acme", "D-1/EUR"), ("acme", "D-2/EUR")])
+    copied = pickle.loads(pickle.dumps(raised))
+    assert isinstance(copied, CaseChanged) and isinstance(copied, StaleOffsets)
+    assert copied.cases == raised.cases and str(copied) == str(raised)

@@ -21,6 +21,7 @@ import datetime as dt
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from operator import attrgetter
 from statistics import fmean, median
 from typing import Any, Literal, Protocol, cast
@@ -249,7 +250,19 @@ def phrase(name: str, v: float | None, currency: str) -> str | None:
     """A feature's value in words, or None if there is nothing to say."""
     if v is None:
         return _UNKNOWN.get(name)
-    return _PHRASES[name](float(v), currency)
+    # + 0.0 makes -0.0 zero: they are one key of the cache, so they must be one phrase ("0", not "-0").
+    v = float(v) + 0.0
+    return _PHRASES[name](v, currency) if name in _AMOUNTS else _phrased(name, v, currency)
+
+
+_AMOUNTS = frozenset({"overdue_amount", "log_amount"})
+"""Features whose values seldom repeat: not remembered."""
+
+
+@lru_cache(maxsize=1 << 14)
+def _phrased(name: str, v: float, currency: str) -> str:
+    # A business day says the same few thousand things of a million debtors (counts, days, shares).
+    return _PHRASES[name](v, currency)
 
 
 def reasons(scorer: Scorer, rows: Sequence[Features], currencies: Sequence[str]) -> list[list[str]]:

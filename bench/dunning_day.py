@@ -650,7 +650,9 @@ def summary_line(measure: dict[str, Any]) -> str:
 
 async def _main(debtors: int, seed: int, profile: str | None, workers: int | None) -> dict[str, Any]:
     async with standalone(Path(profile) if profile else None) as ctx:
-        return await measure_dunning_evaluation(ctx, debtors, seed, workers=workers)
+        measure = await measure_dunning_evaluation(ctx, debtors, seed, workers=workers)
+        measure["memory"] = ctx.processes.memory()
+        return measure
 
 
 def main() -> None:

@@ -74,9 +74,17 @@ def test_workers_exit_when_the_process_that_started_them_is_killed() -> None:
 
 
 def write_after(path: str, seconds: float) -> None:
-    """In a worker: a chunk that takes `seconds`, then leaves its mark."""
+    """In a worker: a chunk that says it began, takes `seconds`, then leaves its mark."""
+    Path(f"{path}.began").touch()
     time.sleep(seconds)
     Path(path).write_text("done")
+
+
+def appears(path: Path, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.05)
 
 
 def test_a_cancelled_chunk_is_finished_or_never_started_when_the_cancellation_returns(tmp_path: Path) -> None:
@@ -90,7 +98,7 @@ def test_a_cancelled_chunk_is_finished_or_never_started_when_the_cancellation_re
         try:
             first = asyncio.create_task(pool.run(write_after, str(started), 1.0))
             second = asyncio.create_task(pool.run(write_after, str(queued), 0.0))
-            await asyncio.sleep(0.3)
+            await asyncio.to_thread(appears, Path(f"{started}.began"))  # once the worker has started
             first.cancel()
             second.cancel()
             results = await asyncio.gather(first, second, return_exceptions=True)

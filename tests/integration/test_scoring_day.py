@@ -107,6 +107,9 @@ async def test_a_business_day_rescores_every_debtor_with_an_open_item_and_publis
         # as of the last date of the facts.
         await until(applied, "the facts were not applied")
         await kafka_log.publish([profile(tenant, d, "v1") for d in ("quiet", "lost", "fresh", "done")])
+        # Applied before the day starts: in the day's batch they would have the batch score "done"
+        # (which owes nothing, so no business day scores it) as of the day too.
+        await until(applied, "the profiles were not applied")
         await until(all_scored, "the facts were not scored")
         before = await scored_on(D(2026, 4, 5))
         # Scorecard: 8 invoices on time give 0.9 / 11 = 0.08; "quiet" is overdue (+0.10).

@@ -127,6 +127,10 @@ def _write_settings(data_dir: Path, settings: dict[str, str]) -> bool:
     return True
 
 
+_CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+"""Where a container's memory limit is (cgroup v2, v1)."""
+
+
 def usable_memory_bytes() -> int:
     """The machine's memory, or the container's limit when that is lower."""
     usable = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -138,10 +142,6 @@ def usable_memory_bytes() -> int:
         if limit.isdigit():  # "max" when there is none
             usable = min(usable, int(limit))
     return usable
-
-
-_CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
-"""Where a container's memory limit is (cgroup v2, v1)."""
 
 
 def find_embedded_postgres(data_dir: Path) -> EmbeddedPostgres | None:

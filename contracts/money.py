@@ -74,5 +74,9 @@ def parse_major(amount: str, currency: str) -> int:
 
 
 def format_major(amount_minor: int, currency: str) -> str:
+    """Minor units as a decimal string in major units (-1234 EUR: "-12.34"), in integer arithmetic."""
     exponent = minor_unit_exponent(currency)
-    return f"{Decimal(amount_minor).scaleb(-exponent):.{exponent}f}"
+    if not exponent:
+        return str(amount_minor)
+    major, minor = divmod(abs(amount_minor), 10**exponent)
+    return f"{'-' if amount_minor < 0 else ''}{major}.{minor:0{exponent}d}"

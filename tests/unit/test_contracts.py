@@ -193,6 +193,21 @@ def test_major_units_convert_exactly(text: str, currency: str, minor: int) -> No
     assert parse_major(format_major(minor, currency), currency) == minor
 
 
+@pytest.mark.parametrize(
+    ("minor", "currency", "text"),
+    [
+        (123_450, "EUR", "1234.50"),
+        (-5, "EUR", "-0.05"),
+        (0, "USD", "0.00"),
+        (-1_500, "JPY", "-1500"),
+        (1_234, "KWD", "1.234"),
+        (2**63 - 1, "EUR", "92233720368547758.07"),
+    ],
+)
+def test_minor_units_read_in_major_units(minor: int, currency: str, text: str) -> None:
+    assert format_major(minor, currency) == text
+
+
 def test_sub_minor_precision_is_refused() -> None:
     with pytest.raises(ValueError, match="more decimals"):
         parse_major("10.001", "EUR")

@@ -92,27 +92,37 @@ def propose(score: DebtorScore, rule: WriteOffRule = WriteOffRule()) -> WriteOff
 
 
 def propose_each(scored: ScoredColumns, rule: WriteOffRule = WriteOffRule()) -> list[WriteOffProposal | None]:
-    """`propose` for each debtor of a chunk scored as columns, without an object per score: only the
-    invoices that have a reason to be proposed are judged one by one."""
+    """`propose` for each debtor of a chunk scored as columns, for the debtors it has something to
+    say of (a reason to propose the debt or one of its invoices; None for the others), without an
+    object per score: only the debts and invoices with a reason are judged one by one."""
     p_pay = [round(1.0 - p, 4) for p in scored.p_late]
+    pay = np.array(p_pay, dtype=float)
     owner = np.repeat(np.arange(scored.n), np.diff(scored.invoice_starts))
     days = scored.as_of.toordinal() - np.array(scored.invoice_due, dtype=np.int64)
     amount = np.array(scored.invoice_outstanding, dtype=np.int64)
-    cost = np.array([rule.costs.of(action) for action in ACTIONS.values()])[bucket_places(days)]
-    recovery = np.rint(np.array(p_pay, dtype=float)[owner] * amount)
-    judged = (days > 0) & (amount > 0) & ((recovery < cost) | (days > rule.max_days_past_due))
+    judged = (days > 0) & (amount > 0) & _has_reasons(pay[owner], amount, days, rule)
     own: dict[int, list[InvoiceProposal]] = {}
     for k, i in zip(np.flatnonzero(judged).tolist(), owner[judged].tolist(), strict=True):
         d, a = int(days[k]), int(amount[k])
         _, _, why = _reasons(a, p_pay[i], d, scored.currencies[i], rule)
         if why:
             own.setdefault(i, []).append(InvoiceProposal(scored.invoice_ids[k], a, d, tuple(why)))
-    out: list[WriteOffProposal | None] = []
-    for i in range(scored.n):
-        overdue, oldest = scored.overdue_minor[i], scored.oldest_days_past_due[i]
-        if overdue <= 0 or oldest <= 0:
-            out.append(None)
-            continue
-        recovery_minor, cost_minor, why = _reasons(overdue, p_pay[i], oldest, scored.currencies[i], rule)
-        out.append(WriteOffProposal(bool(why), tuple(why), recovery_minor, cost_minor, tuple(own.get(i, ()))))
+    # Amounts as floats: a debtor's overdue sum may pass 2**63; `_reasons` multiplies it as a float too.
+    overdue = np.array(scored.overdue_minor, dtype=float)
+    oldest = np.array(scored.oldest_days_past_due, dtype=np.int64)
+    debt = (overdue > 0) & (oldest > 0) & _has_reasons(pay, overdue, np.maximum(oldest, 1), rule)
+    out: list[WriteOffProposal | None] = [None] * scored.n
+    for i in sorted({*np.flatnonzero(debt).tolist(), *own}):
+        overdue_minor, days_past_due = scored.overdue_minor[i], scored.oldest_days_past_due[i]
+        if overdue_minor > 0 and days_past_due > 0:
+            recovery, cost, why = _reasons(overdue_minor, p_pay[i], days_past_due, scored.currencies[i], rule)
+            out[i] = WriteOffProposal(bool(why), tuple(why), recovery, cost, tuple(own.get(i, ())))
     return out
+
+
+def _has_reasons(p_pay: np.ndarray, amount: np.ndarray, days: np.ndarray, rule: WriteOffRule) -> np.ndarray:
+    """Where `_reasons` would give a reason, for many amounts at once (days past due at least 1)."""
+    cost = np.array([rule.costs.of(action) for action in ACTIONS.values()])[bucket_places(days)]
+    # rint rounds half to even, as Python's round does.
+    said: np.ndarray = (np.rint(p_pay * amount) < cost) | (days > rule.max_days_past_due)
+    return said

@@ -38,7 +38,7 @@ def _score_json(row: Any) -> dict[str, Any]:
         "overdue_minor": row.overdue_minor,
         "oldest_days_past_due": row.oldest_days_past_due,
         "reasons": row.reasons,
-        "invoices": row.invoices,
+        "invoices": store.stored_invoices(row.invoices),
         "model_kind": row.model_kind,
         "model_version": row.model_version,
         "credit_limit": {
@@ -135,8 +135,8 @@ def router() -> APIRouter:
                     "due_date": i["due_date"],
                     "reasons": i["write_off_reasons"],
                 }
-                for i in r.invoices
-                if i.get("write_off_reasons")
+                for i in store.stored_invoices(r.invoices)
+                if i["write_off_reasons"]
             ]
             if r.write_off_proposed or invoices:
                 items.append(

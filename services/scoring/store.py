@@ -24,7 +24,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.runtime.tables import RuntimeTables
@@ -74,7 +74,8 @@ business_dates = Table(
     Column("business_date", Date, nullable=False),
 )
 
-# The latest score of each debtor and currency; `published_*` are those of the last score event.
+# The latest score of each debtor and currency; `published_*` are those of the last score event. Its
+# JSON is kept as written (`json`, not `jsonb`): only whole documents are read back (migration 0004).
 scores = Table(
     "scores",
     metadata,
@@ -89,8 +90,8 @@ scores = Table(
     Column("open_minor", BigInteger, nullable=False),
     Column("overdue_minor", BigInteger, nullable=False),
     Column("oldest_days_past_due", Integer, nullable=False),
-    Column("reasons", JSONB, nullable=False),
-    Column("invoices", JSONB, nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("invoices", JSON, nullable=False),
     Column("model_kind", String(32), nullable=False),
     Column("model_version", Integer, nullable=True),
     Column("published_score", SmallInteger, nullable=True),
@@ -98,7 +99,7 @@ scores = Table(
     Column("usual_monthly_billing_minor", BigInteger, nullable=True),
     Column("recommended_limit_minor", BigInteger, nullable=True),
     Column("write_off_proposed", Boolean, nullable=False, server_default=text("false")),
-    Column("write_off_reasons", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("write_off_reasons", JSON, nullable=False, server_default=text("'[]'::json")),
     Column("published_write_off", Boolean, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("scores_worklist", "tenant_id", "overdue_minor"),
@@ -152,6 +153,31 @@ def stored_score(row: Any) -> DebtorScore:
         usual_monthly_billing_minor=row.usual_monthly_billing_minor,
         recommended_limit_minor=row.recommended_limit_minor,
     )
+
+
+def stored_invoices(stored: dict[str, Any]) -> list[dict[str, Any]]:
+    """A score row's open invoices, stored as a list per field (`invoices`), one mapping each: id,
+    outstanding amount, due date, probability of paying late, expected settlement date and the
+    write-off reasons of the invoice."""
+    reasons = stored["write_off_reasons"]
+    return [
+        {
+            "invoice_id": invoice,
+            "outstanding_minor": outstanding,
+            "due_date": due,
+            "p_late": p_late,
+            "expected_settle_date": settle,
+            "write_off_reasons": reasons.get(invoice, []),
+        }
+        for invoice, outstanding, due, p_late, settle in zip(
+            stored["invoice_id"],
+            stored["outstanding_minor"],
+            stored["due_date"],
+            stored["p_late"],
+            stored["expected_settle_date"],
+            strict=True,
+        )
+    ]
 
 
 async def tenant_history(

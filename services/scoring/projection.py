@@ -569,12 +569,12 @@ async def _business_dates(session: AsyncSession, tenants: set[str]) -> dict[str,
 
 Published = dict[tuple[str, str, str], LastPublished]
 
-
+_SCORES = f"{store.SCHEMA}.{store.scores.name}"
 _PUBLISHED_COLUMNS = ("debtor_id", "currency", "published_score", "published_segment", "published_write_off")
 _PUBLISHED = (
     "SELECT "
     + ", ".join(f"array_agg({c})" for c in _PUBLISHED_COLUMNS)
-    + f" FROM {store.SCHEMA}.{store.scores.name} WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])"
+    + f" FROM {_SCORES} WHERE tenant_id = $1 AND debtor_id = ANY($2::text[])"
 )
 
 
@@ -740,7 +740,6 @@ def _outcome_of(
     return [columns[c] for c in _SCORE_TYPES], messages
 
 
-_SCORES = f"{store.SCHEMA}.{store.scores.name}"
 _SCORE_TYPES: dict[str, str] = {
     "tenant_id": "text",
     "debtor_id": "text",

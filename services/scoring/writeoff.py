@@ -112,11 +112,11 @@ def propose_each(scored: ScoredColumns, rule: WriteOffRule = WriteOffRule()) -> 
     oldest = np.array(scored.oldest_days_past_due, dtype=np.int64)
     debt = (overdue > 0) & (oldest > 0) & _has_reasons(pay, overdue, np.maximum(oldest, 1), rule)
     out: list[WriteOffProposal | None] = [None] * scored.n
+    # A debtor with an overdue invoice proposed has an overdue debt: its own judgement is then made too.
     for i in sorted({*np.flatnonzero(debt).tolist(), *own}):
         overdue_minor, days_past_due = scored.overdue_minor[i], scored.oldest_days_past_due[i]
-        if overdue_minor > 0 and days_past_due > 0:
-            recovery, cost, why = _reasons(overdue_minor, p_pay[i], days_past_due, scored.currencies[i], rule)
-            out[i] = WriteOffProposal(bool(why), tuple(why), recovery, cost, tuple(own.get(i, ())))
+        recovery, cost, why = _reasons(overdue_minor, p_pay[i], days_past_due, scored.currencies[i], rule)
+        out[i] = WriteOffProposal(bool(why), tuple(why), recovery, cost, tuple(own.get(i, ())))
     return out
 
 

@@ -79,4 +79,5 @@ def format_major(amount_minor: int, currency: str) -> str:
     if not exponent:
         return str(amount_minor)
     major, minor = divmod(abs(amount_minor), 10**exponent)
-    return f"{'-' if amount_minor < 0 else ''}{major}.{minor:0{exponent}d}"
+    # zfill, not a nested format spec: this runs for every amount a score's reasons put in words.
+    return f"{'-' if amount_minor < 0 else ''}{major}.{str(minor).zfill(exponent)}"

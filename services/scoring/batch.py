@@ -22,7 +22,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from services.scoring.model import (
     InvoiceScore,
     Scorer,
     Segment,
+    features_read,
     phrase,
     score_debtors,
     segment_of,
@@ -45,6 +46,8 @@ NEVER = 10**9
 COLUMN = {name: j for j, name in enumerate(FEATURE_NAMES)}
 _NAME_RANK = np.argsort(np.argsort(np.array(FEATURE_NAMES)))
 """Each feature's place among the features' names in alphabetical order."""
+_HAS_WORDS_UNKNOWN = np.array([phrase(name, None, "EUR") is not None for name in FEATURE_NAMES])
+"""Features with something to say when their value is unknown."""
 
 
 def predict_matrix(scorer: Scorer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -531,9 +534,13 @@ def _reasons(scorer: Scorer, x: np.ndarray, base: np.ndarray, currencies: Sequen
     its typical value is set to it, for all rows at once, and every probe predicted in one call."""
     n = len(x)
     reference = [scorer.reference.get(name) for name in FEATURE_NAMES]
+    read = features_read(scorer)
+    if not read:
+        return [[] for _ in range(n)]
     probes = []
     moved = []
-    for j, ref in enumerate(reference):
+    for j in read:
+        ref = reference[j]
         column = x[:, j]
         rows = np.flatnonzero(~np.isnan(column) if ref is None else column != ref)
         probe = x[rows].copy()
@@ -541,32 +548,38 @@ def _reasons(scorer: Scorer, x: np.ndarray, base: np.ndarray, currencies: Sequen
         probes.append(probe)
         moved.append(rows)
     probed = predict_matrix(scorer, np.vstack(probes))[0] if sum(len(r) for r in moved) else np.zeros(0)
-    deltas = np.full((n, len(FEATURE_NAMES)), np.nan)
+    columns = np.array(read, dtype=np.int64)
+    deltas = np.full((n, len(read)), np.nan)
     offset = 0
-    for j, rows in enumerate(moved):
-        deltas[rows, j] = base[rows] - probed[offset : offset + len(rows)]
+    for k, rows in enumerate(moved):
+        deltas[rows, k] = base[rows] - probed[offset : offset + len(rows)]
         offset += len(rows)
     # Each row's features in the order `model.reasons` takes them: those that raised the probability
     # most first (ties: the later name first), or where none did, those that lowered it most (ties:
-    # the earlier name first).
+    # the earlier name first); of those, the first `TOP_REASONS` that have something to say (an
+    # unknown value has words only for some features).
     with np.errstate(invalid="ignore"):
         raising: np.ndarray = deltas > 0.005
         lowering: np.ndarray = deltas < -0.005
     up = np.any(raising, axis=1, keepdims=True)
-    chosen = np.where(up, raising, lowering)
-    primary = np.where(chosen, np.where(up, -deltas, deltas), np.inf)
-    secondary = np.where(up, -_NAME_RANK, _NAME_RANK)
-    order = np.lexsort((secondary, primary), axis=1).tolist()
-    counts = chosen.sum(axis=1).tolist()
-    values: list[list[Any]] = x.tolist()
+    values = x[:, columns]
+    sayable = np.where(up, raising, lowering) & (~np.isnan(values) | _HAS_WORDS_UNKNOWN[columns])
+    primary = np.where(sayable, np.where(up, -deltas, deltas), np.inf)
+    secondary = np.where(up, -_NAME_RANK[columns], _NAME_RANK[columns])
+    top = np.lexsort((secondary, primary), axis=1)[:, :TOP_REASONS]
+    counts = np.minimum(sayable.sum(axis=1), TOP_REASONS).tolist()
+    chosen_values = np.take_along_axis(values, top, axis=1).tolist()
+    chosen_names = columns[top].tolist()
     out = []
-    for i, row in enumerate(values):
-        said = []
-        for j in order[i][: counts[i]]:
-            v = row[j]
-            if words := phrase(FEATURE_NAMES[j], None if math.isnan(v) else v, currencies[i]):
-                said.append(words)
-                if len(said) == TOP_REASONS:
-                    break
-        out.append(said)
+    for i, count in enumerate(counts):
+        row, names, currency = chosen_values[i], chosen_names[i], currencies[i]
+        out.append(
+            [
+                words
+                for t in range(count)
+                if (
+                    words := phrase(FEATURE_NAMES[names[t]], None if math.isnan(row[t]) else row[t], currency)
+                )
+            ]
+        )
     return out

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from operator import attrgetter
 from statistics import fmean, median
-from typing import Any, Literal, Protocol, cast
+from typing import Any, ClassVar, Literal, Protocol, cast
 
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
@@ -74,6 +74,13 @@ class Scorer(Protocol):
     def predict(self, rows: Sequence[Features]) -> list[Prediction]: ...
 
 
+def features_read(scorer: Scorer) -> tuple[int, ...]:
+    """The columns of `FEATURE_NAMES` a scorer's probability of paying late depends on (all, unless
+    it says): a feature it does not read cannot be a reason."""
+    read: tuple[int, ...] | None = getattr(scorer, "features_read", None)
+    return tuple(range(len(FEATURE_NAMES))) if read is None else read
+
+
 def _matrix(rows: Sequence[Features]) -> np.ndarray:
     return np.array([r.row() for r in rows], dtype=float).reshape(len(rows), len(FEATURE_NAMES))
 
@@ -99,6 +106,10 @@ class TrainedModel:
     columns: tuple[int, ...]
     """The features the model uses: those known for at least some training examples."""
     kind: str = "gradient-boosting"
+
+    @property
+    def features_read(self) -> tuple[int, ...]:
+        return self.columns
 
     def predict(self, rows: Sequence[Features]) -> list[Prediction]:
         if not rows:
@@ -130,6 +141,9 @@ class Scorecard:
     reference: Features
     kind: str = "scorecard"
     PRIOR_WEIGHT = 3.0
+    READS = ("settled_count", "late_share", "overdue_amount", "days_since_last_payment", "dispute_share")
+    features_read: ClassVar[tuple[int, ...]] = tuple(FEATURE_NAMES.index(name) for name in READS)
+    """What `predict_one`'s probability reads (`mean_days_late` and `terms_days` move only the days)."""
 
     def predict_one(self, f: Features) -> Prediction:
         settled = f.settled_count

@@ -36,6 +36,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -585,12 +586,9 @@ async def _published(connection: Any, tenant: str, debtors: list[str]) -> Publis
 
 def _published_of(tenant: str, arrays: Sequence[list[Any] | None]) -> Published:
     debtors, currencies, scores, segments, write_offs = (a or [] for a in arrays)
-    return {
-        (tenant, d, c): LastPublished(score, segment, write_off)
-        for d, c, score, segment, write_off in zip(
-            debtors, currencies, scores, segments, write_offs, strict=True
-        )
-    }
+    keys = zip(repeat(tenant), debtors, currencies, strict=False)
+    last = map(LastPublished._make, zip(scores, segments, write_offs, strict=True))
+    return dict(zip(keys, last, strict=True))
 
 
 def _outcome(

@@ -6,14 +6,33 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given as for_all
+from hypothesis import strategies as st
 
 from services.sample import ibm
 from services.scoring import artifacts
 from services.scoring.evaluation import evaluate, histories_of_sample
-from services.scoring.features import DebtorHistory, InvoiceFact, examples_known_before, features_at
-from services.scoring.model import Scorecard, TrainedModel, phrase, score_debtors, segment_of, train
+from services.scoring.features import (
+    FEATURE_NAMES,
+    DebtorHistory,
+    Features,
+    InvoiceFact,
+    examples_known_before,
+    features_at,
+)
+from services.scoring.model import (
+    Scorecard,
+    TrainedModel,
+    default_scorecard,
+    features_read,
+    phrase,
+    score_debtors,
+    segment_of,
+    train,
+)
 
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "ibm-accounts-receivable-2012-2013H1.csv"
 needs_sample = pytest.mark.skipif(
@@ -72,6 +91,44 @@ def test_with_little_history_a_scorecard_stands_in_and_says_why() -> None:
     assert (prompt.segment, slow.segment) == ("low", "high")
     assert "pays 100 % of invoices late" in slow.reasons
     assert any("days since last payment" in r for r in slow.reasons)
+
+
+_value = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False))
+
+
+@for_all(st.lists(_value, min_size=2 * len(FEATURE_NAMES), max_size=2 * len(FEATURE_NAMES)))
+def test_what_the_scorecard_does_not_read_never_moves_it(values: list[float | None]) -> None:
+    # Business days probe only the features a scorer reads for reasons: one it reads but does not
+    # declare would silently never be a reason.
+    scorer = default_scorecard()
+    known = {"invoice_count", "settled_count", "open_count", "overdue_count", "overdue_amount"}
+    known |= {"log_amount", "terms_days"}
+    base, other = values[: len(FEATURE_NAMES)], values[len(FEATURE_NAMES) :]
+    first: dict[str, Any] = {
+        n: (v or 0.0) if n in known else v for n, v in zip(FEATURE_NAMES, base, strict=True)
+    }
+    for j, name in enumerate(FEATURE_NAMES):
+        if j in features_read(scorer):
+            continue
+        moved = first | {name: (other[j] or 0.0) if name in known else other[j]}
+        before, after = scorer.predict([Features(**first), Features(**moved)])
+        assert before.p_late == after.p_late, name
+
+
+def test_the_scorecard_declares_what_it_reads() -> None:
+    scorer = default_scorecard()
+    quiet = dict.fromkeys(FEATURE_NAMES, 0.0) | {"terms_days": 30.0, "settled_count": 10.0, "late_share": 0.5}
+    moves = {
+        "settled_count": 0.0,
+        "late_share": 1.0,
+        "overdue_amount": 100.0,
+        "days_since_last_payment": 90.0,
+        "dispute_share": 0.5,
+    }
+    assert {FEATURE_NAMES[j] for j in features_read(scorer)} == set(moves)
+    for name, value in moves.items():
+        before, after = scorer.predict([Features(**quiet), Features(**(quiet | {name: value}))])
+        assert before.p_late != after.p_late, name
 
 
 def test_a_reason_says_the_same_of_zero_whatever_its_sign_and_whatever_was_said_before() -> None:

@@ -39,6 +39,7 @@ async def test_the_benchmark_runs_at_tiny_size(
     scoring = measures["scoring_day"]
     assert scoring["debtors_scored"] == scoring["debtors"] and scoring["seconds_for_1m_debtors"] > 0
     assert scoring["scorer_alone"]["debtors_per_s"] > 0 and scoring["ratio_to_limit"] > 0
+    assert scoring["scorer_alone_after_the_days"]["debtors"] == scoring["scorer_alone"]["debtors"]
     latency = measures["payment_to_case_latency"]
     assert latency["probes"] > 0 and latency["probes"] == latency["planned"], latency["failures"]
     assert latency["observed"] == latency["probes"] and latency["failed"] == 0, latency["failures"]

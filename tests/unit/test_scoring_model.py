@@ -93,7 +93,7 @@ def test_with_little_history_a_scorecard_stands_in_and_says_why() -> None:
     assert any("days since last payment" in r for r in slow.reasons)
 
 
-_value = st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False))
+_value = st.one_of(st.none(), st.floats(0, 1e6))
 
 
 @for_all(st.lists(_value, min_size=2 * len(FEATURE_NAMES), max_size=2 * len(FEATURE_NAMES)))

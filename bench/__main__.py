@@ -18,6 +18,7 @@ from bench.infra import own_infrastructure
 from bench.portfolio import SIZES
 from bench.report import summary
 from bench.run import Options, run_benchmark
+from services.runtime.collector import settle as settle_collector
 
 
 def parse(argv: list[str]) -> Options:
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # A new consumer group asks for its coordinator before the broker has one: noise, not a failure.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    settle_collector()  # the services run in this process as `arrears serve` runs them
     with own_infrastructure() as infra:
         results = asyncio.run(run_benchmark(options, infra))
     print(summary(results))

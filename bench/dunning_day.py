@@ -88,6 +88,7 @@ from services.dunning.policies import default_policy
 from services.dunning.projection import DunningProjection
 from services.dunning.store import case_row
 from services.runtime.clock import day_started
+from services.runtime.collector import settle as settle_collector
 from services.stack import migrate, open_stack
 
 DAY_DEBTORS = {"tiny": 2_000, "small": 100_000, "medium": 1_000_000, "full": 1_000_000}
@@ -671,6 +672,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    settle_collector()  # the services run in this process as `arrears serve` runs them
     measure = asyncio.run(_main(args.debtors, args.seed, args.profile, args.workers))
     print(summary_line(measure))
     print(orjson.dumps(measure, option=orjson.OPT_INDENT_2).decode())

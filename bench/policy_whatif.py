@@ -50,6 +50,7 @@ from contracts.topics import RECEIVABLES
 from services.dunning.policies import default_policy
 from services.dunning.replay import DEBTOR_TOPICS, simulate
 from services.dunning.simulation import Window, report_json
+from services.runtime.collector import settle as settle_collector
 from services.runtime.kafka_log import KafkaLog
 from services.runtime.log import Message
 from services.runtime.settings import Settings
@@ -435,6 +436,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    settle_collector()  # the services run in this process as `arrears serve` runs them
     measure = asyncio.run(_main(args.debtors, args.seed, args.report, args.sample, not args.sample_only))
     if not args.sample_only:
         print(summary_line(measure))

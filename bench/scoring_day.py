@@ -62,6 +62,7 @@ from bench.pipeline import (
 )
 from bench.profiling import summaries
 from services.runtime.clock import day_started
+from services.runtime.collector import settle as settle_collector
 from services.scoring import store as scoring_store
 from services.scoring.batch import columns_of, scored_columns
 from services.scoring.features import DebtorHistory, InvoiceFact
@@ -483,6 +484,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    settle_collector()  # the services run in this process as `arrears serve` runs them
     measure = asyncio.run(_main(args.debtors, args.seed, args.profile))
     print("\n".join(summary_lines({"scoring_day": measure})))
     print(orjson.dumps(measure, option=orjson.OPT_INDENT_2).decode())

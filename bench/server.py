@@ -128,6 +128,7 @@ async def _wait_ready(
 def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
+    from services.runtime.collector import settle as settle_collector
     from services.runtime.settings import Settings
     from services.stack import open_stack
 
@@ -160,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop)
             await server.serve()
 
+    settle_collector()  # as `arrears serve` does
     asyncio.run(serve())
 
 

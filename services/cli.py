@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from services.dunning.audit_cli import app as audit_app
+from services.runtime.collector import settle as settle_collector
 from services.runtime.logging_setup import LogFormat, configure_logging
 from services.runtime.settings import Settings
 from services.runtime.tracing import configure_tracing
@@ -82,6 +83,7 @@ def serve(
         from services.dashboard.main import serve as serve_dashboard
 
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        settle_collector()
         asyncio.run(serve_dashboard(settings))
         return
     if service not in SERVICES:
@@ -104,6 +106,7 @@ def serve(
     # Python's default one the process would end there, before the stack stops its loops and the
     # embedded PostgreSQL it started.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    settle_collector()
     asyncio.run(run())
 
 

@@ -40,6 +40,7 @@ from services.dunning.replay import simulate
 from services.dunning.simulation import Window, report_json, report_table
 from services.notifier import store as notifier_store
 from services.runtime import clock
+from services.runtime.collector import settle as settle_collector
 from services.runtime.settings import Settings
 from services.sample import ibm
 from services.scoring import store as scoring_store
@@ -432,6 +433,7 @@ async def _worklist(stack: Stack, day: dt.date, top: int = 5) -> list[str]:
 def main(data: Path, serve_port: int | None) -> None:
     if not data.is_file():
         raise SystemExit(f"sample data not found at {data}; pass --data PATH")
+    settle_collector()
     try:
         asyncio.run(run_demo(data, serve_port=serve_port))
     except KeyboardInterrupt:

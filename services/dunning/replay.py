@@ -16,7 +16,6 @@ version in force on each (`simulation.Calendar`).
 from __future__ import annotations
 
 import asyncio
-import gc
 import heapq
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -45,6 +44,7 @@ from services.dunning.simulation import (
     replay_debtor,
     sampled,
 )
+from services.runtime.collector import settle as settle_collector
 from services.runtime.log import EventLog
 from services.runtime.process import open_log
 from services.runtime.settings import Settings
@@ -189,7 +189,7 @@ async def simulate(
 def _worker_started() -> None:
     # A forked worker holds a copy of its parent's objects (a service's caches, a harness's data):
     # its garbage collections need not go through them again and again, nor copy their pages.
-    gc.freeze()
+    settle_collector()
 
 
 def _replay_in_worker(

@@ -19,6 +19,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from services.runtime.collector import settle as settle_collector
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -36,16 +38,16 @@ class WorkerPool:
         self._pool: ProcessPoolExecutor | None = None
         self._warming: list[Future[None]] = []
 
-    def start(self, warm: Callable[[], None] | None = None) -> None:
+    def start(self, warm: Callable[[], object] | None = None) -> None:
         """Start the workers now (and run `warm` in each, to import what they run)."""
         if self.size and self._pool is None:
             self._pool = ProcessPoolExecutor(
                 self.size,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with_parent,
+                initializer=_worker_started,
                 initargs=(os.getpid(),),
             )
-            self._warming = [self._pool.submit(warm) for _ in range(self.size)] if warm else []
+            self._warming = [self._pool.submit(_warm, warm) for _ in range(self.size)] if warm else []
 
     async def ready(self) -> None:
         """Until the workers `start` started have run `warm`."""
@@ -85,6 +87,16 @@ class WorkerPool:
                 self._pool = None
                 pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+def _worker_started(parent: int) -> None:
+    _exit_with_parent(parent)
+    settle_collector()
+
+
+def _warm(warm: Callable[[], object]) -> None:
+    warm()
+    settle_collector()  # what `warm` imported is set aside from the collections too
 
 
 def _exit_with_parent(parent: int) -> None:

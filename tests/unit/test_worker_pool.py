@@ -120,3 +120,33 @@ def test_a_case_changed_in_a_worker_reaches_the_consumer_as_itself() -> None:
     copied = pickle.loads(pickle.dumps(raised))
     assert isinstance(copied, CaseChanged) and isinstance(copied, StaleOffsets)
     assert copied.cases == raised.cases and str(copied) == str(raised)
+
+
+def _collector_state() -> tuple[tuple[int, int, int], int]:
+    import gc
+
+    return gc.get_threshold(), gc.get_freeze_count()
+
+
+def test_workers_collect_garbage_as_a_service_process_does() -> None:
+    # A business day's worker decodes thousands of cases a chunk: it sets what it imported aside
+    # from the collector and collects the young generation every 100,000 allocations, not every 700.
+    from services.runtime import collector
+
+    async def run() -> tuple[tuple[int, int, int], int]:
+        pool = WorkerPool(1)
+        pool.start(_collector_state)
+        try:
+            await pool.ready()
+            return await pool.run(_collector_state)
+        finally:
+            pool.close()
+
+    threshold, frozen = asyncio.run(run())
+    expected = (
+        collector.YOUNG_COLLECTION_EVERY,
+        collector.MIDDLE_COLLECTION_EVERY,
+        collector.FULL_COLLECTION_EVERY,
+    )
+    assert threshold == expected
+    assert frozen > 10_000  # the modules the worker imported, at least

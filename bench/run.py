@@ -17,7 +17,6 @@ The measures, numbered as in docs/benchmarks.md:
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from bench.portfolio import PortfolioSpec, check_sample, generate, spec_for
 from bench.profiling import summarize
 from bench.report import add_ratios, assess, write
 from services.ledger.main import NAME as LEDGER
+from services.runtime.collector import settle as settle_collector
 from services.stack import open_stack
 
 RESULTS_DIR = REPO / "bench" / "results"
@@ -121,7 +121,7 @@ async def _run(options: Options, ctx: Context, started_at: dt.datetime) -> dict[
     ingest_portfolio = generate(options.ingest_spec(), tenant_prefix="ingest-")
     # Kept to the end of the run: out of the garbage collector's sight, since a service process,
     # whose figures these are, holds no such data.
-    gc.freeze()
+    settle_collector()
     checked = check_sample(portfolio.events, stride=max(1, len(portfolio.events) // 2_000))
     results: dict[str, Any] = {
         "arrears_bench": 1,

@@ -32,6 +32,12 @@ def parse(argv: list[str]) -> Options:
     parser.add_argument(
         "--api-processes", type=int, default=2, help="ledger API processes the ingest posts to (default 2)"
     )
+    parser.add_argument(
+        "--ledger-members",
+        type=int,
+        default=2,
+        help="ledger consumer processes for (2) projection and (3) replay (default 2)",
+    )
     parser.add_argument("--reads", type=int, default=300, help="requests per read measure")
     parser.add_argument("--raw-records", type=int, default=500_000, help="records used for the Kafka limits")
     parser.add_argument(
@@ -69,6 +75,7 @@ def parse(argv: list[str]) -> Options:
         clients=args.clients,
         batch=args.batch,
         api_processes=args.api_processes,
+        ledger_members=args.ledger_members,
         reads=args.reads,
         raw_records=args.raw_records,
         out=args.out,

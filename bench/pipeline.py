@@ -32,7 +32,7 @@ from bench.portfolio import CLOCK_TOPIC, Portfolio, PortfolioEvent
 from bench.processes import Processes, with_children
 from bench.profiling import Profiler
 from bench.server import ledger_server, service_server
-from contracts.topics import catalogue
+from contracts.topics import RECEIVABLES, catalogue
 from services.ledger import store
 from services.ledger.main import NAME
 from services.ledger.projection import LedgerProjection
@@ -197,36 +197,87 @@ async def measure_ingest(
 # --- (2) projection and (3) replay ----------------------------------------------------------------
 
 
-async def topic_records(infra: Infrastructure, topics: Sequence[str]) -> int:
-    """Records in the topics now: what a consumer starting from the beginning has to apply."""
+async def partition_ends(infra: Infrastructure, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    """Each partition's end offset now: what a consumer starting from the beginning has to apply."""
     counts = {name: partitions for name, partitions, _ in catalogue()}
     reader = AIOKafkaConsumer(bootstrap_servers=infra.bootstrap_servers, enable_auto_commit=False)
     await reader.start()
     try:
         partitions = [TopicPartition(t, p) for t in topics for p in range(counts[t])]
         ends = await reader.end_offsets(partitions)
-        return int(sum(ends.values()))
+        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
     finally:
         await reader.stop()
 
 
-async def measure_projection(ctx: Context, database_url: str, profile_name: str) -> dict[str, Any]:
+async def topic_records(infra: Infrastructure, topics: Sequence[str]) -> int:
+    """Records in the topics now: what a consumer starting from the beginning has to apply."""
+    return sum((await partition_ends(infra, topics)).values())
+
+
+async def group_caught_up_by(
+    database_url: str, group: str, ends: dict[tuple[str, int], int], deadline: float, what: str
+) -> None:
+    """Wait until the offsets a consumer group stored with its projection reach `ends`."""
+    connection = await asyncpg.connect(libpq(database_url))
+    try:
+        while True:
+            rows = await connection.fetch(
+                "SELECT topic, partition, next_offset FROM ledger.consumer_offsets WHERE group_id = $1", group
+            )
+            stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+            if all(stored.get(tp, 0) >= end for tp, end in ends.items()):
+                return
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{what} did not catch up in time")
+            await asyncio.sleep(0.1)
+    finally:
+        await connection.close()
+
+
+async def measure_projection(
+    ctx: Context, database_url: str, profile_name: str, members: int = 1
+) -> dict[str, Any]:
     """Start the ledger's consumer on `database_url` and time it until it has applied every record of
-    its topics (lag 0), then until the outbox relay has published every balance fact."""
-    records = await topic_records(ctx.infra, LedgerProjection.topics)
+    its topics (lag 0), then until the outbox relay has published every balance fact. With `members`
+    above 1, as many more ledger workers (`bench.server --background`, a process each, as replicas
+    of `arrears serve ledger` run) join the group once this one has its partitions: the group
+    rebalances on a backlog, and the time runs until the offsets the group stored cover every record."""
+    ends = await partition_ends(ctx.infra, LedgerProjection.topics)
+    records = sum(ends.values())
+    outputs_before = await _outputs(ctx.infra)
     batches_before = batch_metrics()
-    async with open_stack(settings(ctx.infra, database_url), [NAME], background=False) as stack:
+    async with (
+        open_stack(settings(ctx.infra, database_url), [NAME], background=False) as stack,
+        contextlib.AsyncExitStack() as others,
+    ):
         service = stack.ledger
         cpu_before = ctx.processes.cpu()
         started = time.perf_counter()
         await stack.start_background()
         await asyncio.wait_for(service.consumer.started.wait(), 120)
         assigned = time.perf_counter()
+        deadline = assigned + 600 + records / 50
         with contextlib.ExitStack() as profiling:
             if ctx.profiler:
                 profiling.enter_context(ctx.profiler.attach(os.getpid(), profile_name))
-            deadline = assigned + 600 + records / 50
-            await caught_up_by(service.consumer, deadline, f"the ledger consumer with {records} records")
+            for member in range(2, members + 1):
+                await others.enter_async_context(
+                    service_server(
+                        database_url,
+                        ctx.infra.bootstrap_servers,
+                        processes=ctx.processes,
+                        background=True,
+                        group=f"{profile_name}_member_{member}",
+                        # ready while catching up on the backlog: it is what it is here for
+                        environment={"ARREARS_READY_MAX_LAG_RECORDS": str(records + 1)},
+                    )
+                )
+            what = f"the ledger's {members} consumer(s) with {records} records"
+            if members > 1:
+                await group_caught_up_by(database_url, LedgerProjection.group_id, ends, deadline, what)
+            else:
+                await caught_up_by(service.consumer, deadline, what)
             caught_up = time.perf_counter()
             cpu = cpu_delta(cpu_before, ctx.processes.cpu())
             while await outbox_rows(stack.sessions) > 0:
@@ -234,25 +285,35 @@ async def measure_projection(ctx: Context, database_url: str, profile_name: str)
                     raise TimeoutError("the outbox relay did not publish everything")
                 await asyncio.sleep(0.2)
             drained = time.perf_counter()
-        applied, dead_lettered = service.consumer.applied, service.consumer.dead_lettered
-        published = service.relay.published
+        applied_here = service.consumer.applied
+    outputs = {k: v - outputs_before[k] for k, v in (await _outputs(ctx.infra)).items()}
     batches = metrics_delta(batches_before, batch_metrics())
     seconds = caught_up - assigned
     return {
         "figure": round(records / seconds, 1),
         "unit": "events/s",
         "records": records,
-        "applied": applied,
-        "dead_lettered": dead_lettered,
-        "facts_published": published,
+        "members": members,
+        "applied_by_this_process": applied_here,
+        "dead_lettered": outputs["dead_lettered"],
+        "facts_published": outputs["facts_published"],
         "seconds": round(seconds, 3),
         "startup_seconds": round(assigned - started, 3),
         "outbox_drained_seconds": round(drained - assigned, 3),
-        "batches": int(batches["count"]),
-        "records_per_batch": round(applied / batches["count"], 1) if batches["count"] else None,
+        "batches_in_this_process": int(batches["count"]),
+        "records_per_batch": round(applied_here / batches["count"], 1) if batches["count"] else None,
         "batch_seconds_mean": round(batches["sum"] / batches["count"], 4) if batches["count"] else None,
         "cpu_seconds": cpu,
         "database": await database_profile(database_url),
+    }
+
+
+async def _outputs(infra: Infrastructure) -> dict[str, int]:
+    """Records in the ledger's output topics so far: balance facts, and what it dead-lettered."""
+    dead_letters = [f"{topic}.dlq" for topic in LedgerProjection.topics]
+    return {
+        "facts_published": await topic_records(infra, [RECEIVABLES.name]),
+        "dead_lettered": await topic_records(infra, dead_letters),
     }
 
 
@@ -292,8 +353,9 @@ async def database_profile(database_url: str) -> dict[str, Any]:
             " GROUP BY tenant_id, debtor_id, invoice_id HAVING sum(delta) <> 0) AS open_items"
         )
         size = await connection.fetchval("SELECT pg_database_size(current_database())")
-        state_bytes = await connection.fetchval(
-            "SELECT avg(length(state))::bigint FROM ledger.debtor_ledgers"
+        state_bytes, archive_bytes = await connection.fetchrow(
+            "SELECT avg(length(state))::bigint, coalesce(avg(length(archive)), 0)::bigint"
+            " FROM ledger.debtor_ledgers"
         )
     finally:
         await connection.close()
@@ -301,6 +363,7 @@ async def database_profile(database_url: str) -> dict[str, Any]:
         "open_items": open_items,
         "database_bytes": size,
         "mean_debtor_state_bytes": state_bytes,
+        "mean_debtor_archive_bytes": archive_bytes,
         "tables": {
             r["relname"]: {
                 "rows": r["n_live_tup"],

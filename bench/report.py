@@ -121,6 +121,11 @@ TARGETS = (
 )
 
 
+def _members(measure: dict[str, Any]) -> str:
+    members = measure.get("members", 1)
+    return f"{members} consumer processes, " if members > 1 else ""
+
+
 def copy_equivalent(projection: dict[str, Any], copy: dict[str, Any]) -> dict[str, Any] | None:
     """Events/s PostgreSQL could absorb if the projection's writes per event came at COPY speed."""
     records = projection.get("records") or 0
@@ -253,7 +258,8 @@ def summary(results: dict[str, Any]) -> str:
         if "figure" in measure:
             lines.append(
                 f"  ({number}) {name:<13} {_number(measure['figure']):>10} events/s  "
-                f"({measure['records']:,} records, {measure['seconds']:.1f} s to lag 0){_ratio(measure)}"
+                f"({measure['records']:,} records, {_members(measure)}{measure['seconds']:.1f} s to lag 0)"
+                f"{_ratio(measure)}"
             )
     lines.append(dunning_line(m.get("dunning_evaluation", {"status": NOT_MEASURED})))
     lines += scoring_lines(m)

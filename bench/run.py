@@ -45,6 +45,8 @@ class Options:
     batch: int = 1000
     api_processes: int = 2
     """Ledger API processes the ingest is posted to (one per core of this machine)."""
+    ledger_members: int = 2
+    """Ledger consumer processes of (2) and (3), one group (one per core of this machine)."""
     reads: int = 300
     raw_records: int = 500_000
     """At most this many of the portfolio's records are used for the raw Kafka limits."""
@@ -135,6 +137,7 @@ async def _run(options: Options, ctx: Context, started_at: dt.datetime) -> dict[
             "clients": options.clients,
             "batch": options.batch,
             "api_processes": options.api_processes,
+            "ledger_members": options.ledger_members,
             "reads": options.reads,
             "raw_records": min(options.raw_records, len(portfolio.events)),
             "day_debtors": options.day_debtor_count(),
@@ -164,10 +167,11 @@ async def _run(options: Options, ctx: Context, started_at: dt.datetime) -> dict[
 
     backlog = await limits.produce_batched(infra.bootstrap_servers, portfolio.events)
     measures["backlog_produce"] = backlog.as_json(method="create_batch/send_batch, the ledger's topics")
-    measures["projection"] = await pipeline.measure_projection(ctx, ledger_url, "projection")
+    members = options.ledger_members
+    measures["projection"] = await pipeline.measure_projection(ctx, ledger_url, "projection", members)
 
     replay_url = await infra.create_database("replay")
-    measures["replay"] = await pipeline.measure_projection(ctx, replay_url, "replay")
+    measures["replay"] = await pipeline.measure_projection(ctx, replay_url, "replay", members)
 
     projection = measures["projection"]
     ledger_facts_per_s = projection["facts_published"] / max(projection["outbox_drained_seconds"], 1e-9)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import is_
 from typing import Any, Literal
 
 import orjson
@@ -32,7 +33,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ledger.domain import DebtorLedger
+from services.ledger.domain import CashSource, DebtorLedger, Invoice, Timeline, replace
 from services.ledger.statement import MovementLine
 from services.runtime.consumer import StaleState
 from services.runtime.database import driver_connection
@@ -48,6 +49,7 @@ debtor_ledgers = Table(
     Column("tenant_id", String(64), primary_key=True),
     Column("debtor_id", String(128), primary_key=True),
     Column("state", LargeBinary, nullable=False),
+    Column("archive", LargeBinary, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
@@ -146,8 +148,126 @@ def encode_ledger(state: DebtorLedger) -> bytes:
     return orjson.dumps(state, default=_model_json)
 
 
-def decode_ledger(raw: bytes) -> DebtorLedger:
-    return _ledger_codec.validate_json(raw)
+# --- a state's archive ---------------------------------------------------------------------------
+#
+# A debtor's state grows with its history, but an event mostly touches its open invoices and the
+# cash not yet applied. Invoices no longer open, cash sources with nothing left to apply and those
+# invoices' timelines are stored apart, in the row's `archive`, and rewritten only once
+# `ARCHIVE_EVERY` more of them have gathered (or one of them changed): the `state` a batch rewrites
+# is the working part. This is a matter of storage only: in memory the state is whole, `evolve`
+# sees every invoice and source, and where each one is stored changes nothing it decides.
+
+
+@dataclass(frozen=True)
+class LedgerArchive:
+    invoices: Mapping[str, Invoice] = field(default_factory=dict)
+    sources: Mapping[str, CashSource] = field(default_factory=dict)
+    timelines: Mapping[str, Timeline] = field(default_factory=dict)
+
+
+_archive_codec: TypeAdapter[LedgerArchive] = TypeAdapter(LedgerArchive)
+
+
+@dataclass(frozen=True)
+class _Stored:
+    """What a state's row holds apart from its working part, kept in the state's __dict__ (the
+    domain's `replace` carries it to every later state; the leading underscore keeps it out of the
+    JSON): the archive, and how many items of the working part were not to be archived when the row
+    was read or its archive last written."""
+
+    archive: LedgerArchive
+    kept: int
+
+
+_STORED = "_stored_archive"
+_NOTHING_STORED = _Stored(LedgerArchive(), 0)
+
+ARCHIVE_EVERY = 8
+"""Items an archive rewrite waits for: the archive is written again once this many invoices and
+cash sources have been added since (or an archived one changed), so the working part holds the
+items not to be archived and fewer than this many others."""
+
+
+def _archivable_invoice(invoice: Invoice) -> bool:
+    return invoice.status != "open"
+
+
+def _archivable_source(source: CashSource) -> bool:
+    return source.unapplied == 0 and not source.directed
+
+
+def _kept(state: DebtorLedger, archive: LedgerArchive) -> int:
+    invoices, sources = state.invoices, state.sources
+    return sum(
+        1 for key, item in invoices.items() if key not in archive.invoices and not _archivable_invoice(item)
+    ) + sum(1 for key, item in sources.items() if key not in archive.sources and not _archivable_source(item))
+
+
+def stored_archive(state: DebtorLedger) -> LedgerArchive:
+    stored: _Stored = state.__dict__.get(_STORED, _NOTHING_STORED)
+    return stored.archive
+
+
+def _still_stored(state: DebtorLedger, archive: LedgerArchive) -> bool:
+    """Whether every archived item is still in the state as archived (the same instance: the domain's
+    instances never change, a change makes a new one)."""
+    return all(
+        all(map(is_, map(held.get, stored.keys()), stored.values()))
+        for held, stored in (
+            (state.invoices, archive.invoices),
+            (state.sources, archive.sources),
+            (state.timelines, archive.timelines),
+        )
+    )
+
+
+def _archive_of(state: DebtorLedger) -> LedgerArchive:
+    invoices = {key: item for key, item in state.invoices.items() if _archivable_invoice(item)}
+    return LedgerArchive(
+        invoices=invoices,
+        sources={key: item for key, item in state.sources.items() if _archivable_source(item)},
+        timelines={key: line for key, line in state.timelines.items() if key in invoices},
+    )
+
+
+def encode_stored(state: DebtorLedger) -> tuple[bytes, bytes | None]:
+    """What a state's row is to hold: its working part, and its archive when that is to be rewritten
+    (None: the row's archive stays as it is). The state remembers the archive from then on."""
+    stored: _Stored = state.__dict__.get(_STORED, _NOTHING_STORED)
+    archive = stored.archive
+    working_items = len(state.invoices) + len(state.sources) - len(archive.invoices) - len(archive.sources)
+    rewrite = working_items - stored.kept >= ARCHIVE_EVERY or not _still_stored(state, archive)
+    if rewrite:
+        archive = _archive_of(state)
+        kept = len(state.invoices) + len(state.sources) - len(archive.invoices) - len(archive.sources)
+        state.__dict__[_STORED] = _Stored(archive, kept)
+    working = {name: getattr(state, name) for name in _LEDGER_FIELDS}
+    if archive.invoices or archive.sources:
+        working["invoices"] = {k: v for k, v in state.invoices.items() if k not in archive.invoices}
+        working["sources"] = {k: v for k, v in state.sources.items() if k not in archive.sources}
+        working["timelines"] = {k: v for k, v in state.timelines.items() if k not in archive.timelines}
+    encoded = orjson.dumps(working, default=_model_json)
+    return encoded, orjson.dumps(archive) if rewrite else None
+
+
+_LEDGER_FIELDS = tuple(DebtorLedger.__dataclass_fields__)
+
+
+def decode_ledger(raw: bytes, archive: bytes | None = None) -> DebtorLedger:
+    """A state as stored: its working part, merged with its archive when the row has one."""
+    working = _ledger_codec.validate_json(raw)
+    if archive is None:
+        state, stored = working, LedgerArchive()
+    else:
+        stored = _archive_codec.validate_json(archive)
+        state = replace(
+            working,
+            invoices={**stored.invoices, **working.invoices},
+            sources={**stored.sources, **working.sources},
+            timelines={**stored.timelines, **working.timelines},
+        )
+    state.__dict__[_STORED] = _Stored(stored, _kept(state, stored))
+    return state
 
 
 # --- the projection's writes ---------------------------------------------------------------
@@ -159,13 +279,13 @@ async def load_ledgers(session: AsyncSession, keys: Iterable[DebtorKey]) -> dict
         return {}
     connection = await driver_connection(session)
     rows = await connection.fetch(
-        f"SELECT l.tenant_id, l.debtor_id, l.state FROM {SCHEMA}.debtor_ledgers AS l"
+        f"SELECT l.tenant_id, l.debtor_id, l.state, l.archive FROM {SCHEMA}.debtor_ledgers AS l"
         " JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, debtor_id)"
         " ON l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id",
         [t for t, _ in wanted],
         [d for _, d in wanted],
     )
-    return {(r["tenant_id"], r["debtor_id"]): decode_ledger(r["state"]) for r in rows}
+    return {(r["tenant_id"], r["debtor_id"]): decode_ledger(r["state"], r["archive"]) for r in rows}
 
 
 Version = str
@@ -183,7 +303,8 @@ async def load_ledger_versions(
     connection = await driver_connection(session)
     rows = await connection.fetch(
         f"SELECT l.tenant_id, l.debtor_id, l.xmin::text AS version,"
-        " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.state END AS state"
+        " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.state END AS state,"
+        " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.archive END AS archive"
         f" FROM {SCHEMA}.debtor_ledgers AS l"
         " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant_id, debtor_id, version)"
         " ON l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id",
@@ -197,7 +318,7 @@ async def load_ledger_versions(
         key = (r["tenant_id"], r["debtor_id"])
         versions[key] = r["version"]
         if r["state"] is not None:
-            states[key] = decode_ledger(r["state"])
+            states[key] = decode_ledger(r["state"], r["archive"])
     return states, versions
 
 
@@ -215,26 +336,31 @@ async def save_ledgers(
     connection = await driver_connection(session)
     rows = []
     if existing:
+        encoded = [encode_stored(state) for _, state in existing]
         rows += await connection.fetch(
-            f"UPDATE {SCHEMA}.debtor_ledgers AS l SET state = k.state, updated_at = now()"
-            " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[])"
-            " AS k(tenant_id, debtor_id, state, version)"
+            f"UPDATE {SCHEMA}.debtor_ledgers AS l"
+            " SET state = k.state, archive = coalesce(k.archive, l.archive), updated_at = now()"
+            " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[])"
+            " AS k(tenant_id, debtor_id, state, archive, version)"
             " WHERE l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id AND l.xmin::text = k.version"
             " RETURNING l.tenant_id, l.debtor_id, l.xmin::text AS version",
             [t for (t, _), _ in existing],
             [d for (_, d), _ in existing],
-            [encode_ledger(state) for _, state in existing],
+            [working for working, _ in encoded],
+            [archive for _, archive in encoded],
             [read[key] for key, _ in existing],
         )
     if new:
+        encoded = [encode_stored(state) for _, state in new]
         rows += await connection.fetch(
-            f"INSERT INTO {SCHEMA}.debtor_ledgers (tenant_id, debtor_id, state)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[])"
+            f"INSERT INTO {SCHEMA}.debtor_ledgers (tenant_id, debtor_id, state, archive)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[])"
             " ON CONFLICT (tenant_id, debtor_id) DO NOTHING"
             " RETURNING tenant_id, debtor_id, xmin::text AS version",
             [t for (t, _), _ in new],
             [d for (_, d), _ in new],
-            [encode_ledger(state) for _, state in new],
+            [working for working, _ in encoded],
+            [archive for _, archive in encoded],
         )
     if len(rows) != len(ordered):
         written = {(r["tenant_id"], r["debtor_id"]) for r in rows}

@@ -27,7 +27,11 @@ async def test_the_benchmark_runs_at_tiny_size(
         assert measures[name]["unit"] == "events/s"
         assert measures[name]["figure"] > 0, name
         assert measures[name]["ratio_to_limit"] > 0, name
-    assert measures["projection"]["applied"] > 0 and measures["replay"]["applied"] > 0
+    projection, replay = measures["projection"], measures["replay"]
+    assert projection["members"] == replay["members"] == 2
+    assert projection["applied_by_this_process"] > 0 and replay["applied_by_this_process"] > 0
+    # Two members, a rebalance on the backlog, two databases: the same balance facts, none twice.
+    assert projection["facts_published"] == replay["facts_published"] > 0
     assert measures["replay"]["database"]["open_items"] > 0
     for name in ("statement_latency", "aging_latency", "aging_known_at_latency"):
         assert measures[name]["p50_ms"] > 0 and measures[name]["p99_ms"] > 0, name

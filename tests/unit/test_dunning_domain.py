@@ -17,6 +17,7 @@ from bench.dunning_day import build_templates, tenants_for
 from contracts.collections import CollectionCommand, ContactOutcome
 from contracts.policy import PolicyPublished
 from services.dunning.agencies import AgencyKey, AgencyRecord
+from services.dunning.batch import encode_case
 from services.dunning.domain import (
     Case,
     DebtorFacts,
@@ -751,6 +752,7 @@ def test_a_case_survives_storage_unchanged() -> None:
     assert case.disputes and case.promise and case.pending and case.contacts and case.reminded
     assert load_case(dump_case(case)) == case
     assert load_case_json(orjson.dumps(dump_case(case))) == case
+    assert encode_case(case) == orjson.dumps(dump_case(case))
 
 
 def test_cases_of_every_kind_read_back_through_the_fast_path_unchanged() -> None:
@@ -761,6 +763,7 @@ def test_cases_of_every_kind_read_back_through_the_fast_path_unchanged() -> None
     assert any(c.placement for c in cases) and any(c.holds for c in cases) and any(c.pending for c in cases)
     for case in cases:
         assert load_case_json(orjson.dumps(dump_case(case))) == case
+        assert encode_case(case) == orjson.dumps(dump_case(case))  # the store's fast encoder
 
 
 def test_the_domains_replace_makes_the_case_dataclasses_replace_makes() -> None:

@@ -274,10 +274,7 @@ async def measure_projection(
                     )
                 )
             what = f"the ledger's {members} consumer(s) with {records} records"
-            if members > 1:
-                await group_caught_up_by(database_url, LedgerProjection.group_id, ends, deadline, what)
-            else:
-                await caught_up_by(service.consumer, deadline, what)
+            await group_caught_up_by(database_url, LedgerProjection.group_id, ends, deadline, what)
             caught_up = time.perf_counter()
             cpu = cpu_delta(cpu_before, ctx.processes.cpu())
             while await outbox_rows(stack.sessions) > 0:

@@ -203,9 +203,8 @@ def _kept(state: DebtorLedger, archive: LedgerArchive) -> int:
     ) + sum(1 for key, item in sources.items() if key not in archive.sources and not _archivable_source(item))
 
 
-def stored_archive(state: DebtorLedger) -> LedgerArchive:
-    stored: _Stored = state.__dict__.get(_STORED, _NOTHING_STORED)
-    return stored.archive
+def _working_items(state: DebtorLedger, archive: LedgerArchive) -> int:
+    return len(state.invoices) + len(state.sources) - len(archive.invoices) - len(archive.sources)
 
 
 def _still_stored(state: DebtorLedger, archive: LedgerArchive) -> bool:
@@ -235,12 +234,12 @@ def encode_stored(state: DebtorLedger) -> tuple[bytes, bytes | None]:
     (None: the row's archive stays as it is). The state remembers the archive from then on."""
     stored: _Stored = state.__dict__.get(_STORED, _NOTHING_STORED)
     archive = stored.archive
-    working_items = len(state.invoices) + len(state.sources) - len(archive.invoices) - len(archive.sources)
-    rewrite = working_items - stored.kept >= ARCHIVE_EVERY or not _still_stored(state, archive)
+    rewrite = _working_items(state, archive) - stored.kept >= ARCHIVE_EVERY or not _still_stored(
+        state, archive
+    )
     if rewrite:
         archive = _archive_of(state)
-        kept = len(state.invoices) + len(state.sources) - len(archive.invoices) - len(archive.sources)
-        state.__dict__[_STORED] = _Stored(archive, kept)
+        state.__dict__[_STORED] = _Stored(archive, _working_items(state, archive))
     working = {name: getattr(state, name) for name in _LEDGER_FIELDS}
     if archive.invoices or archive.sources:
         working["invoices"] = {k: v for k, v in state.invoices.items() if k not in archive.invoices}

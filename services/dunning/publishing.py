@@ -70,9 +70,11 @@ def envelope(
     }
     if cause is not None:
         body["causationid"] = cause
-    body["data"] = data.model_dump(mode="json", exclude_none=True)
+    # The data is serialized by pydantic straight to JSON and set in as the envelope's last member.
+    data_json = data.__pydantic_serializer__.to_json(data, exclude_none=True)
+    value = b"".join((orjson.dumps(body)[:-1], b',"data":', data_json, b"}"))
     topic = COMMANDS.name if isinstance(data, CollectionCommand | CommandCancelled) else CASES.name
-    return Message(topic, f"{case.tenant_id}:{case.debtor_id}".encode(), orjson.dumps(body))
+    return Message(topic, f"{case.tenant_id}:{case.debtor_id}".encode(), value)
 
 
 def publish_posting(work: Batch, case: Case, posting: DiscountGranted | WriteOffPosted) -> None:

@@ -244,14 +244,16 @@ class Transition:
 LedgerEvent = JournalEntry | DebtorProfile
 
 _T = TypeVar("_T")
-_MEMOS = (
-    ("_applied", frozenset({"applications"})),
-    ("_undirected", frozenset({"amount", "applications", "directed", "reversed_on"})),
-    ("_free", frozenset({"sources"})),
-)
+_MEMOS: dict[type, tuple[tuple[str, frozenset[str]], ...]] = {
+    CashSource: (
+        ("_applied", frozenset({"applications"})),
+        ("_undirected", frozenset({"amount", "applications", "directed", "reversed_on"})),
+    ),
+    DebtorLedger: (("_free", frozenset({"sources"})),),
+}
 """Values derived from an instance's fields and kept in its __dict__ (see CashSource.applied and
-`_free_sources`), with the fields they derive from; the leading underscore keeps them out of the
-stored JSON."""
+`_free_sources`), per type, with the fields they derive from; the leading underscore keeps them out
+of the stored JSON."""
 
 
 def replace(obj: _T, **changes: Any) -> _T:
@@ -261,7 +263,7 @@ def replace(obj: _T, **changes: Any) -> _T:
     new = object.__new__(type(obj))
     fields = new.__dict__
     fields.update(obj.__dict__)
-    for memo, inputs in _MEMOS:
+    for memo, inputs in _MEMOS.get(type(obj), ()):
         if memo in fields and not inputs.isdisjoint(changes):
             del fields[memo]
     fields.update(changes)
@@ -857,18 +859,24 @@ def _refused_earmark(source: CashSource, invoice: Invoice) -> str:
 def _auto_apply(work: _Work) -> _Work:
     """Apply undirected unapplied cash, oldest value date first, to the open invoices of its
     currency, oldest due date first, until either runs out."""
-    available = _available_sources(work.state)
-    if not available:
+    free = _free_sources(work.state)
+    if not free:
         return work
     # Each application only lowers one source's free cash and one invoice's outstanding, and no
     # invoice opens meanwhile: so the candidates are found once, in order, and re-checked as used.
-    currencies = {s.currency for s in available}
+    sources = work.state.sources
+    currencies = {sources[i].currency for i in free}
     open_invoices: dict[str, list[Invoice]] = {}
     for invoice in work.state.invoices.values():
         if invoice.currency in currencies and invoice.status == "open":
             open_invoices.setdefault(invoice.currency, []).append(invoice)
+    if not open_invoices:
+        return work
     for candidates in open_invoices.values():
         candidates.sort(key=_due_order, reverse=True)  # the oldest last, to pop
+    available = sorted(
+        (source for i in free if (source := sources[i]).currency in open_invoices), key=_value_order
+    )
     source_ids = [s.source_id for s in available]
     while (pair := _next_pair(work.state, source_ids, open_invoices)) is not None:
         source, invoice = pair
@@ -894,9 +902,8 @@ def _next_pair(
     return None
 
 
-def _available_sources(state: DebtorLedger) -> list[CashSource]:
-    sources = state.sources
-    return sorted((sources[i] for i in _free_sources(state)), key=lambda s: (s.value_date, s.seq))
+def _value_order(source: CashSource) -> tuple[dt.date, int]:
+    return (source.value_date, source.seq)
 
 
 def _due_order(invoice: Invoice) -> tuple[dt.date, dt.date, str]:

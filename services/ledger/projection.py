@@ -28,6 +28,7 @@ from services.ledger.domain import (
 from services.ledger.kpi_sales import sales_changes
 from services.runtime.committed_cache import CommittedCache
 from services.runtime.consumer import Applied, Delivered
+from services.runtime.ids import uuid5_text
 from services.runtime.log import Message, Record
 
 SOURCE = "arrears/ledger"
@@ -57,7 +58,7 @@ def receivable_fact(cause: Envelope[Any], change: BalanceChange, at: dt.datetime
     debtor_id = cause.debtorid
     envelope: dict[str, Any] = {
         "specversion": "1.0",
-        "id": str(uuid.uuid5(_FACT_NAMESPACE, f"{tenant_id}|{cause.id}|{invoice.invoice_id}")),
+        "id": uuid5_text(_FACT_NAMESPACE, f"{tenant_id}|{cause.id}|{invoice.invoice_id}"),
         "source": SOURCE,
         "type": FACT_TYPE[change.kind],
         "time": at,

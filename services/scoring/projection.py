@@ -63,6 +63,7 @@ from contracts.topics import CLOCK, CONTACTS, DEBTORS, RECEIVABLES, SCORES, debt
 from services.runtime.consumer import Applied, Delivered, StaleState
 from services.runtime.database import driver_connection
 from services.runtime.embedded_postgres import sqlalchemy_to_libpq
+from services.runtime.ids import uuid5_text
 from services.runtime.log import Message
 from services.runtime.outbox import copy_to_outbox
 from services.runtime.tracing import current_traceparent, with_traceparent
@@ -78,7 +79,6 @@ SOURCE = "arrears/scoring"
 SCORE_STEP = 10
 """Points a score must move, within its segment, before a new score event is published."""
 SCORE_NAMESPACE = uuid.UUID("8a3f5c2e-3b1d-5d6e-9f60-2c4b7e1a9d05")
-_NAMESPACE_BYTES = SCORE_NAMESPACE.bytes
 DAY_CHUNK = 2_000
 """Debtors scored again per transaction on a business day."""
 DebtorKey = tuple[str, str]
@@ -197,14 +197,8 @@ def is_material(score: int, segment: str, write_off: bool, published: LastPublis
 
 
 def _event_id(score: DebtorScore, version: int | None, proposed: bool) -> str:
-    """`str(uuid.uuid5(SCORE_NAMESPACE, ...))` of what the score is, without a `UUID` object."""
     what = f"{score.tenant_id}:{score.debtor_id}:{score.currency}:{score.as_of}:{score.score}:{score.segment}"
-    name = f"{what}:{version}" + (":write-off" if proposed else "")
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # the RFC 4122 variant
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return uuid5_text(SCORE_NAMESPACE, f"{what}:{version}" + (":write-off" if proposed else ""))
 
 
 def score_event(

@@ -46,8 +46,11 @@ class Entry:
     hash: str
 
 
+_LINE_FIELDS = tuple(f.name for f in fields(Line))
+
+
 def canonical(tenant_id: str, debtor_id: str, seq: int, recorded_at: dt.datetime, line: Line) -> bytes:
-    values: dict[str, object] = {f.name: getattr(line, f.name) for f in fields(line)}
+    values: dict[str, object] = {name: getattr(line, name) for name in _LINE_FIELDS}
     values["business_date"] = line.business_date.isoformat()
     values.update(
         tenant_id=tenant_id,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,18 +174,32 @@ class DunningProjection:
             if day is not None and policy is not None:
                 await self._decide_debtors(session, work, tenant, day, policy, debtors, None)
 
-        for tenant, started in sorted(days.items()):
-            for day, tick in sorted(started, key=lambda s: s[0]):
-                if today.get(tenant) is not None and day <= today[tenant]:
-                    continue  # a day started before (a repeated clock event) decides nothing new
-                today[tenant] = day
-                policy = policy_in_force(versions.get(tenant, []), day)
-                if policy is None:
-                    continue
-                # The first business day of a version plans every open case again under it.
-                replan = policy.version != applied.get(tenant, 0)
-                await self._decide_due(session, work, tenant, day, policy, replan, tick)
-                applied[tenant] = policy.version
+        # A tenant's slices decided in worker processes run on while the next tenant's day begins
+        # (tenants share no case, record or agency row); a tenant's days one after the other.
+        in_workers: dict[str, asyncio.Task[None]] = {}
+        try:
+            for tenant, started in sorted(days.items()):
+                for day, tick in sorted(started, key=lambda s: s[0]):
+                    if today.get(tenant) is not None and day <= today[tenant]:
+                        continue  # a day started before (a repeated clock event) decides nothing new
+                    today[tenant] = day
+                    policy = policy_in_force(versions.get(tenant, []), day)
+                    if policy is None:
+                        continue
+                    if (earlier := in_workers.pop(tenant, None)) is not None:
+                        await earlier
+                    # The first business day of a version plans every open case again under it.
+                    replan = policy.version != applied.get(tenant, 0)
+                    rest = await self._decide_due(session, work, tenant, day, policy, replan, tick)
+                    if rest is not None:
+                        in_workers[tenant] = asyncio.create_task(rest)
+                    applied[tenant] = policy.version
+            while in_workers:
+                await in_workers.pop(min(in_workers))
+        finally:
+            for task in in_workers.values():
+                task.cancel()
+            await asyncio.gather(*in_workers.values(), return_exceptions=True)
 
         await store.save_business_dates(session, today, tenants)
         await store.save_applied_policies(session, {t: applied.get(t, 0) for t in days})
@@ -285,10 +299,11 @@ class DunningProjection:
         policy: PolicyPublished,
         replan: bool,
         tick: InputRef,
-    ) -> None:
+    ) -> Coroutine[Any, Any, None] | None:
         """Every case of the tenant that is due (`is_due`), chunk by chunk, debtor by debtor: those whose
         next action date has come and, on the first business day of a policy version (`replan`), every
-        open case not decided under it, so that it is planned again under this version."""
+        open case not decided under it, so that it is planned again under this version. Returns what
+        is left to await when the chunks go to worker processes: their decisions."""
         # Every open case was decided under the version by the end of its first business day.
         new_version = policy if replan else None
         # Cases this batch already holds are judged by their state in memory, the rest by the table.
@@ -331,8 +346,7 @@ class DunningProjection:
             async def in_worker(job: DaySlice) -> None:
                 await self.workers.run(_decide_slice_in_worker, database, job)
 
-            await bounded(in_worker, slices, IN_FLIGHT_PER_WORKER * self.workers.size)
-            return
+            return bounded(in_worker, slices, IN_FLIGHT_PER_WORKER * self.workers.size)
 
         # Each chunk's rows are read while the chunk before it is decided (another connection: the
         # database works while Python decides). They are committed rows no other slice changes.
@@ -352,6 +366,7 @@ class DunningProjection:
         finally:
             if reading is not None:  # a slice failed: the batch fails and the read is not wanted
                 reading.cancel()
+        return None
 
     async def _day_start_performance(
         self, session: AsyncSession, work: Batch, tenant: str

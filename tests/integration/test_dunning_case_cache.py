@@ -34,17 +34,19 @@ TENANT, DEBTOR = "acme", "D-1"
 _offsets = count()
 
 
-def delivered(fact: Fact, debtor: str = DEBTOR) -> Delivered:
-    return record_of("ar.receivables.v1", fact.type, fact.data, debtor)
+def delivered(fact: Fact, debtor: str = DEBTOR, tenant: str = TENANT) -> Delivered:
+    return record_of("ar.receivables.v1", fact.type, fact.data, debtor, tenant)
 
 
-def record_of(topic: str, event_type: str, data: EventData, debtor: str | None) -> Delivered:
+def record_of(
+    topic: str, event_type: str, data: EventData, debtor: str | None, tenant: str = TENANT
+) -> Delivered:
     offset = next(_offsets)
     event = make_event(
         event_type,
         data,
         event_id=f"fact-{offset}",
-        tenant_id=TENANT,
+        tenant_id=tenant,
         debtor_id=debtor,
         source="arrears/test",
         time=dt.datetime(2026, 3, 1, tzinfo=dt.UTC),
@@ -53,9 +55,9 @@ def record_of(topic: str, event_type: str, data: EventData, debtor: str | None) 
     return Delivered(record, event)
 
 
-def day_started(day: str) -> Delivered:
+def day_started(day: str, tenant: str = TENANT) -> Delivered:
     data = BusinessDayStarted(business_date=dt.date.fromisoformat(day))
-    return record_of("ar.clock.v1", "ar.businessday.started.v1", data, None)
+    return record_of("ar.clock.v1", "ar.businessday.started.v1", data, None, tenant)
 
 
 async def apply(

@@ -30,22 +30,27 @@ pytestmark = pytest.mark.integration
 DEBTORS = [f"D-{n:02}" for n in range(14)]
 
 
+TENANTS = ("acme", "globex")
+
+
 def history() -> list[list[Delivered]]:
-    """The batches: the policy and a first day, fourteen debtors' invoices due on different days,
-    then two business days."""
-    policy = record_of("collections.policies.v1", POLICY_PUBLISHED, POLICY, None)
+    """The batches, for two tenants at once: the policy and a first day, fourteen debtors' invoices
+    due on different days, then two business days (each batch one day for both tenants, whose
+    slices are decided side by side)."""
     facts = []
-    for n, debtor in enumerate(DEBTORS):
-        books = Books()
-        due = f"2026-01-{10 + n % 5:02}"
-        facts.append(delivered(books.issue("I1", 10_000 * (n + 1), due=due), debtor))
-        if n % 3 == 0:
-            facts.append(delivered(books.issue("I2", 7_000, due="2026-01-20"), debtor))
+    for tenant in TENANTS:
+        for n, debtor in enumerate(DEBTORS):
+            books = Books()
+            due = f"2026-01-{10 + n % 5:02}"
+            facts.append(delivered(books.issue("I1", 10_000 * (n + 1), due=due), debtor, tenant))
+            if n % 3 == 0:
+                facts.append(delivered(books.issue("I2", 7_000, due="2026-01-20"), debtor, tenant))
     return [
-        [policy, day_started("2026-01-05")],
+        [record_of("collections.policies.v1", POLICY_PUBLISHED, POLICY, None, t) for t in TENANTS]
+        + [day_started("2026-01-05", t) for t in TENANTS],
         facts,
-        [day_started("2026-01-25")],
-        [day_started("2026-02-12")],
+        [day_started("2026-01-25", t) for t in TENANTS],
+        [day_started("2026-02-12", t) for t in TENANTS],
     ]
 
 
@@ -79,16 +84,16 @@ async def run_days(
             cases = (
                 await connection.execute(
                     text(
-                        "SELECT case_id, status, next_action_date, version, state FROM dunning.cases"
-                        " ORDER BY case_id"
+                        "SELECT tenant_id, case_id, status, next_action_date, version, state"
+                        " FROM dunning.cases ORDER BY tenant_id, case_id"
                     )
                 )
             ).all()
             timeline = (
                 await connection.execute(
                     text(
-                        "SELECT case_id, business_date, kind, event_id, entry FROM dunning.timeline"
-                        " ORDER BY event_id"
+                        "SELECT tenant_id, case_id, business_date, kind, event_id, entry"
+                        " FROM dunning.timeline ORDER BY tenant_id, event_id"
                     )
                 )
             ).all()
@@ -121,8 +126,8 @@ async def test_slices_decided_in_worker_processes_decide_as_the_consumer_does(
 
     assert len(pooled["pids"]) == 2 and here["pids"] == []
     commands = [e for e in here["events"] if e[0].startswith("collections.command.")]
-    assert len(commands) >= len(DEBTORS), "every debtor was sent something over the two days"
-    assert {case_id for case_id, *_ in here["cases"]} == {f"{d}:EUR" for d in DEBTORS}
+    assert len(commands) >= len(TENANTS) * len(DEBTORS), "every debtor was sent something"
+    assert {(t, c) for t, c, *_ in here["cases"]} == {(t, f"{d}:EUR") for t in TENANTS for d in DEBTORS}
     assert pooled["cases"] == here["cases"]
     assert pooled["timeline"] == here["timeline"]
     assert pooled["events"] == here["events"]

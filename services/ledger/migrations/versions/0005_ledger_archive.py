@@ -1,6 +1,6 @@
-"""A debtor state's archive beside its working part: invoices no longer open and cash sources with
-nothing left to apply, rewritten only when enough of them have gathered (`store.ARCHIVE_EVERY`).
-Existing rows keep their whole state in `state` until their next such rewrite.
+"""A debtor state's archive beside its working part (what each holds: `store.encode_stored`; the
+archive is rewritten only when enough changes have gathered). Existing rows keep their whole state
+in `state` until their first such rewrite.
 
 Revision ID: 0005
 """

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from pydantic import BaseModel
 
 from contracts.policy import PolicyPublished
 from services.dunning.agencies import AgencyKey, AgencyPerformance, AgencyRecord
@@ -16,21 +15,14 @@ from services.dunning.domain import Case, is_due, load_case_json
 from services.dunning.domain.audit import Line
 from services.dunning.kpis import KpiFacts
 from services.dunning.store import DebtorKey
+from services.runtime.json_default import json_default
 from services.runtime.log import Message
-
-
-def _case_json(value: Any) -> Any:
-    if isinstance(value, frozenset):
-        return list(value)
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 def encode_case(case: Case) -> bytes:
     """The case as `dump_case` gives it, encoded as JSON (a unit test holds the bytes equal): orjson
     walks the dataclasses itself, instead of pydantic building the dicts and lists first."""
-    return orjson.dumps(case, default=_case_json)
+    return orjson.dumps(case, default=json_default)
 
 
 def decode_case(raw: bytes) -> Case:

@@ -15,7 +15,7 @@ from operator import is_not
 from typing import Any, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, TypeAdapter
+from pydantic import TypeAdapter
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -39,6 +39,7 @@ from services.ledger.domain import CashSource, DebtorLedger, Invoice, Timeline, 
 from services.ledger.statement import MovementLine
 from services.runtime.consumer import StaleState
 from services.runtime.database import driver_connection
+from services.runtime.json_default import json_default
 from services.runtime.tables import RuntimeTables
 
 SCHEMA = "ledger"
@@ -139,16 +140,10 @@ DebtorKey = tuple[str, str]
 _Item = TypeVar("_Item")
 
 
-def _model_json(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
-
 def encode_ledger(state: DebtorLedger) -> bytes:
     """The state as JSON: orjson serializes the dataclasses field by field, the same bytes as
     pydantic's `TypeAdapter(DebtorLedger).dump_json` (a unit test checks), a fifth faster."""
-    return orjson.dumps(state, default=_model_json)
+    return orjson.dumps(state, default=json_default)
 
 
 # --- a state's archive ---------------------------------------------------------------------------
@@ -175,6 +170,7 @@ _STORED = "_stored_archive"
 """The state's archive as its row holds it, kept in the state's __dict__ (the domain's `replace`
 carries it to every later state; the leading underscore keeps it out of the JSON)."""
 _NOTHING_STORED = LedgerArchive()
+_LEDGER_FIELDS = tuple(DebtorLedger.__dataclass_fields__)
 
 ARCHIVE_EVERY = 8
 """The fewest items an archive rewrite waits for."""
@@ -211,19 +207,19 @@ def encode_stored(state: DebtorLedger) -> tuple[bytes, bytes | None]:
         and archive.sources.keys() <= state.sources.keys()
         and archive.timelines.keys() <= state.timelines.keys()
     )
+    timelines: Mapping[str, Timeline] = {}
     if rewrite:
         archive = state.__dict__[_STORED] = _archive_of(state)
         invoices, sources = {}, {}
+    else:
+        timelines = _changed(state.timelines, archive.timelines)
     working = {name: getattr(state, name) for name in _LEDGER_FIELDS}
     if archive.invoices or archive.sources:
         working["invoices"] = invoices
         working["sources"] = sources
-        working["timelines"] = _changed(state.timelines, archive.timelines)
-    encoded = orjson.dumps(working, default=_model_json)
+        working["timelines"] = timelines
+    encoded = orjson.dumps(working, default=json_default)
     return encoded, orjson.dumps(archive) if rewrite else None
-
-
-_LEDGER_FIELDS = tuple(DebtorLedger.__dataclass_fields__)
 
 
 def decode_ledger(raw: bytes, archive: bytes | None = None) -> DebtorLedger:

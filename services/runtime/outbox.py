@@ -92,6 +92,9 @@ def _message(row: Any) -> Message:
 BACKLOG_EVERY_S = 1.0
 """How often the relay counts its outbox for the metrics."""
 
+WHOLE_PROBE_EVERY_S = 1.0
+"""How often the relay's idle poll looks at the whole outbox rather than past what it published."""
+
 
 class OutboxRelay:
     def __init__(
@@ -111,18 +114,34 @@ class OutboxRelay:
         self._lock_key = zlib.crc32(f"outbox:{tables.schema}".encode())
         # By the primary key, as the relay reads: a table scan would wade through the rows published
         # and deleted since the last vacuum.
-        self._any_waiting = f"SELECT id FROM {tables.schema}.{tables.outbox.name} ORDER BY id LIMIT 1"
+        self._any_waiting = (
+            f"SELECT id FROM {tables.schema}.{tables.outbox.name} WHERE id > $1 ORDER BY id LIMIT 1"
+        )
         self.wake = asyncio.Event()
         self.published = 0
         self._backlog_due = 0.0
+        self._published_up_to = 0
+        """The highest id the relay has published (and deleted)."""
+        self._whole_probe_due = 0.0
 
     async def _anything_waiting(self) -> bool:
         """Whether the outbox has a row, in one statement outside a transaction: most polls of an
-        idle relay find nothing, and this is all they cost."""
+        idle relay find nothing, and this is all they cost.
+
+        Rows published are deleted, but their index entries stay until no transaction is older than
+        the delete (a business day's batch stays open while its slices commit), and a scan from the
+        start of the index visits every one of them. So a poll looks past the rows the relay has
+        published, and only once a second at the whole outbox, for a row that committed after rows
+        with higher ids were published. The read itself (`publish_once`) always takes the outbox
+        from its first row, in id order, so what is published, and in which order, is as before."""
+        floor = self._published_up_to
+        if time.monotonic() >= self._whole_probe_due:
+            self._whole_probe_due = time.monotonic() + WHOLE_PROBE_EVERY_S
+            floor = 0
         async with self._sessions() as session:
             connection = await session.connection()
             raw: Any = (await connection.get_raw_connection()).driver_connection
-            return await raw.fetchval(self._any_waiting) is not None
+            return await raw.fetchval(self._any_waiting, floor) is not None
 
     async def publish_once(self) -> int:
         if not await self._anything_waiting():
@@ -151,6 +170,7 @@ class OutboxRelay:
             await self._log.publish([_message(r) for r in rows])
             published = bindparam("published", [r.id for r in rows], type_=ARRAY(BigInteger))
             await session.execute(delete(outbox).where(outbox.c.id == any_(published)))
+        self._published_up_to = max(self._published_up_to, rows[-1].id)  # published and deleted
         self.published += len(rows)
         for topic, count in Counter(r.topic for r in rows).items():
             metrics.PRODUCED.labels(self._tables.schema, topic).inc(count)

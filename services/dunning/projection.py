@@ -56,6 +56,7 @@ from services.dunning.store import DebtorKey
 from services.runtime.committed_cache import CommittedCache
 from services.runtime.consumer import Applied, Delivered
 from services.runtime.database import driver_connection, make_engine
+from services.runtime.json_default import json_default
 from services.runtime.outbox import write_outbox
 from services.runtime.worker_pool import IN_FLIGHT_PER_WORKER, WorkerPool, bounded
 
@@ -529,7 +530,7 @@ class DunningProjection:
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value, default=json_default).decode()
 
 
 async def _write_cases(connection: Any, work: Batch) -> None:

@@ -112,7 +112,7 @@ def publish_command(work: Batch, case: Case, command: CollectionCommand) -> None
                 "discount_minor": command.discount.amount_minor if command.discount else None,
                 "deadline": command.deadline.isoformat() if command.deadline else None,
                 "policy_version": command.policy_version,
-                "inputs": [i.model_dump(mode="json") for i in command.inputs],
+                "inputs": command.inputs,
             },
         )
     )
@@ -157,7 +157,7 @@ def publish_events(
                     "overdue_minor": event.overdue.amount_minor,
                     "detail": event.detail,
                     "policy_version": event.policy_version,
-                    "inputs": [i.model_dump(mode="json") for i in event.inputs],
+                    "inputs": event.inputs,
                 },
             )
         )

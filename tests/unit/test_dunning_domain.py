@@ -771,11 +771,28 @@ def test_the_domains_replace_makes_the_case_dataclasses_replace_makes() -> None:
     case = simulate(facts, until="2024-03-20").case
     changes = {"paid": 7, "step": "formal_notice", "next_action_date": day("2024-04-01")}
     made = domain_replace(case, **changes)
-    assert made == dataclasses.replace(case, **changes)  # type: ignore[arg-type]
-    assert made.__dict__ == dataclasses.replace(case, **changes).__dict__  # type: ignore[arg-type]
+    plain = dataclasses.replace(case, **changes)  # type: ignore[arg-type]
+    assert made == plain
+    names = [f.name for f in dataclasses.fields(case)]
+    assert [made.__dict__[n] for n in names] == [plain.__dict__[n] for n in names]
+    assert made.__dict__.keys() - set(names) <= {"_open_items"}  # the memo of the sorted items only
     assert case.paid == 0 and made is not case
     with pytest.raises(TypeError):
         domain_replace(case, no_such_field=1)
+
+
+def test_a_case_sorts_its_open_items_once_and_a_replace_of_the_items_sorts_them_again() -> None:
+    _, facts = owing()
+    case = simulate(facts, until="2024-03-20").case
+    first = case.open_items()
+    assert case.open_items() is first
+    assert domain_replace(case, step=None).open_items() is first  # the same items
+    oldest = first[0]
+    later = dataclasses.replace(oldest, invoice_id="I0", due_date=oldest.due_date + dt.timedelta(days=400))
+    added = domain_replace(case, items={**case.items, "I0": later})
+    assert added.open_items() == (*first, later)
+    assert domain_replace(case, items={}).open_items() == ()
+    assert encode_case(added) == orjson.dumps(dump_case(added))  # the memo is not stored
 
 
 def test_the_handover_notice_carries_the_agency_name_from_the_policy() -> None:

@@ -218,8 +218,17 @@ class Case:
     def disputed(self) -> frozenset[str]:
         return frozenset(self.disputes.values())
 
-    def open_items(self) -> list[Item]:
-        return sorted(self.items.values(), key=lambda i: (i.due_date, i.issue_date, i.invoice_id))
+    def open_items(self) -> tuple[Item, ...]:
+        """The open items, oldest due first. Sorted once per case instance (instances never change;
+        `replace` drops the sorted copy when it changes the items), under a key with a leading
+        underscore that keeps it out of the stored JSON and out of comparisons."""
+        memo = self.__dict__
+        ordered: tuple[Item, ...] | None = memo.get(_OPEN_ITEMS)
+        if ordered is None:
+            ordered = memo[_OPEN_ITEMS] = tuple(
+                sorted(self.items.values(), key=lambda i: (i.due_date, i.issue_date, i.invoice_id))
+            )
+        return ordered
 
     def eligible_items(self) -> list[Item]:
         """Open items that may be part of a command: not disputed, not being closed."""
@@ -233,6 +242,7 @@ class Case:
 
 
 _CASE_FIELDS = frozenset(f.name for f in dataclasses.fields(Case))
+_OPEN_ITEMS = "_open_items"
 _T = TypeVar("_T")
 
 
@@ -249,6 +259,8 @@ def replace(obj: _T, /, **changes: Any) -> _T:
     made = object.__new__(Case)
     made.__dict__.update(obj.__dict__)
     made.__dict__.update(changes)
+    if "items" in changes:
+        made.__dict__.pop(_OPEN_ITEMS, None)
     return made  # type: ignore[return-value]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from contracts.channels import Channel
 from contracts.collections import (
@@ -11,11 +12,9 @@ from contracts.collections import (
     Action,
     CollectionCommand,
     CommandCancelled,
-    CommandItem,
     InputRef,
 )
 from contracts.journal import DiscountGranted, WriteOffPosted
-from contracts.money import Money
 from contracts.policy import DEBTOR_FACING, DailyWindow, DunningPolicy, LadderStep, Penalty, PolicyPublished
 from services.dunning import penalties
 from services.dunning.domain.case import INPUTS_LIMIT, Case, DebtorFacts, Item, Pending, replace
@@ -162,48 +161,52 @@ class Work:
         assignee: str | None = None,
     ) -> CollectionCommand:
         currency = self.case.currency
+        # Validated as one model: its items and amounts as plain data, not a model each.
         command_items = []
+        penalty_total = 0
         for item in items:
             accrued = (
                 penalties.penalty(item.changes, item.due_date, item.outstanding, currency, self.day, terms_of)
                 if terms_of is not None
                 else None
             )
+            penalty_total += accrued or 0
             command_items.append(
-                CommandItem(
-                    invoice_id=item.invoice_id,
-                    issue_date=item.issue_date,
-                    due_date=item.due_date,
-                    outstanding=Money(amount_minor=item.outstanding, currency=currency),
-                    days_past_due=item.days_past_due(self.day),
-                    penalty=Money(amount_minor=accrued, currency=currency) if accrued is not None else None,
-                )
+                {
+                    "invoice_id": item.invoice_id,
+                    "issue_date": item.issue_date,
+                    "due_date": item.due_date,
+                    "outstanding": _money(item.outstanding, currency),
+                    "days_past_due": item.days_past_due(self.day),
+                    "penalty": _money(accrued, currency) if accrued is not None else None,
+                }
             )
         send_after, send_before = send_window(window, self.timezone, self.day) if window else (None, None)
-        penalty_total = sum(i.penalty.amount_minor for i in command_items if i.penalty is not None)
-        command = CollectionCommand(
-            command_id=command_id(self.case, step, self.day, *id_parts),
-            case_id=self.case.case_id,
-            action=action,
-            step=step,
-            channels=channels,
-            template=template,
-            language=self.language,
-            business_date=self.day,
-            case_version=self.start.version + version,
-            items=command_items,
-            total=Money(amount_minor=sum(i.outstanding for i in items), currency=currency),
-            penalty=Money(amount_minor=penalty_total, currency=currency) if terms_of is not None else None,
-            discount=Money(amount_minor=discount, currency=currency) if discount > 0 else None,
-            costs=Money(amount_minor=costs, currency=currency) if costs > 0 else None,
-            deadline=deadline,
-            agency_id=agency_id,
-            agency_name=self.agency_name(agency_id),
-            assignee=assignee,
-            send_after=send_after,
-            send_before=send_before,
-            policy_version=self.policy.version,
-            inputs=self.provenance([*(i.ref for i in items), *self.case.refs, *self.broken]),
+        command = CollectionCommand.model_validate(
+            {
+                "command_id": command_id(self.case, step, self.day, *id_parts),
+                "case_id": self.case.case_id,
+                "action": action,
+                "step": step,
+                "channels": channels,
+                "template": template,
+                "language": self.language,
+                "business_date": self.day,
+                "case_version": self.start.version + version,
+                "items": command_items,
+                "total": _money(sum(i.outstanding for i in items), currency),
+                "penalty": _money(penalty_total, currency) if terms_of is not None else None,
+                "discount": _money(discount, currency) if discount > 0 else None,
+                "costs": _money(costs, currency) if costs > 0 else None,
+                "deadline": deadline,
+                "agency_id": agency_id,
+                "agency_name": self.agency_name(agency_id),
+                "assignee": assignee,
+                "send_after": send_after,
+                "send_before": send_before,
+                "policy_version": self.policy.version,
+                "inputs": self.provenance([*(i.ref for i in items), *self.case.refs, *self.broken]),
+            }
         )
         self.commands.append(command)
         pending = Pending(command.command_id, action, step, self.day, tuple(i.invoice_id for i in items))
@@ -214,3 +217,7 @@ class Work:
             self.case, pending={**self.case.pending, command.command_id: pending}, contacts=contacts
         )
         return command
+
+
+def _money(amount_minor: int, currency: str) -> dict[str, Any]:
+    return {"amount_minor": amount_minor, "currency": currency}

@@ -14,15 +14,16 @@ _NATIVE = (str, int, bool)
 @cache
 def is_flat(model: type[BaseModel]) -> bool:
     """Whether the model's JSON-mode dump is its `__dict__` as it stands: every field a string, an
-    integer or a boolean, under its own name, no extra fields and no custom serializers (the
-    provenance references every case holds several of are such models)."""
+    integer or a boolean, under its own name and dumped, no extra or computed fields and no custom
+    serializers (the provenance references every case holds several of are such models)."""
     decorators = model.__pydantic_decorators__
     return (
         model.model_config.get("extra") != "allow"
+        and not model.model_computed_fields
         and not decorators.field_serializers
         and not decorators.model_serializers
         and all(
-            f.annotation in _NATIVE and f.alias is None and f.serialization_alias is None
+            f.annotation in _NATIVE and f.alias is None and f.serialization_alias is None and not f.exclude
             for f in model.model_fields.values()
         )
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from pydantic import BaseModel, Field, computed_field
 
 from contracts.collections import InputRef
 from contracts.journal import DebtorProfile
@@ -30,3 +31,21 @@ def test_a_frozenset_is_a_list_and_anything_else_is_refused() -> None:
     assert orjson.dumps({"a": frozenset({("x", "y")})}, default=json_default) == b'{"a":[["x","y"]]}'
     with pytest.raises(TypeError):
         orjson.dumps(object(), default=json_default)
+
+
+def test_a_model_with_an_excluded_or_computed_field_is_not_flat() -> None:
+    class Hidden(BaseModel):
+        shown: str
+        hidden: str = Field(exclude=True)
+
+    class Computed(BaseModel):
+        amount: int
+
+        @computed_field  # type: ignore[prop-decorator]
+        @property
+        def doubled(self) -> int:
+            return 2 * self.amount
+
+    assert not is_flat(Hidden) and not is_flat(Computed)
+    assert json_default(Hidden(shown="a", hidden="b")) == {"shown": "a"}
+    assert json_default(Computed(amount=2)) == {"amount": 2, "doubled": 4}

@@ -14,12 +14,11 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import fields
 from typing import Any
 
 from sqlalchemy import BigInteger, Column, Date, DateTime, Index, String, Table, Text
 
-from services.dunning.domain.audit import Break, Entry, Head, Line, Verifier, append
+from services.dunning.domain.audit import LINE_FIELDS, Break, Entry, Head, Line, Verifier, append
 from services.dunning.store import SCHEMA, metadata
 
 debtor_timeline = Table(
@@ -123,9 +122,6 @@ async def append_lines(connection: Any, pending: Pending, recorded_at: dt.dateti
         [h.hash for _, _, h in new_heads],
     )
     return set(keys)
-
-
-LINE_FIELDS = tuple(f.name for f in fields(Line))
 
 
 def _record(entry: Entry) -> tuple[Any, ...]:

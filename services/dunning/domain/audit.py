@@ -46,11 +46,12 @@ class Entry:
     hash: str
 
 
-_LINE_FIELDS = tuple(f.name for f in fields(Line))
+LINE_FIELDS = tuple(f.name for f in fields(Line))
+"""A line's field names, in order (its canonical form and its stored row name them all)."""
 
 
 def canonical(tenant_id: str, debtor_id: str, seq: int, recorded_at: dt.datetime, line: Line) -> bytes:
-    values: dict[str, object] = {name: getattr(line, name) for name in _LINE_FIELDS}
+    values: dict[str, object] = {name: getattr(line, name) for name in LINE_FIELDS}
     values["business_date"] = line.business_date.isoformat()
     values.update(
         tenant_id=tenant_id,

@@ -249,7 +249,11 @@ _MEMOS: dict[type, tuple[tuple[str, frozenset[str]], ...]] = {
         ("_applied", frozenset({"applications"})),
         ("_undirected", frozenset({"amount", "applications", "directed", "reversed_on"})),
     ),
-    DebtorLedger: (("_free", frozenset({"sources"})),),
+    DebtorLedger: (
+        ("_free", frozenset({"sources"})),
+        ("_earmarking", frozenset({"sources"})),
+        ("_open", frozenset({"invoices"})),
+    ),
 }
 """Values derived from an instance's fields and kept in its __dict__ (see CashSource.applied and
 `_free_sources`), per type, with the fields they derive from; the leading underscore keeps them out
@@ -278,6 +282,32 @@ def _free_sources(state: DebtorLedger) -> frozenset[str]:
     if free is None:
         free = memo["_free"] = frozenset(s.source_id for s in state.sources.values() if s.undirected > 0)
     return free
+
+
+def _earmarking_sources(state: DebtorLedger) -> frozenset[str]:
+    """Ids of the sources with cash earmarked for an invoice, memoized like `_free_sources`."""
+    memo = state.__dict__
+    found: frozenset[str] | None = memo.get("_earmarking")
+    if found is None:
+        found = memo["_earmarking"] = frozenset(s.source_id for s in state.sources.values() if s.directed)
+    return found
+
+
+def _open_invoices(state: DebtorLedger) -> frozenset[str]:
+    """Ids of the open invoices, memoized per state (and carried over by `_put_invoice`, the only
+    way a state's invoices change): most of a debtor's invoices are settled history."""
+    memo = state.__dict__
+    found: frozenset[str] | None = memo.get("_open")
+    if found is None:
+        found = memo["_open"] = frozenset(i.invoice_id for i in state.invoices.values() if i.status == "open")
+    return found
+
+
+def _carried(memo: frozenset[str] | None, item_id: str, member: bool) -> frozenset[str] | None:
+    """A memoized id set after one item changed (None: not computed for the state before)."""
+    if memo is None or (item_id in memo) == member:
+        return memo
+    return memo | {item_id} if member else memo - {item_id}
 
 
 def initial_state(tenant_id: str, debtor_id: str) -> DebtorLedger:
@@ -704,20 +734,24 @@ class _Work:
 
 
 def _put_invoice(work: _Work, invoice: Invoice) -> _Work:
-    invoices = {**work.state.invoices, invoice.invoice_id: invoice}
-    return replace(
-        work, state=replace(work.state, invoices=invoices), touched=(*work.touched, invoice.invoice_id)
-    )
+    before = work.state
+    state = replace(before, invoices={**before.invoices, invoice.invoice_id: invoice})
+    opened = _carried(before.__dict__.get("_open"), invoice.invoice_id, invoice.status == "open")
+    if opened is not None:
+        state.__dict__["_open"] = opened
+    return replace(work, state=state, touched=(*work.touched, invoice.invoice_id))
 
 
 def _put_source(work: _Work, source: CashSource) -> _Work:
     before = work.state
     state = replace(before, sources={**before.sources, source.source_id: source})
-    free: frozenset[str] | None = before.__dict__.get("_free")
+    memo = before.__dict__
+    free = _carried(memo.get("_free"), source.source_id, source.undirected > 0)
+    earmarking = _carried(memo.get("_earmarking"), source.source_id, bool(source.directed))
     if free is not None:
-        state.__dict__["_free"] = (
-            free | {source.source_id} if source.undirected > 0 else free - {source.source_id}
-        )
+        state.__dict__["_free"] = free
+    if earmarking is not None:
+        state.__dict__["_earmarking"] = earmarking
     return replace(work, state=state)
 
 
@@ -827,8 +861,10 @@ def _claim_earmarks(work: _Work, invoice_id: str) -> _Work:
     person has to say where it goes. It stays unapplied (on the statement too) and earmarked under
     that invoice's id until the ERP re-allocates (`ar.payment.allocated.v1`) or reverses the payment;
     the invoice's transition reports the refusal against the event that made the earmark."""
+    sources = work.state.sources
     earmarking = sorted(
-        (s for s in work.state.sources.values() if invoice_id in s.directed), key=lambda s: s.seq
+        (s for i in _earmarking_sources(work.state) if invoice_id in (s := sources[i]).directed),
+        key=lambda s: s.seq,
     )
     currency = work.state.invoices[invoice_id].currency
     for source in earmarking:
@@ -867,8 +903,9 @@ def _auto_apply(work: _Work) -> _Work:
     sources = work.state.sources
     currencies = {sources[i].currency for i in free}
     open_invoices: dict[str, list[Invoice]] = {}
-    for invoice in work.state.invoices.values():
-        if invoice.currency in currencies and invoice.status == "open":
+    invoices = work.state.invoices
+    for invoice_id in _open_invoices(work.state):
+        if (invoice := invoices[invoice_id]).currency in currencies:
             open_invoices.setdefault(invoice.currency, []).append(invoice)
     if not open_invoices:
         return work

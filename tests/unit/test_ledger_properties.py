@@ -213,6 +213,15 @@ def check_transition(before: DebtorLedger, transition: Transition) -> None:
 
 def check_state(state: DebtorLedger) -> None:
     invoices, sources = state.invoices, state.sources
+    # The id sets the domain keeps beside a state, carried from state to state, are what they say.
+    memos = {
+        "_open": {i.invoice_id for i in invoices.values() if i.status == "open"},
+        "_free": {s.source_id for s in sources.values() if s.undirected > 0},
+        "_earmarking": {s.source_id for s in sources.values() if s.directed},
+    }
+    for memo, expected in memos.items():
+        if memo in state.__dict__:
+            assert state.__dict__[memo] == expected, memo
     for invoice in invoices.values():
         applications = [
             a for s in sources.values() for a in s.applications if a.invoice_id == invoice.invoice_id

@@ -73,3 +73,46 @@ async def test_a_row_committed_after_later_rows_were_published_is_published_too(
             await asyncio.wait_for(relaying, 30)
             await slow.close()
             await fast.close()
+
+
+async def test_a_row_is_published_with_its_headers_and_the_time_it_was_written(
+    new_database: Callable[[], Awaitable[str]], kafka: KafkaBroker, kafka_log: KafkaLog
+) -> None:
+    url = await new_database()
+    marker = uuid.uuid4().hex
+    headers = (
+        ("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ("note", b"a\x00b"),
+    )
+    async with open_resources(settings_for(url, kafka)) as resources:
+        await LedgerService(resources).migrate()
+        connection = await asyncpg.connect(sqlalchemy_to_libpq(url))
+        try:
+            async with connection.transaction():
+                plain, traced = _message(marker, "plain"), _message(marker, "traced")
+                await copy_to_outbox(
+                    connection,
+                    store.runtime,
+                    [plain, Message(traced.topic, traced.key, traced.value, headers)],
+                )
+            written = await connection.fetch(
+                f"SELECT created_at FROM {store.runtime.schema}.outbox ORDER BY id"
+            )
+        finally:
+            await connection.close()
+        relay = OutboxRelay(resources.sessions, store.runtime, resources.event_log)
+        assert await relay.publish_once() == 2
+
+    records = {
+        r.key: r
+        for r in await kafka_log.read_all(JOURNAL.name)
+        if r.key and r.key.startswith(marker.encode())
+    }
+    assert records[f"{marker}:plain".encode()].headers == ()
+    # JSONB holds no NUL: the relay publishes what the outbox could hold.
+    assert records[f"{marker}:traced".encode()].headers == (headers[0], ("note", "a\ufffdb".encode()))
+    stamps = [int(row["created_at"].timestamp() * 1000) for row in written]
+    assert [
+        records[f"{marker}:plain".encode()].timestamp_ms,
+        records[f"{marker}:traced".encode()].timestamp_ms,
+    ] == stamps

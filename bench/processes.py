@@ -6,10 +6,12 @@ PostgreSQL server (postmaster and backends) and, while it runs, the ledger API s
 CPU: user + system seconds; for PostgreSQL also the reaped backends' time (the postmaster's
 cutime/cstime), so backends that exit during a stage still count.
 Memory: the bench process's peak RSS (ru_maxrss), each process's peak RSS (VmHWM), and, sampled every
-two seconds, the peak of the group's summed PSS (proportional set size: shared buffers are divided
-among the backends that map them instead of being counted once per backend). A sample reads
-/proc/<pid>/smaps_rollup, which costs the kernel about a millisecond per process: sampling more often
-would take measurable CPU from the processes under test on a small machine.
+two seconds or less often, the peak of the group's summed PSS (proportional set size: shared buffers
+are divided among the backends that map them instead of being counted once per backend). A sample
+reads /proc/<pid>/smaps_rollup, which makes the kernel walk the process's page tables: for
+PostgreSQL's backends, each mapping gigabytes of shared buffers, a sample of every process takes tens
+of milliseconds of CPU. So the sampler waits at least a hundred times as long as its last sample
+took (`SAMPLING_SHARE`): it takes at most about 1 % of a core from the processes under test.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import contextlib
 import os
 import resource
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 _TICK = os.sysconf("SC_CLK_TCK")
+SAMPLING_SHARE = 0.01
+"""The most of one core the memory sampler may use."""
 
 
 @dataclass
@@ -100,9 +105,12 @@ class Processes:
         return out
 
     def _sample_forever(self) -> None:
-        while not self._stop.wait(self._interval_s):
+        wait = self._interval_s
+        while not self._stop.wait(wait):
+            started = time.thread_time()
             with contextlib.suppress(Exception):
                 self.sample()
+            wait = max(self._interval_s, (time.thread_time() - started) / SAMPLING_SHARE)
 
 
 def children_of(parent: int) -> list[int]:

@@ -26,7 +26,7 @@ currency only when it arrives).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, assert_never
 
@@ -274,33 +274,30 @@ def replace(obj: _T, **changes: Any) -> _T:
     return new
 
 
+def _memoized_ids(
+    state: DebtorLedger, memo: str, items: Mapping[str, _T], keep: Callable[[_T], bool]
+) -> frozenset[str]:
+    """The ids of the `items` to `keep`, computed once per state and kept in its __dict__ under
+    `memo` (listed in `_MEMOS`, and carried from state to state by `_put_invoice` / `_put_source`)."""
+    found: frozenset[str] | None = state.__dict__.get(memo)
+    if found is None:
+        found = state.__dict__[memo] = frozenset(key for key, item in items.items() if keep(item))
+    return found
+
+
 def _free_sources(state: DebtorLedger) -> frozenset[str]:
-    """Ids of the sources with undirected cash, memoized per state (and carried over by
-    `_put_source`, the only way a state's sources change)."""
-    memo = state.__dict__
-    free: frozenset[str] | None = memo.get("_free")
-    if free is None:
-        free = memo["_free"] = frozenset(s.source_id for s in state.sources.values() if s.undirected > 0)
-    return free
+    """Ids of the sources with undirected cash."""
+    return _memoized_ids(state, "_free", state.sources, lambda s: s.undirected > 0)
 
 
 def _earmarking_sources(state: DebtorLedger) -> frozenset[str]:
-    """Ids of the sources with cash earmarked for an invoice, memoized like `_free_sources`."""
-    memo = state.__dict__
-    found: frozenset[str] | None = memo.get("_earmarking")
-    if found is None:
-        found = memo["_earmarking"] = frozenset(s.source_id for s in state.sources.values() if s.directed)
-    return found
+    """Ids of the sources with cash earmarked for an invoice."""
+    return _memoized_ids(state, "_earmarking", state.sources, lambda s: bool(s.directed))
 
 
 def _open_invoices(state: DebtorLedger) -> frozenset[str]:
-    """Ids of the open invoices, memoized per state (and carried over by `_put_invoice`, the only
-    way a state's invoices change): most of a debtor's invoices are settled history."""
-    memo = state.__dict__
-    found: frozenset[str] | None = memo.get("_open")
-    if found is None:
-        found = memo["_open"] = frozenset(i.invoice_id for i in state.invoices.values() if i.status == "open")
-    return found
+    """Ids of the open invoices: most of a debtor's invoices are settled history."""
+    return _memoized_ids(state, "_open", state.invoices, lambda i: i.status == "open")
 
 
 def _carried(memo: frozenset[str] | None, item_id: str, member: bool) -> frozenset[str] | None:

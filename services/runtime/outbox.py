@@ -79,7 +79,7 @@ async def copy_to_outbox(connection: Any, tables: RuntimeTables, messages: Seque
 
 
 def _message(row: Any) -> Message:
-    """A row as the relay reads it (`_read_sql`): the headers as JSON text, most often none."""
+    """A row as the relay reads it (`OutboxRelay._read`): the headers as JSON text, most often none."""
     topic, key, value, headers, created_at = row[1:]
     return Message(
         topic,
@@ -87,15 +87,6 @@ def _message(row: Any) -> Message:
         value,
         () if headers == "[]" else tuple((k, v.encode()) for k, v in orjson.loads(headers)),
         timestamp_ms=int(created_at.timestamp() * 1000),
-    )
-
-
-def _read_sql(tables: RuntimeTables) -> str:
-    """The oldest rows ($1 of them), in id order; through the driver, with the headers as text:
-    the relay reads thousands of rows a second."""
-    return (
-        f'SELECT id, topic, key, value, headers::text, created_at FROM "{tables.schema}".{tables.outbox.name}'
-        " ORDER BY id LIMIT $1"
     )
 
 
@@ -122,13 +113,14 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
         self._lock_key = zlib.crc32(f"outbox:{tables.schema}".encode())
-        # By the primary key, as the relay reads: a table scan would wade through the rows published
-        # and deleted since the last vacuum.
-        self._any_waiting = (
-            f"SELECT id FROM {tables.schema}.{tables.outbox.name} WHERE id > $1 ORDER BY id LIMIT 1"
+        # Through the driver: the relay reads thousands of rows a second. By the primary key: a table
+        # scan would wade through the rows published and deleted since the last vacuum.
+        table = f'"{tables.schema}".{tables.outbox.name}'
+        self._any_waiting = f"SELECT id FROM {table} WHERE id > $1 ORDER BY id LIMIT 1"
+        self._read = (
+            f"SELECT id, topic, key, value, headers::text, created_at FROM {table} ORDER BY id LIMIT $1"
         )
-        self._read = _read_sql(tables)
-        self._delete = f'DELETE FROM "{tables.schema}".{tables.outbox.name} WHERE id = ANY($1::bigint[])'
+        self._delete = f"DELETE FROM {table} WHERE id = ANY($1::bigint[])"
         self.wake = asyncio.Event()
         self.published = 0
         self._backlog_due = 0.0

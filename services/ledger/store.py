@@ -10,8 +10,6 @@ import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import compress
-from operator import is_not
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -35,7 +33,16 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ledger.domain import CashSource, DebtorLedger, Invoice, Timeline, replace
+from services.ledger.domain import (
+    CashSource,
+    DebtorLedger,
+    Invoice,
+    Timeline,
+    open_items,
+    remember_open_items,
+    replace,
+)
+from services.ledger.layered import Archive, Layered, Parts
 from services.ledger.statement import MovementLine
 from services.runtime.consumer import StaleState
 from services.runtime.database import driver_connection
@@ -148,12 +155,15 @@ def encode_ledger(state: DebtorLedger) -> bytes:
 
 # --- a state's archive ---------------------------------------------------------------------------
 #
-# A debtor's state grows with its history, but an event touches one or a few of its invoices and
-# cash sources. The row's `archive` holds the invoices, sources and timelines as they were when it
-# was last written; the `state` a batch rewrites is the working part: every other field, and the
-# items added or changed since (which take precedence over their archived copies when the row is
-# read). The archive is rewritten once the working part has gathered `_rewrite_after` items. This
-# is a matter of storage only: in memory the state is whole, `evolve` sees every invoice and
+# A debtor's state grows with its history, but an event touches its open items and rarely the rest.
+# The row's `archive` holds closed items (invoices no longer open, cash sources with nothing left to
+# apply, and those invoices' timelines) as they were when it was last written; the `state` a batch
+# rewrites is the working part: every other field, the open items, the items changed since the
+# archive was written (which take precedence over their archived copies), and the ids the archive
+# holds. A state read back decodes its working part only: its items are `Layered` over the archive,
+# which is decoded when an event names an archived item (a reversal of a settled payment) or when
+# every item is read (a statement). The archive is rewritten once the working part has gathered
+# `_rewrite_after` closed items. In memory the state is whole: `evolve` sees every invoice and
 # source, and where each one is stored changes nothing it decides.
 
 
@@ -164,77 +174,144 @@ class LedgerArchive:
     timelines: Mapping[str, Timeline] = field(default_factory=dict)
 
 
-_archive_codec: TypeAdapter[LedgerArchive] = TypeAdapter(LedgerArchive)
+@dataclass(frozen=True)
+class _WorkingPart(DebtorLedger):
+    """A row's `state`: the state's fields, and the ids of the invoices and sources its archive
+    holds (None in rows written before the archive held closed items only: their archive holds
+    every item, and is merged whole)."""
 
-_STORED = "_stored_archive"
-"""The state's archive as its row holds it, kept in the state's __dict__ (the domain's `replace`
-carries it to every later state; the leading underscore keeps it out of the JSON)."""
-_NOTHING_STORED = LedgerArchive()
+    archived_invoices: tuple[str, ...] | None = None
+    archived_sources: tuple[str, ...] | None = None
+
+
+_archive_codec: TypeAdapter[LedgerArchive] = TypeAdapter(LedgerArchive)
+_working_codec: TypeAdapter[_WorkingPart] = TypeAdapter(_WorkingPart)
 _LEDGER_FIELDS = tuple(DebtorLedger.__dataclass_fields__)
+_LAYERED_PARTS = ("invoices", "sources", "timelines")
 
 ARCHIVE_EVERY = 8
-"""The fewest items an archive rewrite waits for."""
+"""The fewest closed items an archive rewrite waits for."""
 
 
-def _rewrite_after(archive: LedgerArchive) -> int:
-    """Items the working part gathers before the archive is written again: a batch writes the
-    working part, and every so many items the archive, so about sqrt(2 x archived) keeps the bytes
-    written per item changed smallest (a debtor with 128 invoices and sources: 16)."""
-    return max(ARCHIVE_EVERY, math.isqrt(2 * (len(archive.invoices) + len(archive.sources))))
+def _rewrite_after(archived: int) -> int:
+    """Closed items the working part gathers before the archive is written again: a batch writes the
+    working part, and every so many closed items the archive, so about sqrt(2 x archived) keeps the
+    bytes written per item closed smallest (a debtor with 128 archived items: 16)."""
+    return max(ARCHIVE_EVERY, math.isqrt(2 * archived))
 
 
-def _changed(items: Mapping[str, _Item], archived: Mapping[str, _Item]) -> Mapping[str, _Item]:
-    """The items added or changed since they were archived (not the archived instance: the domain's
-    instances never change, a change makes a new one), in the state's order."""
-    if not archived:
-        return items
-    keys = items.keys()
-    return {key: items[key] for key in compress(keys, map(is_not, map(archived.get, keys), items.values()))}
+def _archive_under(state: DebtorLedger) -> Archive | None:
+    """The archive the state's items are layered over (None: they are plain, all of them recent)."""
+    invoices, sources, timelines = state.invoices, state.sources, state.timelines
+    if (
+        isinstance(invoices, Layered)
+        and isinstance(sources, Layered)
+        and isinstance(timelines, Layered)
+        and invoices.archive is sources.archive is timelines.archive
+    ):
+        return invoices.archive
+    return None
 
 
-def _archive_of(state: DebtorLedger) -> LedgerArchive:
-    return LedgerArchive(invoices=state.invoices, sources=state.sources, timelines=state.timelines)
+def _recent(items: Mapping[str, _Item]) -> Mapping[str, _Item]:
+    return items.recent if isinstance(items, Layered) else items
 
 
 def encode_stored(state: DebtorLedger) -> tuple[bytes, bytes | None]:
     """What a state's row is to hold: its working part, and its archive when that is to be rewritten
-    (None: the row's archive stays as it is). The state remembers the archive from then on."""
-    archive: LedgerArchive = state.__dict__.get(_STORED, _NOTHING_STORED)
-    invoices = _changed(state.invoices, archive.invoices)
-    sources = _changed(state.sources, archive.sources)
-    rewrite = len(invoices) + len(sources) >= _rewrite_after(archive) or not (
-        archive.invoices.keys() <= state.invoices.keys()
-        and archive.sources.keys() <= state.sources.keys()
-        and archive.timelines.keys() <= state.timelines.keys()
-    )
-    timelines: Mapping[str, Timeline] = {}
-    if rewrite:
-        archive = state.__dict__[_STORED] = _archive_of(state)
-        invoices, sources = {}, {}
+    (None: the row's archive stays as it is). Once the archive is rewritten the state's items are
+    layered over it, so that the state's next batch writes only what changed since."""
+    archive = _archive_under(state)
+    open_invoices, open_sources = open_items(state)
+    recent_invoices, recent_sources = _recent(state.invoices), _recent(state.sources)
+    closed = len(recent_invoices) - len(open_invoices) + len(recent_sources) - len(open_sources)
+    archived = 0
+    if isinstance(state.invoices, Layered) and isinstance(state.sources, Layered):
+        archived = len(state.invoices.archived_ids) + len(state.sources.archived_ids)
+    if closed < _rewrite_after(archived) and (archive is not None or closed < ARCHIVE_EVERY):
+        return _encode_working(state), None
+    encoded_archive = _rewrite_archive(state, open_invoices, open_sources)
+    return _encode_working(state), encoded_archive
+
+
+def _rewrite_archive(
+    state: DebtorLedger, open_invoices: frozenset[str], open_sources: frozenset[str]
+) -> bytes:
+    """The archive's JSON with the state's recent closed items added and its open items taken out;
+    the state's items layered over it from then on (in place: the values stay equal, only where they
+    are kept changes). The archive is spliced as plain JSON data, not decoded into items."""
+    archive = _archive_under(state)
+    parts: dict[str, dict[str, Any]]
+    if archive is None:  # every item is recent (or read from a row written before)
+        parts = {name: {} for name in _LAYERED_PARTS}
+        recent = {name: dict(getattr(state, name)) for name in _LAYERED_PARTS}
     else:
-        timelines = _changed(state.timelines, archive.timelines)
-    working = {name: getattr(state, name) for name in _LEDGER_FIELDS}
-    if archive.invoices or archive.sources:
-        working["invoices"] = invoices
-        working["sources"] = sources
-        working["timelines"] = timelines
-    encoded = orjson.dumps(working, default=json_default)
-    return encoded, orjson.dumps(archive) if rewrite else None
+        parts = orjson.loads(archive.raw)
+        recent = {name: dict(_recent(getattr(state, name))) for name in _LAYERED_PARTS}
+    for name, open_ids in (
+        ("invoices", open_invoices),
+        ("sources", open_sources),
+        ("timelines", open_invoices),
+    ):
+        archived, kept = parts[name], recent[name]
+        for key in [key for key in kept if key not in open_ids]:
+            archived[key] = kept.pop(key)
+        for key in open_ids & archived.keys():
+            del archived[key]
+    raw = orjson.dumps(parts, default=json_default)
+    layered = Archive(raw, _decode_archive)
+    invoice_ids, source_ids = frozenset(parts["invoices"]), frozenset(parts["sources"])
+    fields = state.__dict__
+    fields["invoices"] = Layered(recent["invoices"], invoice_ids, layered, "invoices")
+    fields["sources"] = Layered(recent["sources"], source_ids, layered, "sources")
+    fields["timelines"] = Layered(recent["timelines"], invoice_ids, layered, "timelines")
+    return raw
+
+
+def _decode_archive(raw: bytes) -> Parts:
+    return _archive_codec.validate_json(raw).__dict__
+
+
+def _encode_working(state: DebtorLedger) -> bytes:
+    """The row's `state`: with the ids its archive holds when the items are layered over one, whole
+    otherwise (the archive, if the row has one, then holds nothing the working part does not)."""
+    working: dict[str, Any] = {name: getattr(state, name) for name in _LEDGER_FIELDS}
+    invoices, sources = state.invoices, state.sources
+    layered = _archive_under(state) is not None
+    for name in _LAYERED_PARTS:
+        if isinstance(items := working[name], Layered):
+            working[name] = items.recent if layered else dict(items)
+    if layered:
+        assert isinstance(invoices, Layered) and isinstance(sources, Layered)
+        working["archived_invoices"] = sorted(invoices.archived_ids)
+        working["archived_sources"] = sorted(sources.archived_ids)
+    return orjson.dumps(working, default=json_default)
 
 
 def decode_ledger(raw: bytes, archive: bytes | None = None) -> DebtorLedger:
-    """A state as stored: its working part, merged with its archive when the row has one."""
-    working = _ledger_codec.validate_json(raw)
+    """A state as stored: its working part, its items layered over its archive when the row has one."""
+    working = _working_codec.validate_json(raw)
+    fields = dict(working.__dict__)
+    invoice_ids, source_ids = fields.pop("archived_invoices"), fields.pop("archived_sources")
+    state = object.__new__(DebtorLedger)
+    state.__dict__.update(fields)
     if archive is None:
-        return working
-    stored = _archive_codec.validate_json(archive)
-    state = replace(
-        working,
-        invoices={**stored.invoices, **working.invoices},
-        sources={**stored.sources, **working.sources},
-        timelines={**stored.timelines, **working.timelines},
-    )
-    state.__dict__[_STORED] = stored
+        return state
+    if invoice_ids is None or source_ids is None:
+        stored = _archive_codec.validate_json(archive)
+        return replace(
+            state,
+            invoices={**stored.invoices, **state.invoices},
+            sources={**stored.sources, **state.sources},
+            timelines={**stored.timelines, **state.timelines},
+        )
+    remember_open_items(state, state.invoices, state.sources)
+    layered = Archive(archive, _decode_archive)
+    archived_invoices = frozenset(invoice_ids)
+    fields = state.__dict__
+    fields["invoices"] = Layered(dict(state.invoices), archived_invoices, layered, "invoices")
+    fields["sources"] = Layered(dict(state.sources), frozenset(source_ids), layered, "sources")
+    fields["timelines"] = Layered(dict(state.timelines), archived_invoices, layered, "timelines")
     return state
 
 

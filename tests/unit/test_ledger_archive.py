@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import random
 
+import orjson
+
 from bench.portfolio import generate, spec_for
 from contracts.registry import decode_event
 from contracts.topics import CLOCK
 from services.ledger import store
 from services.ledger.domain import DebtorLedger, evolve, initial_state
+from services.ledger.layered import Layered
 
 from . import given, invoice, payment, reversed_
 
@@ -59,38 +62,97 @@ def test_states_read_back_as_evolved_over_random_batches_and_cache_misses() -> N
     assert written < 0.6 * whole, (written, whole)  # most of the settled history is in the archives
 
 
-def test_what_changes_after_the_archive_is_written_goes_to_the_working_part() -> None:
+def test_closed_items_go_to_the_archive_and_what_changes_since_to_the_working_part() -> None:
     state = given(
         *(invoice(f"I{n}", 100, issued=f"2024-01-{n + 1:02d}") for n in range(6)),
         *(payment(f"P{n}", 100, on=f"2024-02-{n + 1:02d}") for n in range(6)),
+        invoice("I6", 100, issued="2024-01-07"),
     )
     working, archive = store.encode_stored(state)
-    assert archive is not None  # twelve items: archived, the working part has none of them
-    assert store.decode_ledger(working).invoices == {}
+    assert archive is not None  # twelve settled items archived; the open invoice stays in the working part
+    assert set(store.decode_ledger(working).invoices) == {"I6"}
+    assert store.decode_ledger(working, archive) == state
     row = (working, archive)
 
     reopened = evolve(store.decode_ledger(*row), reversed_("P2", on="2024-03-05")).state
     assert reopened.invoices["I2"].status == "open"
     working, unchanged = store.encode_stored(reopened)
     assert unchanged is None  # the archive stays; the reopened invoice and its payment are written
-    assert set(store.decode_ledger(working).invoices) == {"I2"}
+    assert set(store.decode_ledger(working).invoices) == {"I2", "I6"}
     assert set(store.decode_ledger(working).sources) == {"P2"}
     assert store.decode_ledger(working, archive) == reopened
 
     later, added = reopened, 0
     while unchanged is None:
-        before = store.decode_ledger(working)
-        gathered = len(before.invoices) + len(before.sources)
-        later = evolve(later, invoice(f"I1{added}", 70, issued=f"2024-03-{added + 6:02d}")).state
+        gathered = store.decode_ledger(working)
+        later = evolve(later, invoice(f"J{added}", 70, issued=f"2024-03-{added + 6:02d}")).state
+        later = evolve(later, payment(f"Q{added}", 70, on=f"2024-03-{added + 6:02d}")).state
         added += 1
         working, unchanged = store.encode_stored(later)
         assert store.decode_ledger(working, unchanged or archive) == later
-    # written again once the working part had gathered ARCHIVE_EVERY items, and empty from then on
-    assert gathered + 1 >= store.ARCHIVE_EVERY
-    assert store.decode_ledger(working).invoices == {}
+    # written again once the working part had gathered ARCHIVE_EVERY closed items, and from then on
+    # it holds the open items only
+    closed = [i for i in gathered.invoices.values() if i.status != "open"] + list(gathered.sources.values())
+    assert len(closed) + 2 >= store.ARCHIVE_EVERY
+    open_now = {k for k, i in later.invoices.items() if i.status == "open"}
+    assert open_now and set(store.decode_ledger(working).invoices) == open_now
+    assert all(s.unapplied for s in store.decode_ledger(working).sources.values())
+
+
+def test_a_state_read_back_decodes_its_archive_only_when_an_event_names_an_archived_item() -> None:
+    state = given(
+        *(invoice(f"I{n}", 100, issued=f"2024-01-{n + 1:02d}") for n in range(8)),
+        *(payment(f"P{n}", 100, on=f"2024-02-{n + 1:02d}") for n in range(8)),
+    )
+    row = store.encode_stored(state)
+    assert row[1] is not None
+    read = store.decode_ledger(*row)
+    assert isinstance(read.invoices, Layered)
+    archive = read.invoices.archive
+    assert not archive.is_decoded
+
+    paid = evolve(
+        evolve(read, invoice("I9", 50, issued="2024-03-01")).state, payment("P9", 80, on="2024-03-02")
+    )
+    assert not archive.is_decoded  # a new invoice, a new payment applied to it: open items only
+    assert paid.state.sources["P9"].unapplied == 30
+    assert (
+        paid.state
+        == evolve(
+            evolve(state, invoice("I9", 50, issued="2024-03-01")).state, payment("P9", 80, on="2024-03-02")
+        ).state
+    )
+    assert archive.is_decoded  # comparing with the state never stored read every item
+
+    read = store.decode_ledger(*row)
+    assert isinstance(read.invoices, Layered) and not read.invoices.archive.is_decoded
+    reversal = evolve(read, reversed_("P3", on="2024-03-05"))
+    assert read.invoices.archive.is_decoded  # the reversal reopens an archived invoice
+    assert reversal.state.invoices["I3"].status == "open"
+    assert reversal == evolve(state, reversed_("P3", on="2024-03-05"))
 
 
 def test_a_state_with_nothing_to_archive_is_stored_as_before() -> None:
     state = given(invoice("I1", 100), payment("P1", 40))
     assert store.encode_stored(state) == (store.encode_ledger(state), None)
     assert store.decode_ledger(store.encode_ledger(state)) == state
+
+
+def test_a_row_whose_archive_holds_every_item_reads_back_whole_and_is_rewritten_by_its_next_batch() -> None:
+    state = given(
+        *(invoice(f"I{n}", 100, issued=f"2024-01-{n + 1:02d}") for n in range(8)),
+        *(payment(f"P{n}", 100, on=f"2024-02-{n + 1:02d}") for n in range(7)),
+    )
+    # as rows were written before the archive held closed items only: every item in the archive,
+    # the working part without the ids of what the archive holds
+    whole = store.LedgerArchive(invoices=state.invoices, sources=state.sources, timelines=state.timelines)
+    working = orjson.loads(store.encode_ledger(state)) | {"invoices": {}, "sources": {}, "timelines": {}}
+    row = (orjson.dumps(working), orjson.dumps(whole))
+    read = store.decode_ledger(*row)
+    assert read == state and read.invoices["I7"].status == "open"
+
+    later = evolve(read, payment("P9", 30, on="2024-03-01")).state
+    working_part, archive = store.encode_stored(later)
+    assert archive is not None  # the next batch writes the archive in the new layout
+    assert set(store.decode_ledger(working_part).invoices) == {"I7"}
+    assert store.decode_ledger(working_part, archive) == later

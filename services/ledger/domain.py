@@ -314,8 +314,9 @@ def _open_invoices(state: DebtorLedger) -> frozenset[str]:
 
 
 def open_items(state: DebtorLedger) -> tuple[frozenset[str], frozenset[str]]:
-    """Ids of the invoices and cash sources an event not naming them can change: the open invoices,
-    and the sources with free or earmarked cash. Every other item is closed."""
+    """Ids of the open items: the invoices still open, and the cash sources with free or earmarked
+    cash. The domain looks through these ids for what an event may use without naming it; every
+    other item is closed, and read only by its id or together with all the others."""
     return _open_invoices(state), _free_sources(state) | _earmarking_sources(state)
 
 

@@ -60,6 +60,7 @@ debtor_ledgers = Table(
     Column("debtor_id", String(128), primary_key=True),
     Column("state", LargeBinary, nullable=False),
     Column("archive", LargeBinary, nullable=True),
+    Column("held", LargeBinary, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
@@ -156,19 +157,22 @@ def encode_ledger(state: DebtorLedger) -> bytes:
 # --- a state's archive ---------------------------------------------------------------------------
 #
 # A debtor's state grows with its history, but an event touches its open items and rarely the rest.
-# The row's `archive` holds closed items (invoices no longer open, cash sources with nothing left to
-# apply, and those invoices' timelines) as they were when it was last written; the `state` a batch
-# rewrites is the working part: every other field, the open items, the items changed since the
-# archive was written (which take precedence over their archived copies), and the ids the archive
-# holds. A state read back decodes its working part only: its items are `Layered` over the archive,
-# which is decoded when an event names an archived item (a reversal of a settled payment) or when
-# every item is read (a statement). The archive is rewritten once the working part has gathered
-# `_rewrite_after` closed items. In memory the state is whole: `evolve` sees every invoice and
-# source, and where each one is stored changes nothing it decides.
+# A row keeps the items in three parts. `archive`: the closed items (invoices no longer open, cash
+# sources with nothing left to apply, those invoices' timelines). `held`: the open items. Both are as
+# they were when last written. `state`, the working part a batch rewrites: every other field, the
+# items added or changed since (which take precedence over their copies in `held` or `archive`), and
+# the ids the archive holds. A state read back decodes `state` and `held`; its items are `Layered`
+# over the archive, which is decoded only when an event names an archived item (a reversal of a
+# settled payment) or every item is read (a statement). `held` and `archive` are written again once
+# the working part has gathered `_rewrite_after` items; the archive is then spliced as JSON data,
+# not decoded. In memory the state is whole: `evolve` sees every invoice and source, and where each
+# one is stored changes nothing it decides.
 
 
 @dataclass(frozen=True)
 class LedgerArchive:
+    """The items of a row's `archive` or `held`."""
+
     invoices: Mapping[str, Invoice] = field(default_factory=dict)
     sources: Mapping[str, CashSource] = field(default_factory=dict)
     timelines: Mapping[str, Timeline] = field(default_factory=dict)
@@ -177,11 +181,21 @@ class LedgerArchive:
 @dataclass(frozen=True)
 class _WorkingPart(DebtorLedger):
     """A row's `state`: the state's fields, and the ids of the invoices and sources its archive
-    holds (None in rows written before the archive held closed items only: their archive holds
-    every item, and is merged whole)."""
+    holds (None when its archive, if any, holds every item: rows written before the archive held
+    closed items only; they are merged whole)."""
 
     archived_invoices: tuple[str, ...] | None = None
     archived_sources: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StoredRow:
+    """What a state's row is to hold: its working part, and its `held` and `archive` when those are
+    to be written again (None: the row keeps them as they are)."""
+
+    state: bytes
+    held: bytes | None = None
+    archive: bytes | None = None
 
 
 _archive_codec: TypeAdapter[LedgerArchive] = TypeAdapter(LedgerArchive)
@@ -189,15 +203,20 @@ _working_codec: TypeAdapter[_WorkingPart] = TypeAdapter(_WorkingPart)
 _LEDGER_FIELDS = tuple(DebtorLedger.__dataclass_fields__)
 _LAYERED_PARTS = ("invoices", "sources", "timelines")
 
+_HELD = "_held"
+"""The state's held items as its row holds them, kept in the state's __dict__ (the domain's `replace`
+carries it to every later state; the leading underscore keeps it out of the JSON)."""
+_NOTHING_HELD = LedgerArchive()
+
 ARCHIVE_EVERY = 8
-"""The fewest closed items an archive rewrite waits for."""
+"""The fewest items a rewrite of `held` and `archive` waits for."""
 
 
-def _rewrite_after(archived: int) -> int:
-    """Closed items the working part gathers before the archive is written again: a batch writes the
-    working part, and every so many closed items the archive, so about sqrt(2 x archived) keeps the
-    bytes written per item closed smallest (a debtor with 128 archived items: 16)."""
-    return max(ARCHIVE_EVERY, math.isqrt(2 * archived))
+def _rewrite_after(stored: int) -> int:
+    """Items the working part gathers before `held` and `archive` are written again: a batch writes
+    the working part, and every so many items the other two, so about sqrt(2 x stored) keeps the
+    bytes written per item changed smallest (a debtor with 128 items stored apart: 16)."""
+    return max(ARCHIVE_EVERY, math.isqrt(2 * stored))
 
 
 def _archive_under(state: DebtorLedger) -> Archive | None:
@@ -213,105 +232,119 @@ def _archive_under(state: DebtorLedger) -> Archive | None:
     return None
 
 
-def _recent(items: Mapping[str, _Item]) -> Mapping[str, _Item]:
-    return items.recent if isinstance(items, Layered) else items
+def _changed(items: Mapping[str, _Item], held: Mapping[str, _Item]) -> Mapping[str, _Item]:
+    """The items added or changed since they were written (not the written instance: the domain's
+    instances never change, a change makes a new one)."""
+    if not held:
+        return items
+    return {key: item for key, item in items.items() if held.get(key) is not item}
 
 
-def encode_stored(state: DebtorLedger) -> tuple[bytes, bytes | None]:
-    """What a state's row is to hold: its working part, and its archive when that is to be rewritten
-    (None: the row's archive stays as it is). Once the archive is rewritten the state's items are
-    layered over it, so that the state's next batch writes only what changed since."""
+def encode_stored(state: DebtorLedger) -> StoredRow:
+    """What a state's row is to hold. Once `held` and `archive` are written again the state's items
+    are layered over them, so that its next batch writes only what changed since."""
     archive = _archive_under(state)
-    open_invoices, open_sources = open_items(state)
-    recent_invoices, recent_sources = _recent(state.invoices), _recent(state.sources)
-    closed = len(recent_invoices) - len(open_invoices) + len(recent_sources) - len(open_sources)
-    archived = 0
-    if isinstance(state.invoices, Layered) and isinstance(state.sources, Layered):
-        archived = len(state.invoices.archived_ids) + len(state.sources.archived_ids)
-    if closed < _rewrite_after(archived) and (archive is not None or closed < ARCHIVE_EVERY):
-        return _encode_working(state), None
-    encoded_archive = _rewrite_archive(state, open_invoices, open_sources)
-    return _encode_working(state), encoded_archive
+    if archive is None:
+        if len(state.invoices) + len(state.sources) < ARCHIVE_EVERY:
+            return StoredRow(_encode_working(state, None))
+        return _rewrite(state)
+    held: LedgerArchive = state.__dict__.get(_HELD, _NOTHING_HELD)
+    invoices, sources = state.invoices, state.sources
+    assert isinstance(invoices, Layered) and isinstance(sources, Layered)
+    changed = {
+        "invoices": _changed(invoices.recent, held.invoices),
+        "sources": _changed(sources.recent, held.sources),
+    }
+    stored = len(invoices.archived_ids) + len(sources.archived_ids) + len(held.invoices) + len(held.sources)
+    if len(changed["invoices"]) + len(changed["sources"]) >= _rewrite_after(stored):
+        return _rewrite(state)
+    timelines = state.timelines
+    assert isinstance(timelines, Layered)
+    changed["timelines"] = _changed(timelines.recent, held.timelines)
+    return StoredRow(_encode_working(state, changed))
 
 
-def _rewrite_archive(
-    state: DebtorLedger, open_invoices: frozenset[str], open_sources: frozenset[str]
-) -> bytes:
-    """The archive's JSON with the state's recent closed items added and its open items taken out;
-    the state's items layered over it from then on (in place: the values stay equal, only where they
-    are kept changes). The archive is spliced as plain JSON data, not decoded into items."""
+def _rewrite(state: DebtorLedger) -> StoredRow:
+    """Write `held` and `archive` again: the open items held, the closed ones archived (the archive
+    spliced as JSON data, not decoded). The state's items are layered over them from then on (in
+    place: the values stay equal, only where they are kept changes)."""
+    open_ids = dict(zip(("invoices", "sources"), open_items(state), strict=True))
+    open_ids["timelines"] = open_ids["invoices"]
     archive = _archive_under(state)
     parts: dict[str, dict[str, Any]]
-    if archive is None:  # every item is recent (or read from a row written before)
+    if archive is None:  # every item is recent (or was read from a row written before)
         parts = {name: {} for name in _LAYERED_PARTS}
-        recent = {name: dict(getattr(state, name)) for name in _LAYERED_PARTS}
+        recent = {name: getattr(state, name) for name in _LAYERED_PARTS}
     else:
         parts = orjson.loads(archive.raw)
-        recent = {name: dict(_recent(getattr(state, name))) for name in _LAYERED_PARTS}
-    for name, open_ids in (
-        ("invoices", open_invoices),
-        ("sources", open_sources),
-        ("timelines", open_invoices),
-    ):
-        archived, kept = parts[name], recent[name]
-        for key in [key for key in kept if key not in open_ids]:
-            archived[key] = kept.pop(key)
-        for key in open_ids & archived.keys():
-            del archived[key]
+        recent = {name: getattr(state, name).recent for name in _LAYERED_PARTS}
+    held: dict[str, dict[str, Any]] = {name: {} for name in _LAYERED_PARTS}
+    for name in _LAYERED_PARTS:
+        archived, kept, wanted = parts[name], held[name], open_ids[name]
+        for key, item in recent[name].items():
+            if key in wanted:
+                kept[key] = item
+                archived.pop(key, None)
+            else:
+                archived[key] = item
     raw = orjson.dumps(parts, default=json_default)
     layered = Archive(raw, _decode_archive)
     invoice_ids, source_ids = frozenset(parts["invoices"]), frozenset(parts["sources"])
     fields = state.__dict__
-    fields["invoices"] = Layered(recent["invoices"], invoice_ids, layered, "invoices")
-    fields["sources"] = Layered(recent["sources"], source_ids, layered, "sources")
-    fields["timelines"] = Layered(recent["timelines"], invoice_ids, layered, "timelines")
-    return raw
+    fields["invoices"] = Layered(held["invoices"], invoice_ids, layered, "invoices")
+    fields["sources"] = Layered(held["sources"], source_ids, layered, "sources")
+    fields["timelines"] = Layered(held["timelines"], invoice_ids, layered, "timelines")
+    fields[_HELD] = LedgerArchive(held["invoices"], held["sources"], held["timelines"])
+    return StoredRow(_encode_working(state, {}), orjson.dumps(held, default=json_default), raw)
 
 
 def _decode_archive(raw: bytes) -> Parts:
     return _archive_codec.validate_json(raw).__dict__
 
 
-def _encode_working(state: DebtorLedger) -> bytes:
-    """The row's `state`: with the ids its archive holds when the items are layered over one, whole
-    otherwise (the archive, if the row has one, then holds nothing the working part does not)."""
+def _encode_working(state: DebtorLedger, changed: Mapping[str, Mapping[str, Any]] | None) -> bytes:
+    """The row's `state`: with the items `changed` since `held` and `archive` were written and the
+    ids the archive holds, or (None) whole, every item in it."""
     working: dict[str, Any] = {name: getattr(state, name) for name in _LEDGER_FIELDS}
-    invoices, sources = state.invoices, state.sources
-    layered = _archive_under(state) is not None
     for name in _LAYERED_PARTS:
-        if isinstance(items := working[name], Layered):
-            working[name] = items.recent if layered else dict(items)
-    if layered:
+        working[name] = changed.get(name, {}) if changed is not None else dict(working[name])
+    if changed is not None:
+        invoices, sources = state.invoices, state.sources
         assert isinstance(invoices, Layered) and isinstance(sources, Layered)
         working["archived_invoices"] = sorted(invoices.archived_ids)
         working["archived_sources"] = sorted(sources.archived_ids)
     return orjson.dumps(working, default=json_default)
 
 
-def decode_ledger(raw: bytes, archive: bytes | None = None) -> DebtorLedger:
-    """A state as stored: its working part, its items layered over its archive when the row has one."""
+def decode_ledger(raw: bytes, archive: bytes | None = None, held: bytes | None = None) -> DebtorLedger:
+    """A state as stored: its working part over its held items, layered over its archive."""
     working = _working_codec.validate_json(raw)
     fields = dict(working.__dict__)
     invoice_ids, source_ids = fields.pop("archived_invoices"), fields.pop("archived_sources")
     state = object.__new__(DebtorLedger)
     state.__dict__.update(fields)
-    if archive is None:
+    if archive is None and held is None:
         return state
-    if invoice_ids is None or source_ids is None:
-        stored = _archive_codec.validate_json(archive)
+    kept = _archive_codec.validate_json(held) if held is not None else _NOTHING_HELD
+    invoices = {**kept.invoices, **state.invoices}
+    sources = {**kept.sources, **state.sources}
+    timelines = {**kept.timelines, **state.timelines}
+    if invoice_ids is None or source_ids is None or archive is None:  # written whole, or before
+        stored = _archive_codec.validate_json(archive) if archive is not None else _NOTHING_HELD
         return replace(
             state,
-            invoices={**stored.invoices, **state.invoices},
-            sources={**stored.sources, **state.sources},
-            timelines={**stored.timelines, **state.timelines},
+            invoices={**stored.invoices, **invoices},
+            sources={**stored.sources, **sources},
+            timelines={**stored.timelines, **timelines},
         )
-    remember_open_items(state, state.invoices, state.sources)
+    remember_open_items(state, invoices, sources)
     layered = Archive(archive, _decode_archive)
     archived_invoices = frozenset(invoice_ids)
     fields = state.__dict__
-    fields["invoices"] = Layered(dict(state.invoices), archived_invoices, layered, "invoices")
-    fields["sources"] = Layered(dict(state.sources), frozenset(source_ids), layered, "sources")
-    fields["timelines"] = Layered(dict(state.timelines), archived_invoices, layered, "timelines")
+    fields["invoices"] = Layered(invoices, archived_invoices, layered, "invoices")
+    fields["sources"] = Layered(sources, frozenset(source_ids), layered, "sources")
+    fields["timelines"] = Layered(timelines, archived_invoices, layered, "timelines")
+    fields[_HELD] = kept
     return state
 
 
@@ -324,13 +357,15 @@ async def load_ledgers(session: AsyncSession, keys: Iterable[DebtorKey]) -> dict
         return {}
     connection = await driver_connection(session)
     rows = await connection.fetch(
-        f"SELECT l.tenant_id, l.debtor_id, l.state, l.archive FROM {SCHEMA}.debtor_ledgers AS l"
+        f"SELECT l.tenant_id, l.debtor_id, l.state, l.archive, l.held FROM {SCHEMA}.debtor_ledgers AS l"
         " JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, debtor_id)"
         " ON l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id",
         [t for t, _ in wanted],
         [d for _, d in wanted],
     )
-    return {(r["tenant_id"], r["debtor_id"]): decode_ledger(r["state"], r["archive"]) for r in rows}
+    return {
+        (r["tenant_id"], r["debtor_id"]): decode_ledger(r["state"], r["archive"], r["held"]) for r in rows
+    }
 
 
 Version = str
@@ -349,7 +384,8 @@ async def load_ledger_versions(
     rows = await connection.fetch(
         f"SELECT l.tenant_id, l.debtor_id, l.xmin::text AS version,"
         " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.state END AS state,"
-        " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.archive END AS archive"
+        " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.archive END AS archive,"
+        " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.held END AS held"
         f" FROM {SCHEMA}.debtor_ledgers AS l"
         " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant_id, debtor_id, version)"
         " ON l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id",
@@ -363,7 +399,7 @@ async def load_ledger_versions(
         key = (r["tenant_id"], r["debtor_id"])
         versions[key] = r["version"]
         if r["state"] is not None:
-            states[key] = decode_ledger(r["state"], r["archive"])
+            states[key] = decode_ledger(r["state"], r["archive"], r["held"])
     return states, versions
 
 
@@ -384,28 +420,31 @@ async def save_ledgers(
         encoded = [encode_stored(state) for _, state in existing]
         rows += await connection.fetch(
             f"UPDATE {SCHEMA}.debtor_ledgers AS l"
-            " SET state = k.state, archive = coalesce(k.archive, l.archive), updated_at = now()"
-            " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[])"
-            " AS k(tenant_id, debtor_id, state, archive, version)"
+            " SET state = k.state, archive = coalesce(k.archive, l.archive),"
+            " held = coalesce(k.held, l.held), updated_at = now()"
+            " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::text[])"
+            " AS k(tenant_id, debtor_id, state, archive, held, version)"
             " WHERE l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id AND l.xmin::text = k.version"
             " RETURNING l.tenant_id, l.debtor_id, l.xmin::text AS version",
             [t for (t, _), _ in existing],
             [d for (_, d), _ in existing],
-            [working for working, _ in encoded],
-            [archive for _, archive in encoded],
+            [row.state for row in encoded],
+            [row.archive for row in encoded],
+            [row.held for row in encoded],
             [read[key] for key, _ in existing],
         )
     if new:
         encoded = [encode_stored(state) for _, state in new]
         rows += await connection.fetch(
-            f"INSERT INTO {SCHEMA}.debtor_ledgers (tenant_id, debtor_id, state, archive)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[])"
+            f"INSERT INTO {SCHEMA}.debtor_ledgers (tenant_id, debtor_id, state, archive, held)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[])"
             " ON CONFLICT (tenant_id, debtor_id) DO NOTHING"
             " RETURNING tenant_id, debtor_id, xmin::text AS version",
             [t for (t, _), _ in new],
             [d for (_, d), _ in new],
-            [working for working, _ in encoded],
-            [archive for _, archive in encoded],
+            [row.state for row in encoded],
+            [row.archive for row in encoded],
+            [row.held for row in encoded],
         )
     if len(rows) != len(ordered):
         written = {(r["tenant_id"], r["debtor_id"]) for r in rows}

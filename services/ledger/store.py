@@ -42,7 +42,7 @@ from services.ledger.domain import (
     remember_open_items,
     replace,
 )
-from services.ledger.layered import Archive, Layered, Parts
+from services.ledger.layered import Archive, Layered
 from services.ledger.statement import MovementLine
 from services.runtime.consumer import StaleState
 from services.runtime.database import driver_connection
@@ -158,15 +158,15 @@ def encode_ledger(state: DebtorLedger) -> bytes:
 #
 # A debtor's state grows with its history, but an event touches its open items and rarely the rest.
 # A row keeps the items in three parts. `archive`: the closed items (invoices no longer open, cash
-# sources with nothing left to apply, those invoices' timelines). `held`: the open items. Both are as
-# they were when last written. `state`, the working part a batch rewrites: every other field, the
-# items added or changed since (which take precedence over their copies in `held` or `archive`), and
-# the ids the archive holds. A state read back decodes `state` and `held`; its items are `Layered`
-# over the archive, which is decoded only when an event names an archived item (a reversal of a
-# settled payment) or every item is read (a statement). `held` and `archive` are written again once
-# the working part has gathered `_rewrite_after` items; the archive is then spliced as JSON data,
-# not decoded. In memory the state is whole: `evolve` sees every invoice and source, and where each
-# one is stored changes nothing it decides.
+# sources with nothing left to apply, those invoices' timelines). `held`: the open items, and the ids
+# the archive holds. Both are as they were when last written. `state`, the working part a batch
+# rewrites: every other field, and the items added or changed since (which take precedence over
+# their copies in `held` or `archive`). A state read back decodes `state` and `held`; its items are
+# `Layered` over the archive, which is parsed only when an event names an archived item (a reversal
+# of a settled payment; that item alone is then made) or every item is read (a statement). `held`
+# and `archive` are written again once the working part has gathered `_rewrite_after` items; the
+# archive is then spliced as JSON data, not decoded. In memory the state is whole: `evolve` sees
+# every invoice and source, and where each one is stored changes nothing it decides.
 
 
 @dataclass(frozen=True)
@@ -179,13 +179,11 @@ class LedgerArchive:
 
 
 @dataclass(frozen=True)
-class _WorkingPart(DebtorLedger):
-    """A row's `state`: the state's fields, and the ids of the invoices and sources its archive
-    holds (None when its archive, if any, holds every item: rows written before the archive held
-    closed items only; they are merged whole)."""
+class _HeldPart(LedgerArchive):
+    """A row's `held`: the open items, and the ids of the invoices and sources its archive holds."""
 
-    archived_invoices: tuple[str, ...] | None = None
-    archived_sources: tuple[str, ...] | None = None
+    archived_invoices: tuple[str, ...] = ()
+    archived_sources: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,7 +197,13 @@ class StoredRow:
 
 
 _archive_codec: TypeAdapter[LedgerArchive] = TypeAdapter(LedgerArchive)
-_working_codec: TypeAdapter[_WorkingPart] = TypeAdapter(_WorkingPart)
+_ITEM_VALIDATORS = {
+    "invoices": TypeAdapter(Invoice).validate_python,
+    "sources": TypeAdapter(CashSource).validate_python,
+    "timelines": TypeAdapter(Timeline).validate_python,
+}
+"""An archived item made from its JSON data, when first read (`layered.Archive`)."""
+_held_codec: TypeAdapter[_HeldPart] = TypeAdapter(_HeldPart)
 _LEDGER_FIELDS = tuple(DebtorLedger.__dataclass_fields__)
 _LAYERED_PARTS = ("invoices", "sources", "timelines")
 
@@ -271,79 +275,66 @@ def _rewrite(state: DebtorLedger) -> StoredRow:
     open_ids = dict(zip(("invoices", "sources"), open_items(state), strict=True))
     open_ids["timelines"] = open_ids["invoices"]
     archive = _archive_under(state)
-    parts: dict[str, dict[str, Any]]
     if archive is None:  # every item is recent (or was read from a row written before)
-        parts = {name: {} for name in _LAYERED_PARTS}
+        archive = Archive(b"{}", _ITEM_VALIDATORS)
         recent = {name: getattr(state, name) for name in _LAYERED_PARTS}
     else:
-        parts = orjson.loads(archive.raw)
         recent = {name: getattr(state, name).recent for name in _LAYERED_PARTS}
     held: dict[str, dict[str, Any]] = {name: {} for name in _LAYERED_PARTS}
+    archived: dict[str, dict[str, Any]] = {name: {} for name in _LAYERED_PARTS}
     for name in _LAYERED_PARTS:
-        archived, kept, wanted = parts[name], held[name], open_ids[name]
+        wanted = open_ids[name]
         for key, item in recent[name].items():
-            if key in wanted:
-                kept[key] = item
-                archived.pop(key, None)
-            else:
-                archived[key] = item
-    raw = orjson.dumps(parts, default=json_default)
-    layered = Archive(raw, _decode_archive)
-    invoice_ids, source_ids = frozenset(parts["invoices"]), frozenset(parts["sources"])
+            (held if key in wanted else archived)[name][key] = item
+    layered = archive.spliced(archived, held)
+    invoice_ids, source_ids = frozenset(layered.part("invoices")), frozenset(layered.part("sources"))
     fields = state.__dict__
     fields["invoices"] = Layered(held["invoices"], invoice_ids, layered, "invoices")
     fields["sources"] = Layered(held["sources"], source_ids, layered, "sources")
-    fields["timelines"] = Layered(held["timelines"], invoice_ids, layered, "timelines")
+    fields["timelines"] = Layered(held["timelines"], invoice_ids, layered, "timelines", exact=False)
     fields[_HELD] = LedgerArchive(held["invoices"], held["sources"], held["timelines"])
-    return StoredRow(_encode_working(state, {}), orjson.dumps(held, default=json_default), raw)
-
-
-def _decode_archive(raw: bytes) -> Parts:
-    return _archive_codec.validate_json(raw).__dict__
+    ids = {
+        "archived_invoices": list(layered.part("invoices")),
+        "archived_sources": list(layered.part("sources")),
+    }
+    encoded_held = orjson.dumps(held | ids, default=json_default)
+    return StoredRow(_encode_working(state, {}), encoded_held, layered.raw)
 
 
 def _encode_working(state: DebtorLedger, changed: Mapping[str, Mapping[str, Any]] | None) -> bytes:
-    """The row's `state`: with the items `changed` since `held` and `archive` were written and the
-    ids the archive holds, or (None) whole, every item in it."""
+    """The row's `state`: with the items `changed` since `held` and `archive` were written, or
+    (None) whole, every item in it."""
     working: dict[str, Any] = {name: getattr(state, name) for name in _LEDGER_FIELDS}
     for name in _LAYERED_PARTS:
         working[name] = changed.get(name, {}) if changed is not None else dict(working[name])
-    if changed is not None:
-        invoices, sources = state.invoices, state.sources
-        assert isinstance(invoices, Layered) and isinstance(sources, Layered)
-        working["archived_invoices"] = sorted(invoices.archived_ids)
-        working["archived_sources"] = sorted(sources.archived_ids)
     return orjson.dumps(working, default=json_default)
 
 
 def decode_ledger(raw: bytes, archive: bytes | None = None, held: bytes | None = None) -> DebtorLedger:
     """A state as stored: its working part over its held items, layered over its archive."""
-    working = _working_codec.validate_json(raw)
-    fields = dict(working.__dict__)
-    invoice_ids, source_ids = fields.pop("archived_invoices"), fields.pop("archived_sources")
-    state = object.__new__(DebtorLedger)
-    state.__dict__.update(fields)
-    if archive is None and held is None:
-        return state
-    kept = _archive_codec.validate_json(held) if held is not None else _NOTHING_HELD
-    invoices = {**kept.invoices, **state.invoices}
-    sources = {**kept.sources, **state.sources}
-    timelines = {**kept.timelines, **state.timelines}
-    if invoice_ids is None or source_ids is None or archive is None:  # written whole, or before
-        stored = _archive_codec.validate_json(archive) if archive is not None else _NOTHING_HELD
+    state = _ledger_codec.validate_json(raw)
+    if held is None:
+        if archive is None:
+            return state
+        # written before `held` existed: the archive holds every item as last written
+        stored = _archive_codec.validate_json(archive)
         return replace(
             state,
-            invoices={**stored.invoices, **invoices},
-            sources={**stored.sources, **sources},
-            timelines={**stored.timelines, **timelines},
+            invoices={**stored.invoices, **state.invoices},
+            sources={**stored.sources, **state.sources},
+            timelines={**stored.timelines, **state.timelines},
         )
+    kept = _held_codec.validate_json(held)
+    invoices = {**kept.invoices, **state.invoices}
+    sources = {**kept.sources, **state.sources}
     remember_open_items(state, invoices, sources)
-    layered = Archive(archive, _decode_archive)
-    archived_invoices = frozenset(invoice_ids)
+    layered = Archive(archive or b"{}", _ITEM_VALIDATORS)
+    archived_invoices = frozenset(kept.archived_invoices)
+    timelines = {**kept.timelines, **state.timelines}
     fields = state.__dict__
     fields["invoices"] = Layered(invoices, archived_invoices, layered, "invoices")
-    fields["sources"] = Layered(sources, frozenset(source_ids), layered, "sources")
-    fields["timelines"] = Layered(timelines, archived_invoices, layered, "timelines")
+    fields["sources"] = Layered(sources, frozenset(kept.archived_sources), layered, "sources")
+    fields["timelines"] = Layered(timelines, archived_invoices, layered, "timelines", exact=False)
     fields[_HELD] = kept
     return state
 

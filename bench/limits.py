@@ -183,9 +183,7 @@ async def kafka_limits(infra: Infrastructure, events: Sequence[PortfolioEvent]) 
 # --- PostgreSQL COPY ----------------------------------------------------------------------------
 
 COPY_TABLES: dict[str, str] = {
-    "debtor_ledgers": (
-        "SELECT tenant_id, debtor_id, state, archive, held, updated_at FROM ledger.debtor_ledgers"
-    ),
+    "debtor_ledgers": "SELECT tenant_id, debtor_id, state, archive, updated_at FROM ledger.debtor_ledgers",
     "balance_movements": (
         "SELECT tenant_id, debtor_id, invoice_id, currency, due_date, delta, effective_date, recorded_at"
         " FROM ledger.balance_movements"

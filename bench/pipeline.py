@@ -350,9 +350,9 @@ async def database_profile(database_url: str) -> dict[str, Any]:
             " GROUP BY tenant_id, debtor_id, invoice_id HAVING sum(delta) <> 0) AS open_items"
         )
         size = await connection.fetchval("SELECT pg_database_size(current_database())")
-        state_bytes, archive_bytes, held_bytes = await connection.fetchrow(
-            "SELECT avg(length(state))::bigint, coalesce(avg(length(archive)), 0)::bigint,"
-            " coalesce(avg(length(held)), 0)::bigint FROM ledger.debtor_ledgers"
+        state_bytes, archive_bytes = await connection.fetchrow(
+            "SELECT avg(length(state))::bigint, coalesce(avg(length(archive)), 0)::bigint"
+            " FROM ledger.debtor_ledgers"
         )
     finally:
         await connection.close()
@@ -361,7 +361,6 @@ async def database_profile(database_url: str) -> dict[str, Any]:
         "database_bytes": size,
         "mean_debtor_state_bytes": state_bytes,
         "mean_debtor_archive_bytes": archive_bytes,
-        "mean_debtor_held_bytes": held_bytes,
         "tables": {
             r["relname"]: {
                 "rows": r["n_live_tup"],

@@ -43,7 +43,6 @@ from contracts.journal import (
     PaymentReversed,
     WriteOffPosted,
 )
-from services.ledger.layered import with_item
 
 InvoiceStatus = Literal["open", "settled", "written_off", "cancelled"]
 SourceKind = Literal["payment", "credit_note"]
@@ -286,48 +285,19 @@ def _memoized_ids(
     return found
 
 
-def _has_free_cash(source: CashSource) -> bool:
-    return source.undirected > 0
-
-
-def _has_earmarks(source: CashSource) -> bool:
-    return bool(source.directed)
-
-
-def _is_open(invoice: Invoice) -> bool:
-    return invoice.status == "open"
-
-
 def _free_sources(state: DebtorLedger) -> frozenset[str]:
     """Ids of the sources with undirected cash."""
-    return _memoized_ids(state, "_free", state.sources, _has_free_cash)
+    return _memoized_ids(state, "_free", state.sources, lambda s: s.undirected > 0)
 
 
 def _earmarking_sources(state: DebtorLedger) -> frozenset[str]:
     """Ids of the sources with cash earmarked for an invoice."""
-    return _memoized_ids(state, "_earmarking", state.sources, _has_earmarks)
+    return _memoized_ids(state, "_earmarking", state.sources, lambda s: bool(s.directed))
 
 
 def _open_invoices(state: DebtorLedger) -> frozenset[str]:
     """Ids of the open invoices: most of a debtor's invoices are settled history."""
-    return _memoized_ids(state, "_open", state.invoices, _is_open)
-
-
-def open_items(state: DebtorLedger) -> tuple[frozenset[str], frozenset[str]]:
-    """Ids of the open items: the invoices still open, and the cash sources with free or earmarked
-    cash. The domain looks through these ids for what an event may use without naming it; every
-    other item is closed, and read only by its id or together with all the others."""
-    return _open_invoices(state), _free_sources(state) | _earmarking_sources(state)
-
-
-def remember_open_items(
-    state: DebtorLedger, invoices: Mapping[str, Invoice], sources: Mapping[str, CashSource]
-) -> None:
-    """Note which items of a state just made are open, looking at these items only: the caller
-    vouches that the state's other items are closed (a stored state's archive holds only those)."""
-    _memoized_ids(state, "_open", invoices, _is_open)
-    _memoized_ids(state, "_free", sources, _has_free_cash)
-    _memoized_ids(state, "_earmarking", sources, _has_earmarks)
+    return _memoized_ids(state, "_open", state.invoices, lambda i: i.status == "open")
 
 
 def _carried(memo: frozenset[str] | None, item_id: str, member: bool) -> frozenset[str] | None:
@@ -762,8 +732,8 @@ class _Work:
 
 def _put_invoice(work: _Work, invoice: Invoice) -> _Work:
     before = work.state
-    state = replace(before, invoices=with_item(before.invoices, invoice.invoice_id, invoice))
-    opened = _carried(before.__dict__.get("_open"), invoice.invoice_id, _is_open(invoice))
+    state = replace(before, invoices={**before.invoices, invoice.invoice_id: invoice})
+    opened = _carried(before.__dict__.get("_open"), invoice.invoice_id, invoice.status == "open")
     if opened is not None:
         state.__dict__["_open"] = opened
     return replace(work, state=state, touched=(*work.touched, invoice.invoice_id))
@@ -771,10 +741,10 @@ def _put_invoice(work: _Work, invoice: Invoice) -> _Work:
 
 def _put_source(work: _Work, source: CashSource) -> _Work:
     before = work.state
-    state = replace(before, sources=with_item(before.sources, source.source_id, source))
+    state = replace(before, sources={**before.sources, source.source_id: source})
     memo = before.__dict__
-    free = _carried(memo.get("_free"), source.source_id, _has_free_cash(source))
-    earmarking = _carried(memo.get("_earmarking"), source.source_id, _has_earmarks(source))
+    free = _carried(memo.get("_free"), source.source_id, source.undirected > 0)
+    earmarking = _carried(memo.get("_earmarking"), source.source_id, bool(source.directed))
     if free is not None:
         state.__dict__["_free"] = free
     if earmarking is not None:
@@ -790,7 +760,7 @@ def _record(
     invoice = replace(invoice, settled_on=_settled_on(invoice, timeline, day))
     movement = Movement(invoice.invoice_id, invoice.currency, due_date or invoice.due_date, delta, day)
     work = _put_invoice(work, invoice)
-    timelines = with_item(work.state.timelines, invoice.invoice_id, timeline)
+    timelines = {**work.state.timelines, invoice.invoice_id: timeline}
     return replace(
         work, state=replace(work.state, timelines=timelines), movements=(*work.movements, movement)
     )

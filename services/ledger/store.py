@@ -10,6 +10,8 @@ import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
+from operator import is_not
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -33,16 +35,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.ledger.domain import (
-    CashSource,
-    DebtorLedger,
-    Invoice,
-    Timeline,
-    open_items,
-    remember_open_items,
-    replace,
-)
-from services.ledger.layered import Archive, Layered
+from services.ledger.domain import CashSource, DebtorLedger, Invoice, Timeline, replace
 from services.ledger.statement import MovementLine
 from services.runtime.consumer import StaleState
 from services.runtime.database import driver_connection
@@ -60,7 +53,6 @@ debtor_ledgers = Table(
     Column("debtor_id", String(128), primary_key=True),
     Column("state", LargeBinary, nullable=False),
     Column("archive", LargeBinary, nullable=True),
-    Column("held", LargeBinary, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
@@ -156,186 +148,93 @@ def encode_ledger(state: DebtorLedger) -> bytes:
 
 # --- a state's archive ---------------------------------------------------------------------------
 #
-# A debtor's state grows with its history, but an event touches its open items and rarely the rest.
-# A row keeps the items in three parts. `archive`: the closed items (invoices no longer open, cash
-# sources with nothing left to apply, those invoices' timelines). `held`: the open items, and the ids
-# the archive holds. Both are as they were when last written. `state`, the working part a batch
-# rewrites: every other field, and the items added or changed since (which take precedence over
-# their copies in `held` or `archive`). A state read back decodes `state` and `held`; its items are
-# `Layered` over the archive, which is parsed only when an event names an archived item (a reversal
-# of a settled payment; that item alone is then made) or every item is read (a statement). `held`
-# and `archive` are written again once the working part has gathered `_rewrite_after` items; the
-# archive is then spliced as JSON data, not decoded. In memory the state is whole: `evolve` sees
-# every invoice and source, and where each one is stored changes nothing it decides.
+# A debtor's state grows with its history, but an event touches one or a few of its invoices and
+# cash sources. The row's `archive` holds the invoices, sources and timelines as they were when it
+# was last written; the `state` a batch rewrites is the working part: every other field, and the
+# items added or changed since (which take precedence over their archived copies when the row is
+# read). The archive is rewritten once the working part has gathered `_rewrite_after` items. This
+# is a matter of storage only: in memory the state is whole, `evolve` sees every invoice and
+# source, and where each one is stored changes nothing it decides.
 
 
 @dataclass(frozen=True)
 class LedgerArchive:
-    """The items of a row's `archive` or `held`."""
-
     invoices: Mapping[str, Invoice] = field(default_factory=dict)
     sources: Mapping[str, CashSource] = field(default_factory=dict)
     timelines: Mapping[str, Timeline] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class _HeldPart(LedgerArchive):
-    """A row's `held`: the open items, and the ids of the invoices and sources its archive holds."""
-
-    archived_invoices: tuple[str, ...] = ()
-    archived_sources: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class StoredRow:
-    """What a state's row is to hold: its working part, and its `held` and `archive` when those are
-    to be written again (None: the row keeps them as they are)."""
-
-    state: bytes
-    held: bytes | None = None
-    archive: bytes | None = None
-
-
 _archive_codec: TypeAdapter[LedgerArchive] = TypeAdapter(LedgerArchive)
-_ITEM_VALIDATORS = {
-    "invoices": TypeAdapter(Invoice).validate_python,
-    "sources": TypeAdapter(CashSource).validate_python,
-    "timelines": TypeAdapter(Timeline).validate_python,
-}
-"""An archived item made from its JSON data, when first read (`layered.Archive`)."""
-_held_codec: TypeAdapter[_HeldPart] = TypeAdapter(_HeldPart)
-_LEDGER_FIELDS = tuple(DebtorLedger.__dataclass_fields__)
-_LAYERED_PARTS = ("invoices", "sources", "timelines")
 
-_HELD = "_held"
-"""The state's held items as its row holds them, kept in the state's __dict__ (the domain's `replace`
+_STORED = "_stored_archive"
+"""The state's archive as its row holds it, kept in the state's __dict__ (the domain's `replace`
 carries it to every later state; the leading underscore keeps it out of the JSON)."""
-_NOTHING_HELD = LedgerArchive()
+_NOTHING_STORED = LedgerArchive()
+_LEDGER_FIELDS = tuple(DebtorLedger.__dataclass_fields__)
 
 ARCHIVE_EVERY = 8
-"""The fewest items a rewrite of `held` and `archive` waits for."""
+"""The fewest items an archive rewrite waits for."""
 
 
-def _rewrite_after(stored: int) -> int:
-    """Items the working part gathers before `held` and `archive` are written again: a batch writes
-    the working part, and every so many items the other two, so about sqrt(2 x stored) keeps the
-    bytes written per item changed smallest (a debtor with 128 items stored apart: 16)."""
-    return max(ARCHIVE_EVERY, math.isqrt(2 * stored))
+def _rewrite_after(archive: LedgerArchive) -> int:
+    """Items the working part gathers before the archive is written again: a batch writes the
+    working part, and every so many items the archive, so about sqrt(2 x archived) keeps the bytes
+    written per item changed smallest (a debtor with 128 invoices and sources: 16)."""
+    return max(ARCHIVE_EVERY, math.isqrt(2 * (len(archive.invoices) + len(archive.sources))))
 
 
-def _archive_under(state: DebtorLedger) -> Archive | None:
-    """The archive the state's items are layered over (None: they are plain, all of them recent)."""
-    invoices, sources, timelines = state.invoices, state.sources, state.timelines
-    if (
-        isinstance(invoices, Layered)
-        and isinstance(sources, Layered)
-        and isinstance(timelines, Layered)
-        and invoices.archive is sources.archive is timelines.archive
-    ):
-        return invoices.archive
-    return None
-
-
-def _changed(items: Mapping[str, _Item], held: Mapping[str, _Item]) -> Mapping[str, _Item]:
-    """The items added or changed since they were written (not the written instance: the domain's
-    instances never change, a change makes a new one)."""
-    if not held:
+def _changed(items: Mapping[str, _Item], archived: Mapping[str, _Item]) -> Mapping[str, _Item]:
+    """The items added or changed since they were archived (not the archived instance: the domain's
+    instances never change, a change makes a new one), in the state's order."""
+    if not archived:
         return items
-    return {key: item for key, item in items.items() if held.get(key) is not item}
+    keys = items.keys()
+    return {key: items[key] for key in compress(keys, map(is_not, map(archived.get, keys), items.values()))}
 
 
-def encode_stored(state: DebtorLedger) -> StoredRow:
-    """What a state's row is to hold. Once `held` and `archive` are written again the state's items
-    are layered over them, so that its next batch writes only what changed since."""
-    archive = _archive_under(state)
-    if archive is None:
-        if len(state.invoices) + len(state.sources) < ARCHIVE_EVERY:
-            return StoredRow(_encode_working(state, None))
-        return _rewrite(state)
-    held: LedgerArchive = state.__dict__.get(_HELD, _NOTHING_HELD)
-    invoices, sources = state.invoices, state.sources
-    assert isinstance(invoices, Layered) and isinstance(sources, Layered)
-    changed = {
-        "invoices": _changed(invoices.recent, held.invoices),
-        "sources": _changed(sources.recent, held.sources),
-    }
-    stored = len(invoices.archived_ids) + len(sources.archived_ids) + len(held.invoices) + len(held.sources)
-    if len(changed["invoices"]) + len(changed["sources"]) >= _rewrite_after(stored):
-        return _rewrite(state)
-    timelines = state.timelines
-    assert isinstance(timelines, Layered)
-    changed["timelines"] = _changed(timelines.recent, held.timelines)
-    return StoredRow(_encode_working(state, changed))
+def _archive_of(state: DebtorLedger) -> LedgerArchive:
+    return LedgerArchive(invoices=state.invoices, sources=state.sources, timelines=state.timelines)
 
 
-def _rewrite(state: DebtorLedger) -> StoredRow:
-    """Write `held` and `archive` again: the open items held, the closed ones archived (the archive
-    spliced as JSON data, not decoded). The state's items are layered over them from then on (in
-    place: the values stay equal, only where they are kept changes)."""
-    open_ids = dict(zip(("invoices", "sources"), open_items(state), strict=True))
-    open_ids["timelines"] = open_ids["invoices"]
-    archive = _archive_under(state)
-    if archive is None:  # every item is recent (or was read from a row written before)
-        archive = Archive(b"{}", _ITEM_VALIDATORS)
-        recent = {name: getattr(state, name) for name in _LAYERED_PARTS}
+def encode_stored(state: DebtorLedger) -> tuple[bytes, bytes | None]:
+    """What a state's row is to hold: its working part, and its archive when that is to be rewritten
+    (None: the row's archive stays as it is). The state remembers the archive from then on."""
+    archive: LedgerArchive = state.__dict__.get(_STORED, _NOTHING_STORED)
+    invoices = _changed(state.invoices, archive.invoices)
+    sources = _changed(state.sources, archive.sources)
+    rewrite = len(invoices) + len(sources) >= _rewrite_after(archive) or not (
+        archive.invoices.keys() <= state.invoices.keys()
+        and archive.sources.keys() <= state.sources.keys()
+        and archive.timelines.keys() <= state.timelines.keys()
+    )
+    timelines: Mapping[str, Timeline] = {}
+    if rewrite:
+        archive = state.__dict__[_STORED] = _archive_of(state)
+        invoices, sources = {}, {}
     else:
-        recent = {name: getattr(state, name).recent for name in _LAYERED_PARTS}
-    held: dict[str, dict[str, Any]] = {name: {} for name in _LAYERED_PARTS}
-    archived: dict[str, dict[str, Any]] = {name: {} for name in _LAYERED_PARTS}
-    for name in _LAYERED_PARTS:
-        wanted = open_ids[name]
-        for key, item in recent[name].items():
-            (held if key in wanted else archived)[name][key] = item
-    layered = archive.spliced(archived, held)
-    invoice_ids, source_ids = frozenset(layered.part("invoices")), frozenset(layered.part("sources"))
-    fields = state.__dict__
-    fields["invoices"] = Layered(held["invoices"], invoice_ids, layered, "invoices")
-    fields["sources"] = Layered(held["sources"], source_ids, layered, "sources")
-    fields["timelines"] = Layered(held["timelines"], invoice_ids, layered, "timelines", exact=False)
-    fields[_HELD] = LedgerArchive(held["invoices"], held["sources"], held["timelines"])
-    ids = {
-        "archived_invoices": list(layered.part("invoices")),
-        "archived_sources": list(layered.part("sources")),
-    }
-    encoded_held = orjson.dumps(held | ids, default=json_default)
-    return StoredRow(_encode_working(state, {}), encoded_held, layered.raw)
+        timelines = _changed(state.timelines, archive.timelines)
+    working = {name: getattr(state, name) for name in _LEDGER_FIELDS}
+    if archive.invoices or archive.sources:
+        working["invoices"] = invoices
+        working["sources"] = sources
+        working["timelines"] = timelines
+    encoded = orjson.dumps(working, default=json_default)
+    return encoded, orjson.dumps(archive) if rewrite else None
 
 
-def _encode_working(state: DebtorLedger, changed: Mapping[str, Mapping[str, Any]] | None) -> bytes:
-    """The row's `state`: with the items `changed` since `held` and `archive` were written, or
-    (None) whole, every item in it."""
-    working: dict[str, Any] = {name: getattr(state, name) for name in _LEDGER_FIELDS}
-    for name in _LAYERED_PARTS:
-        working[name] = changed.get(name, {}) if changed is not None else dict(working[name])
-    return orjson.dumps(working, default=json_default)
-
-
-def decode_ledger(raw: bytes, archive: bytes | None = None, held: bytes | None = None) -> DebtorLedger:
-    """A state as stored: its working part over its held items, layered over its archive."""
-    state = _ledger_codec.validate_json(raw)
-    if held is None:
-        if archive is None:
-            return state
-        # written before `held` existed: the archive holds every item as last written
-        stored = _archive_codec.validate_json(archive)
-        return replace(
-            state,
-            invoices={**stored.invoices, **state.invoices},
-            sources={**stored.sources, **state.sources},
-            timelines={**stored.timelines, **state.timelines},
-        )
-    kept = _held_codec.validate_json(held)
-    invoices = {**kept.invoices, **state.invoices}
-    sources = {**kept.sources, **state.sources}
-    remember_open_items(state, invoices, sources)
-    layered = Archive(archive or b"{}", _ITEM_VALIDATORS)
-    archived_invoices = frozenset(kept.archived_invoices)
-    timelines = {**kept.timelines, **state.timelines}
-    fields = state.__dict__
-    fields["invoices"] = Layered(invoices, archived_invoices, layered, "invoices")
-    fields["sources"] = Layered(sources, frozenset(kept.archived_sources), layered, "sources")
-    fields["timelines"] = Layered(timelines, archived_invoices, layered, "timelines", exact=False)
-    fields[_HELD] = kept
+def decode_ledger(raw: bytes, archive: bytes | None = None) -> DebtorLedger:
+    """A state as stored: its working part, merged with its archive when the row has one."""
+    working = _ledger_codec.validate_json(raw)
+    if archive is None:
+        return working
+    stored = _archive_codec.validate_json(archive)
+    state = replace(
+        working,
+        invoices={**stored.invoices, **working.invoices},
+        sources={**stored.sources, **working.sources},
+        timelines={**stored.timelines, **working.timelines},
+    )
+    state.__dict__[_STORED] = stored
     return state
 
 
@@ -348,15 +247,13 @@ async def load_ledgers(session: AsyncSession, keys: Iterable[DebtorKey]) -> dict
         return {}
     connection = await driver_connection(session)
     rows = await connection.fetch(
-        f"SELECT l.tenant_id, l.debtor_id, l.state, l.archive, l.held FROM {SCHEMA}.debtor_ledgers AS l"
+        f"SELECT l.tenant_id, l.debtor_id, l.state, l.archive FROM {SCHEMA}.debtor_ledgers AS l"
         " JOIN unnest($1::text[], $2::text[]) AS k(tenant_id, debtor_id)"
         " ON l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id",
         [t for t, _ in wanted],
         [d for _, d in wanted],
     )
-    return {
-        (r["tenant_id"], r["debtor_id"]): decode_ledger(r["state"], r["archive"], r["held"]) for r in rows
-    }
+    return {(r["tenant_id"], r["debtor_id"]): decode_ledger(r["state"], r["archive"]) for r in rows}
 
 
 Version = str
@@ -375,8 +272,7 @@ async def load_ledger_versions(
     rows = await connection.fetch(
         f"SELECT l.tenant_id, l.debtor_id, l.xmin::text AS version,"
         " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.state END AS state,"
-        " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.archive END AS archive,"
-        " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.held END AS held"
+        " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.archive END AS archive"
         f" FROM {SCHEMA}.debtor_ledgers AS l"
         " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant_id, debtor_id, version)"
         " ON l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id",
@@ -390,7 +286,7 @@ async def load_ledger_versions(
         key = (r["tenant_id"], r["debtor_id"])
         versions[key] = r["version"]
         if r["state"] is not None:
-            states[key] = decode_ledger(r["state"], r["archive"], r["held"])
+            states[key] = decode_ledger(r["state"], r["archive"])
     return states, versions
 
 
@@ -411,31 +307,28 @@ async def save_ledgers(
         encoded = [encode_stored(state) for _, state in existing]
         rows += await connection.fetch(
             f"UPDATE {SCHEMA}.debtor_ledgers AS l"
-            " SET state = k.state, archive = coalesce(k.archive, l.archive),"
-            " held = coalesce(k.held, l.held), updated_at = now()"
-            " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::text[])"
-            " AS k(tenant_id, debtor_id, state, archive, held, version)"
+            " SET state = k.state, archive = coalesce(k.archive, l.archive), updated_at = now()"
+            " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[])"
+            " AS k(tenant_id, debtor_id, state, archive, version)"
             " WHERE l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id AND l.xmin::text = k.version"
             " RETURNING l.tenant_id, l.debtor_id, l.xmin::text AS version",
             [t for (t, _), _ in existing],
             [d for (_, d), _ in existing],
-            [row.state for row in encoded],
-            [row.archive for row in encoded],
-            [row.held for row in encoded],
+            [working for working, _ in encoded],
+            [archive for _, archive in encoded],
             [read[key] for key, _ in existing],
         )
     if new:
         encoded = [encode_stored(state) for _, state in new]
         rows += await connection.fetch(
-            f"INSERT INTO {SCHEMA}.debtor_ledgers (tenant_id, debtor_id, state, archive, held)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[])"
+            f"INSERT INTO {SCHEMA}.debtor_ledgers (tenant_id, debtor_id, state, archive)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[])"
             " ON CONFLICT (tenant_id, debtor_id) DO NOTHING"
             " RETURNING tenant_id, debtor_id, xmin::text AS version",
             [t for (t, _), _ in new],
             [d for (_, d), _ in new],
-            [row.state for row in encoded],
-            [row.archive for row in encoded],
-            [row.held for row in encoded],
+            [working for working, _ in encoded],
+            [archive for _, archive in encoded],
         )
     if len(rows) != len(ordered):
         written = {(r["tenant_id"], r["debtor_id"]) for r in rows}

@@ -3,7 +3,6 @@ data held in a state) and frozensets."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -31,12 +30,9 @@ def is_flat(model: type[BaseModel]) -> bool:
 
 
 def json_default(value: Any) -> Any:
-    """orjson's `default=`: a pydantic model as its JSON-mode dump, a frozenset as a list, a mapping
-    that is not a dict (a ledger's items layered over their archive) as a dict."""
+    """orjson's `default=`: a pydantic model as its JSON-mode dump, a frozenset as a list."""
     if isinstance(value, BaseModel):
         return value.__dict__ if is_flat(type(value)) else value.model_dump(mode="json")
     if isinstance(value, frozenset):
         return list(value)
-    if isinstance(value, Mapping):
-        return dict(value)
     raise TypeError(f"cannot encode {type(value).__name__}")

@@ -65,12 +65,12 @@ async def projection_of(database_url: str, tenant: str) -> dict[str, list[Any]]:
     connection = await asyncpg.connect(sqlalchemy_to_libpq(database_url))
     try:
         return {
-            # States as the ledger reads them: where a batch boundary put an item (working part,
-            # held or archive) depends on the batches, what the state holds does not.
+            # States as the ledger reads them: where a batch boundary put an item (working part
+            # or archive) depends on the batches, what the state holds does not.
             "ledgers": [
-                (r["debtor_id"], decode_ledger(r["state"], r["archive"], r["held"]))
+                (r["debtor_id"], decode_ledger(r["state"], r["archive"]))
                 for r in await connection.fetch(
-                    "SELECT debtor_id, state, archive, held FROM ledger.debtor_ledgers"
+                    "SELECT debtor_id, state, archive FROM ledger.debtor_ledgers"
                     " WHERE tenant_id = $1 ORDER BY debtor_id",
                     tenant,
                 )

@@ -11,7 +11,9 @@ import logging
 import sys
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.protocol.metadata import MetadataRequest
 
 from services.runtime.settings import Settings
 
@@ -74,6 +76,7 @@ async def ensure_topics(
     `replication_factor` replicas and, above one, min.insync.replicas a majority of them.
 
     Existing topics are left as they are, even if their partitions, retention or replicas differ.
+    Returns once every broker knows every topic and a leader for each of its partitions.
     """
     if replication_factor < 1:
         raise ValueError(f"replication factor {replication_factor} < 1")
@@ -91,17 +94,59 @@ async def ensure_topics(
             for name, partitions, retention_ms in topics
             if name not in existing
         ]
-        if not missing:
+        if missing:
+            response = await admin.create_topics(missing, timeout_ms=timeout_ms)
+            # (topic, error_code) plus an error message from CreateTopics v1 on.
+            for topic, code, *message in response.topic_errors:
+                if code and code != TopicAlreadyExistsError.errno:
+                    raise for_code(code)(f"could not create {topic}: {message[0] if message else ''}")
+            log.info("created %d topics: %s", len(missing), ", ".join(t.name for t in missing))
+        else:
             log.info("all %d topics exist", len(topics))
-            return
-        response = await admin.create_topics(missing, timeout_ms=timeout_ms)
-        # (topic, error_code) plus an error message from CreateTopics v1 on.
-        for topic, code, *message in response.topic_errors:
-            if code and code != TopicAlreadyExistsError.errno:
-                raise for_code(code)(f"could not create {topic}: {message[0] if message else ''}")
-        log.info("created %d topics: %s", len(missing), ", ".join(t.name for t in missing))
     finally:
         await admin.close()
+    await wait_until_known(bootstrap_servers, [name for name, _, _ in topics], timeout_ms / 1000)
+
+
+async def wait_until_known(bootstrap_servers: str, topics: list[str], timeout_s: float) -> None:
+    """Return once every broker of the cluster knows each topic and a leader for each of its partitions.
+
+    A topic is created when the controller commits it; each broker learns of it a little later. Until
+    then a producer or consumer asking that broker gets UNKNOWN_TOPIC_OR_PARTITION, so whatever starts
+    right after the topics are created waits here rather than meeting that."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
+    await client.bootstrap()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    try:
+        while True:
+            unknown = await _unknown_somewhere(client, topics)
+            if not unknown:
+                return
+            if loop.time() >= deadline:
+                raise TimeoutError(f"brokers still lack these topics after {timeout_s:.0f} s: {unknown}")
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+
+
+async def _unknown_somewhere(client: AIOKafkaClient, topics: list[str]) -> dict[int, list[str]]:
+    """For each broker that lacks some of `topics` (or a leader of one of their partitions), which."""
+    unknown: dict[int, list[str]] = {}
+    for broker in client.cluster.brokers():
+        try:
+            described = (await client.send(broker.nodeId, MetadataRequest(topics))).to_object()["topics"]
+        except KafkaError as exc:
+            unknown[broker.nodeId] = [repr(exc)]
+            continue
+        known = {
+            t["topic"]
+            for t in described
+            if not t["error_code"] and t["partitions"] and all(p["leader"] >= 0 for p in t["partitions"])
+        }
+        if lacking := [topic for topic in topics if topic not in known]:
+            unknown[broker.nodeId] = lacking
+    return unknown
 
 
 async def _main(bootstrap: str, replication_factor: int, wait_s: float) -> None:

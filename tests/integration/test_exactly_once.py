@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 
 from contracts.topics import CLOCK, DEBTORS, JOURNAL
-from services.ledger.store import decode_ledger
+from services.ledger.state_codec import decode_ledger
 from services.runtime.embedded_postgres import sqlalchemy_to_libpq
 from services.runtime.kafka_log import KafkaLog
 from services.runtime.log import Message

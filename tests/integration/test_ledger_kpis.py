@@ -13,7 +13,7 @@ import pytest
 from alembic import command
 from sqlalchemy import select
 
-from services.ledger import store
+from services.ledger import state_codec, store
 from services.ledger.domain import Invoice, initial_state, replace
 from services.runtime import clock
 from services.runtime.auth import create_key
@@ -166,7 +166,7 @@ async def test_the_migration_counts_the_invoices_projected_before_it_as_sales(
         async with engine.begin() as connection:
             await connection.execute(
                 store.debtor_ledgers.insert().values(
-                    tenant_id="t1", debtor_id="D1", state=store.encode_ledger(state)
+                    tenant_id="t1", debtor_id="D1", state=state_codec.encode_ledger(state)
                 )
             )
         await upgrade(engine, "ledger")

@@ -25,7 +25,7 @@ from contracts.registry import (
     parse_event,
 )
 from services.ledger import projection as ledger_projection
-from services.ledger import store
+from services.ledger import state_codec, store
 from services.ledger.domain import DebtorLedger, LedgerEvent, evolve, initial_state
 from services.ledger.projection import FACT_TYPE, LedgerProjection, receivable_fact
 from services.runtime.consumer import Delivered, StaleState
@@ -144,10 +144,42 @@ def test_states_are_encoded_as_pydantic_encodes_them_and_decode_to_equal_states(
     _, state = applied(history())
     for source in state.sources.values():  # memoized sums must not reach the JSON
         assert source.undirected >= 0 and source.applied >= 0
-    raw = store.encode_ledger(state)
+    raw = state_codec.encode_ledger(state)
     assert raw == TypeAdapter(DebtorLedger).dump_json(state)
-    assert store.decode_ledger(raw) == state
-    assert store.encode_ledger(store.decode_ledger(raw)) == raw
+    assert state_codec.decode_ledger(raw) == state
+    assert state_codec.encode_ledger(state_codec.decode_ledger(raw)) == raw
+
+
+def test_a_stored_state_decodes_as_pydantic_decodes_it_profile_parked_events_and_archive_included() -> None:
+    _, state = applied(history())
+    parked = evolve(state, reversed_("P9", on="2026-01-20"), event_id="e14").state
+    parked = evolve(parked, written_off("W2", "I9", None, on="2026-01-21"), event_id="e15").state
+    assert parked.profile is not None and len(parked.parked) == 2
+    _, archive = state_codec.encode_stored(parked)  # the first write: the archive is written whole
+    assert archive is not None
+    later = evolve(parked, invoice("I4", 900, issued="2026-01-22", due="2026-02-21"), event_id="e16").state
+    working, unchanged = state_codec.encode_stored(later)
+    assert unchanged is None  # one item changed: the archive stays as written
+    for raw in (state_codec.encode_ledger(parked), working):
+        assert state_codec.decode_ledger(raw) == TypeAdapter(DebtorLedger).validate_json(raw)
+        assert state_codec.encode_ledger(state_codec.decode_ledger(raw)) == state_codec.encode_ledger(
+            TypeAdapter(DebtorLedger).validate_json(raw)
+        )
+    assert state_codec.decode_ledger(working, archive) == later
+    assert state_codec.encode_ledger(
+        state_codec.decode_ledger(working, archive)
+    ) == state_codec.encode_ledger(later)
+
+
+def test_a_stored_part_the_fast_decoder_refuses_is_decoded_by_pydantic() -> None:
+    _, state = applied(history())
+    stored = orjson.loads(state_codec.encode_ledger(state))
+    stored["next_seq"] = str(stored["next_seq"])  # pydantic's lax mode takes a number as text
+    stored["invoices"]["I1"]["due_date"] += "T00:00:00"  # and a date as a midnight
+    raw = orjson.dumps(stored)
+    assert state_codec.decode_ledger(raw) == state == TypeAdapter(DebtorLedger).validate_json(raw)
+    with pytest.raises(ValueError):
+        state_codec.decode_ledger(raw.replace(b'"amount":10000', b'"amount":"ten"'))
 
 
 def test_records_decode_to_the_same_envelopes_and_errors_as_the_general_path() -> None:
@@ -185,7 +217,7 @@ class FakeStore:
 
     def write(self, key: store.DebtorKey, state: DebtorLedger) -> str:
         self.writes += 1
-        self.rows[key] = (store.encode_ledger(state), f"v{self.writes}")
+        self.rows[key] = (state_codec.encode_ledger(state), f"v{self.writes}")
         return f"v{self.writes}"
 
     async def load_ledger_versions(
@@ -193,7 +225,9 @@ class FakeStore:
     ) -> tuple[dict[store.DebtorKey, DebtorLedger], dict[store.DebtorKey, str]]:
         found = {k: self.rows[k] for k in keys if k in self.rows}
         decoded = {
-            k: store.decode_ledger(raw) for k, (raw, version) in found.items() if known.get(k) != version
+            k: state_codec.decode_ledger(raw)
+            for k, (raw, version) in found.items()
+            if known.get(k) != version
         }
         self.loads.append(set(decoded))
         return decoded, {k: version for k, (_, version) in found.items()}
@@ -241,7 +275,7 @@ def test_the_cache_serves_committed_states_and_forgets_failed_batches(
         await projection.apply(None, [delivered(i3, 2)])  # type: ignore[arg-type]
         assert fake.loads[-1] == {key}  # loaded again, not the uncommitted state with I2
         projection.batch_committed()
-        assert set(store.decode_ledger(fake.rows[key][0]).invoices) == {"I1", "I3"}
+        assert set(state_codec.decode_ledger(fake.rows[key][0]).invoices) == {"I1", "I3"}
         projection.partitions_changed()
         await projection.apply(None, [delivered(i2, 3)])  # type: ignore[arg-type]
         assert fake.loads[-1] == {key}
@@ -259,11 +293,11 @@ def test_a_cached_state_another_writer_changed_is_loaded_again(monkeypatch: pyte
         await projection.apply(None, [delivered(debtor("D1", invoice("I1", 100), "e1"), 0)])  # type: ignore[arg-type]
         projection.batch_committed()
         # The member holding D1's master-data partition writes its profile meanwhile.
-        fake.write(key, evolve(store.decode_ledger(fake.rows[key][0]), profile("Other Name")).state)
+        fake.write(key, evolve(state_codec.decode_ledger(fake.rows[key][0]), profile("Other Name")).state)
         await projection.apply(None, [delivered(debtor("D1", invoice("I2", 50), "e2"), 1)])  # type: ignore[arg-type]
         projection.batch_committed()
         assert fake.loads[-1] == {key}
-        saved = store.decode_ledger(fake.rows[key][0])
+        saved = state_codec.decode_ledger(fake.rows[key][0])
         assert saved.profile is not None and saved.profile.name == "Other Name"
         assert set(saved.invoices) == {"I1", "I2"}
 

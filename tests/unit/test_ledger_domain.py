@@ -9,7 +9,7 @@ import pytest
 from pydantic import TypeAdapter
 
 from contracts.journal import JournalEntry
-from services.ledger import store
+from services.ledger import state_codec
 from services.ledger.domain import (
     Application,
     DebtorLedger,
@@ -700,9 +700,9 @@ def test_parked_events_survive_the_stored_encoding_and_old_states_decode_without
     for n, event in enumerate(early):
         state = posted(state, f"e{n}", event).state
     assert len(state.parked) == 6 and state.earmarked_by == {"P1": "e0"}
-    raw = store.encode_ledger(state)
+    raw = state_codec.encode_ledger(state)
     assert raw == TypeAdapter(DebtorLedger).dump_json(state)
-    assert store.decode_ledger(raw) == state
+    assert state_codec.decode_ledger(raw) == state
     old = orjson.loads(raw)
     del old["parked"], old["earmarked_by"]
-    assert store.decode_ledger(orjson.dumps(old)) == replace(state, parked=(), earmarked_by={})
+    assert state_codec.decode_ledger(orjson.dumps(old)) == replace(state, parked=(), earmarked_by={})

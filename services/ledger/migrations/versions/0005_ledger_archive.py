@@ -1,4 +1,4 @@
-"""A debtor state's archive beside its working part (what each holds: `store.encode_stored`; the
+"""A debtor state's archive beside its working part (what each holds: `state_codec.encode_stored`; the
 archive is rewritten only when enough changes have gathered). Existing rows keep their whole state
 in `state` until their first such rewrite.
 

@@ -119,12 +119,13 @@ def decode_ledger(raw: bytes, archive: bytes | None = None) -> DebtorLedger:
 
 # --- decoding --------------------------------------------------------------------------------------
 #
-# msgspec builds the domain's dataclasses straight from the JSON, about twice as fast as pydantic's
-# validator (a state read back is most of a consumer's work once its debtors outnumber its cache).
-# It cannot take a union of pydantic models, so a working part is decoded into `_Working`, a copy of
-# `DebtorLedger` whose `profile` and `parked` are left as plain values for pydantic; both are empty in nearly
-# every state. A stored part msgspec refuses goes to pydantic, which decoded every state before and
-# accepts what it wrote: the two agree on every state (unit tests).
+# msgspec builds the domain's dataclasses straight from the JSON, 1.6 times as fast as pydantic's
+# validator (45 against 73 us a state over the small portfolio; a state read back is most of a
+# consumer's work once its debtors outnumber its cache). It cannot take a union of pydantic models,
+# so a working part is decoded into `_Working`, a copy of `DebtorLedger` whose `profile` and `parked`
+# are left as plain JSON values, which pydantic then validates as it did before (a small profile,
+# parked events rare). A stored part msgspec refuses goes to pydantic whole: pydantic decoded every
+# state before and accepts what it wrote. The two agree on every state (unit tests).
 
 _PLAIN_FIELDS = ("profile", "parked")
 """The fields msgspec leaves as plain JSON values, for pydantic."""
@@ -153,7 +154,7 @@ _parked_adapter: TypeAdapter[tuple[Parked, ...]] = TypeAdapter(tuple[Parked, ...
 def _decode_working(raw: bytes) -> DebtorLedger:
     try:
         decoded = _working_decoder.decode(raw)
-    except msgspec.ValidationError:
+    except msgspec.DecodeError:  # its ValidationError too
         return _ledger_adapter.validate_json(raw)
     state = object.__new__(DebtorLedger)
     # In the order of the fields, as pydantic makes them: orjson writes a dataclass's __dict__ in order.
@@ -169,5 +170,5 @@ def _decode_working(raw: bytes) -> DebtorLedger:
 def _decode_archive(raw: bytes) -> LedgerArchive:
     try:
         return _archive_decoder.decode(raw)
-    except msgspec.ValidationError:
+    except msgspec.DecodeError:  # its ValidationError too
         return _archive_adapter.validate_json(raw)

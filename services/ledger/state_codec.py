@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field
 from itertools import compress
 from operator import is_not
-from typing import Any, TypeVar, get_type_hints
+from typing import TypeVar
 
-import msgspec
 import orjson
 from pydantic import TypeAdapter
 
-from contracts.journal import DebtorProfile
-from services.ledger.domain import CashSource, DebtorLedger, Invoice, Parked, Timeline, replace
+from services.ledger.domain import CashSource, DebtorLedger, Invoice, Timeline, replace
 from services.runtime.json_default import json_default
 
+_ledger_codec: TypeAdapter[DebtorLedger] = TypeAdapter(DebtorLedger)
 _Item = TypeVar("_Item")
 
 
@@ -44,6 +42,8 @@ class LedgerArchive:
     sources: Mapping[str, CashSource] = field(default_factory=dict)
     timelines: Mapping[str, Timeline] = field(default_factory=dict)
 
+
+_archive_codec: TypeAdapter[LedgerArchive] = TypeAdapter(LedgerArchive)
 
 _STORED = "_stored_archive"
 """The state's archive as its row holds it, kept in the state's __dict__ (the domain's `replace`
@@ -103,10 +103,10 @@ def encode_stored(state: DebtorLedger) -> tuple[bytes, bytes | None]:
 
 def decode_ledger(raw: bytes, archive: bytes | None = None) -> DebtorLedger:
     """A state as stored: its working part, merged with its archive when the row has one."""
-    working = _decode_working(raw)
+    working = _ledger_codec.validate_json(raw)
     if archive is None:
         return working
-    stored = _decode_archive(archive)
+    stored = _archive_codec.validate_json(archive)
     state = replace(
         working,
         invoices={**stored.invoices, **working.invoices},
@@ -115,60 +115,3 @@ def decode_ledger(raw: bytes, archive: bytes | None = None) -> DebtorLedger:
     )
     state.__dict__[_STORED] = stored
     return state
-
-
-# --- decoding --------------------------------------------------------------------------------------
-#
-# msgspec builds the domain's dataclasses straight from the JSON, 1.6 times as fast as pydantic's
-# validator (45 against 73 us a state over the small portfolio; a state read back is most of a
-# consumer's work once its debtors outnumber its cache). It cannot take a union of pydantic models,
-# so a working part is decoded into `_Working`, a copy of `DebtorLedger` whose `profile` and `parked`
-# are left as plain JSON values, which pydantic then validates as it did before (a small profile,
-# parked events rare). A stored part msgspec refuses goes to pydantic whole: pydantic decoded every
-# state before and accepts what it wrote. The two agree on every state (unit tests).
-
-_PLAIN_FIELDS = ("profile", "parked")
-"""The fields msgspec leaves as plain JSON values, for pydantic."""
-
-
-def _working_type() -> type:
-    hints = get_type_hints(DebtorLedger)
-    fields: list[tuple[str, Any, Any]] = []
-    for f in dataclasses.fields(DebtorLedger):
-        if f.name in _PLAIN_FIELDS:
-            fields.append((f.name, Any, field(default=None)))
-        else:
-            default = field(default=f.default, default_factory=f.default_factory)
-            fields.append((f.name, hints[f.name], default))
-    return make_dataclass("_Working", fields, frozen=True)
-
-
-_working_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(_working_type())
-_archive_decoder = msgspec.json.Decoder(LedgerArchive)
-_ledger_adapter: TypeAdapter[DebtorLedger] = TypeAdapter(DebtorLedger)
-_archive_adapter: TypeAdapter[LedgerArchive] = TypeAdapter(LedgerArchive)
-_profile_adapter: TypeAdapter[DebtorProfile] = TypeAdapter(DebtorProfile)
-_parked_adapter: TypeAdapter[tuple[Parked, ...]] = TypeAdapter(tuple[Parked, ...])
-
-
-def _decode_working(raw: bytes) -> DebtorLedger:
-    try:
-        decoded = _working_decoder.decode(raw)
-    except msgspec.DecodeError:  # its ValidationError too
-        return _ledger_adapter.validate_json(raw)
-    state = object.__new__(DebtorLedger)
-    # In the order of the fields, as pydantic makes them: orjson writes a dataclass's __dict__ in order.
-    state.__dict__.update((name, getattr(decoded, name)) for name in _LEDGER_FIELDS)
-    # Through their JSON again: pydantic's JSON mode is the one that wrote them and takes them back.
-    if decoded.profile is not None:
-        state.__dict__["profile"] = _profile_adapter.validate_json(orjson.dumps(decoded.profile))
-    parked = decoded.parked
-    state.__dict__["parked"] = _parked_adapter.validate_json(orjson.dumps(parked)) if parked else ()
-    return state
-
-
-def _decode_archive(raw: bytes) -> LedgerArchive:
-    try:
-        return _archive_decoder.decode(raw)
-    except msgspec.DecodeError:  # its ValidationError too
-        return _archive_adapter.validate_json(raw)

@@ -115,10 +115,10 @@ async def wait_until_known(bootstrap_servers: str, topics: list[str], timeout_s:
     then a producer or consumer asking that broker gets UNKNOWN_TOPIC_OR_PARTITION, so whatever starts
     right after the topics are created waits here rather than meeting that."""
     client = AIOKafkaClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=5000)
-    await client.bootstrap()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     try:
+        await client.bootstrap()
         while True:
             unknown = await _unknown_somewhere(client, topics)
             if not unknown:

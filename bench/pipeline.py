@@ -336,14 +336,15 @@ async def outbox_rows(sessions: Any, tables: RuntimeTables = store.runtime) -> i
 
 
 async def database_profile(database_url: str) -> dict[str, Any]:
-    """Rows and writes (inserts + updates, from pg_stat_user_tables) per table of the ledger schema,
-    the open items (invoices whose movements do not add up to zero) and the database size."""
+    """Rows and writes (inserts, and updates with those of them that were HOT: rewritten on the same
+    page without index entries; from pg_stat_user_tables) per table of the ledger schema, the open
+    items (invoices whose movements do not add up to zero) and the database size."""
     connection = await asyncpg.connect(libpq(database_url))
     try:
         await asyncio.sleep(0.6)  # backends flush their table statistics at most once a second
         stats = await connection.fetch(
-            "SELECT relname, n_live_tup, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
-            " WHERE schemaname = 'ledger' ORDER BY relname"
+            "SELECT relname, n_live_tup, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del"
+            " FROM pg_stat_user_tables WHERE schemaname = 'ledger' ORDER BY relname"
         )
         open_items = await connection.fetchval(
             "SELECT count(*) FROM (SELECT 1 FROM ledger.balance_movements"
@@ -366,6 +367,7 @@ async def database_profile(database_url: str) -> dict[str, Any]:
                 "rows": r["n_live_tup"],
                 "inserts": r["n_tup_ins"],
                 "updates": r["n_tup_upd"],
+                "hot_updates": r["n_tup_hot_upd"],
                 "deletes": r["n_tup_del"],
             }
             for r in stats

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import shlex
 import sys
 from pathlib import Path
 
+from bench import entry
 from bench.infra import own_infrastructure
 from bench.portfolio import SIZES
 from bench.report import summary
 from bench.run import Options, run_benchmark
-from services.runtime.collector import settle as settle_collector
 
 
 def parse(argv: list[str]) -> Options:
@@ -91,10 +90,7 @@ def parse(argv: list[str]) -> Options:
 
 def main(argv: list[str] | None = None) -> None:
     options = parse(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # A new consumer group asks for its coordinator before the broker has one: noise, not a failure.
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    settle_collector()  # the services run in this process as `arrears serve` runs them
+    entry.prepare()
     with own_infrastructure() as infra:
         results = asyncio.run(run_benchmark(options, infra))
     print(summary(results))

@@ -56,6 +56,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from bench import entry
 from bench.infra import Infrastructure, libpq
 from bench.limits import copy_rate
 from bench.pipeline import Context, caught_up_by, cpu_delta, outbox_rows, settings, standalone
@@ -88,7 +89,6 @@ from services.dunning.policies import default_policy
 from services.dunning.projection import DunningProjection
 from services.dunning.store import case_row
 from services.runtime.clock import day_started
-from services.runtime.collector import settle as settle_collector
 from services.stack import migrate, open_stack
 
 DAY_DEBTORS = {"tiny": 2_000, "small": 100_000, "medium": 1_000_000, "full": 1_000_000}
@@ -657,7 +657,6 @@ async def _main(debtors: int, seed: int, profile: str | None, workers: int | Non
 
 
 def main() -> None:
-    import logging
 
     parser = argparse.ArgumentParser(prog="python -m bench.dunning_day", description=__doc__.split("\n")[0])
     parser.add_argument("--debtors", type=int, default=DAY_DEBTORS["tiny"])
@@ -670,9 +669,7 @@ def main() -> None:
     )
     parser.add_argument("--out", help="write the figures as JSON to this file")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    settle_collector()  # the services run in this process as `arrears serve` runs them
+    entry.prepare()
     measure = asyncio.run(_main(args.debtors, args.seed, args.profile, args.workers))
     print(summary_line(measure))
     print(orjson.dumps(measure, option=orjson.OPT_INDENT_2).decode())

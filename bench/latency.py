@@ -68,6 +68,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import entry
 from bench.infra import libpq
 from bench.pipeline import Context, ingest_bodies, settings, standalone
 from bench.portfolio import Portfolio, PortfolioSpec, generate
@@ -922,8 +923,6 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    import logging
-
     parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n")[0])
     parser.add_argument("--size", choices=list(PROBES), default="tiny")
     parser.add_argument("--probes", type=int)
@@ -940,8 +939,7 @@ def main() -> None:
     parser.add_argument("--profile", help="write py-spy profiles of the server processes to this folder")
     parser.add_argument("--out", help="write the figures as JSON to this file")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    entry.prepare(settle=False)
     measure = asyncio.run(_main(args))
     print(orjson.dumps(measure, option=orjson.OPT_INDENT_2).decode())
     print(summary_line(measure))

@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from bench import entry
 from bench.pipeline import Context, standalone
 from bench.processes import children_of
 from contracts.clock import BusinessDayStarted, clock_event_id
@@ -50,7 +51,6 @@ from contracts.topics import RECEIVABLES
 from services.dunning.policies import default_policy
 from services.dunning.replay import DEBTOR_TOPICS, simulate
 from services.dunning.simulation import Window, report_json
-from services.runtime.collector import settle as settle_collector
 from services.runtime.kafka_log import KafkaLog
 from services.runtime.log import Message
 from services.runtime.settings import Settings
@@ -420,7 +420,6 @@ async def _main(
 
 
 def main() -> None:
-    import logging
 
     parser = argparse.ArgumentParser(prog="python -m bench.policy_whatif", description=__doc__.split("\n")[0])
     parser.add_argument("--debtors", type=int, default=WHATIF_DEBTORS["tiny"])
@@ -434,9 +433,7 @@ def main() -> None:
         "--sample-only", action="store_true", help="time the sampled what-if alone (no exact replay)"
     )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    settle_collector()  # the services run in this process as `arrears serve` runs them
+    entry.prepare()
     measure = asyncio.run(_main(args.debtors, args.seed, args.report, args.sample, not args.sample_only))
     if not args.sample_only:
         print(summary_line(measure))

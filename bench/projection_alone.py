@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench import limits, pipeline
+from bench import entry, limits, pipeline
 from bench.portfolio import SIZES, generate, spec_for
 from bench.profiling import summaries
 from services.runtime.collector import settle as settle_collector
@@ -72,9 +71,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the figures as JSON to this file")
     parser.add_argument("--profile", type=Path, help="py-spy profile of the first consumer into DIR")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    settle_collector()  # the services run in this process as `arrears serve` runs them
+    entry.prepare()
     measure = asyncio.run(_main(args.size, args.seed, args.members, args.profile))
     print("\n".join(summary_lines(measure)))
     if args.out:

@@ -47,6 +47,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from bench import entry
 from bench.infra import libpq
 from bench.limits import copy_rate
 from bench.pipeline import (
@@ -62,7 +63,6 @@ from bench.pipeline import (
 )
 from bench.profiling import summaries
 from services.runtime.clock import day_started
-from services.runtime.collector import settle as settle_collector
 from services.scoring import store as scoring_store
 from services.scoring.batch import columns_of, scored_columns
 from services.scoring.features import DebtorHistory, InvoiceFact
@@ -474,7 +474,6 @@ async def _main(debtors: int, seed: int, profile: Path | None) -> dict[str, Any]
 
 
 def main() -> None:
-    import logging
 
     parser = argparse.ArgumentParser(prog="python -m bench.scoring_day", description=__doc__.split("\n")[0])
     parser.add_argument("--debtors", type=int, default=DAY_DEBTORS["tiny"])
@@ -482,9 +481,7 @@ def main() -> None:
     parser.add_argument("--out", help="write the figures as JSON to this file")
     parser.add_argument("--profile", type=Path, help="py-spy profiles of the consumer and workers into DIR")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    settle_collector()  # the services run in this process as `arrears serve` runs them
+    entry.prepare()
     measure = asyncio.run(_main(args.debtors, args.seed, args.profile))
     print("\n".join(summary_lines({"scoring_day": measure})))
     print(orjson.dumps(measure, option=orjson.OPT_INDENT_2).decode())

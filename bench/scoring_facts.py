@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench import limits, pipeline, scoring_day
+from bench import entry, limits, pipeline, scoring_day
 from bench.portfolio import SIZES, generate, spec_for
 from bench.profiling import summaries
 from services.runtime.collector import settle as settle_collector
@@ -48,9 +47,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="write the figures as JSON to this file")
     parser.add_argument("--profile", type=Path, help="py-spy profiles of the ledger and scoring into DIR")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    settle_collector()  # the services run in this process as `arrears serve` runs them
+    entry.prepare()
     measure = asyncio.run(_main(args.size, args.seed, args.profile))
     print("\n".join(scoring_day.summary_lines({"scoring_facts": measure})))
     print(orjson.dumps(measure, option=orjson.OPT_INDENT_2).decode())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from bench.event_mix import measure, needs_no_items, same_effect, stripped
+from bench.event_mix import debtors_per_event, measure, needs_no_items, same_effect, stripped
 from bench.portfolio import generate, spec_for
 from contracts.journal import InvoiceIssued, PaymentReceived
 from contracts.money import Money
@@ -47,3 +47,10 @@ def test_a_repeated_invoice_keeps_its_stored_copy_in_the_stripped_state() -> Non
     assert needs_no_items(state, repeated)
     assert list(stripped(state, repeated).invoices) == ["A"]
     assert same_effect(evolve(state, repeated), evolve(stripped(state, repeated), repeated), state)
+
+
+def test_debtors_per_event_counts_each_debtor_once_per_window() -> None:
+    keys = [b"a", b"b", b"a", b"b", b"c"]
+    assert debtors_per_event(keys, 2) == 5 / 5  # {a, b}, {a, b}, {c}
+    assert debtors_per_event(keys, 5) == 3 / 5
+    assert debtors_per_event([], 10) == 0.0

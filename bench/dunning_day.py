@@ -657,7 +657,6 @@ async def _main(debtors: int, seed: int, profile: str | None, workers: int | Non
 
 
 def main() -> None:
-
     parser = argparse.ArgumentParser(prog="python -m bench.dunning_day", description=__doc__.split("\n")[0])
     parser.add_argument("--debtors", type=int, default=DAY_DEBTORS["tiny"])
     parser.add_argument("--seed", type=int, default=42)

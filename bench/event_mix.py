@@ -1,11 +1,10 @@
 """What a portfolio's events need of the debtor states they are applied to: the portfolio replayed
 through the ledger's `evolve` alone (no broker, no database), counting the events by type, those
 whose transition can need no item of the state (an invoice issued to a debtor with no free cash,
-no earmark and no parked event; a change of master data), and the items a debtor holds when
-an event reaches it, and how many debtors a batch of one consumer meets per event as its window
-grows. Each event counted as needing no item is also applied to its state stripped
-of every other item, and the two transitions compared: any difference is reported (and would make
-the count wrong).
+no earmark and no parked event; a change of master data), the items a debtor holds when an event
+reaches it, and how many debtors a batch of one consumer meets per event as its window grows.
+Each event counted as needing no item is also applied to its state stripped of every other item,
+and the two transitions compared: any difference is reported (and would make the count wrong).
 
     python -m bench.event_mix --size full
 """
@@ -38,13 +37,14 @@ def needs_no_items(state: DebtorLedger, event: object) -> bool:
 
 
 def stripped(state: DebtorLedger, event: object) -> DebtorLedger:
-    """The state without the items the event does not name."""
+    """The state without the items the event does not name, but for the sources `earmarked_by`
+    lists (a source whose earmarks were used up stays listed until the debtor's next event)."""
     named = event.invoice_id if isinstance(event, InvoiceIssued) else None
     return replace(
         state,
         invoices={k: v for k, v in state.invoices.items() if k == named},
         timelines={k: v for k, v in state.timelines.items() if k == named},
-        sources={},
+        sources={k: state.sources[k] for k in state.earmarked_by},
         write_offs={},
         discounts={},
     )
@@ -61,7 +61,7 @@ def same_effect(whole: Transition, partial: Transition, before: DebtorLedger) ->
         after,
         invoices={**before.invoices, **after.invoices},
         timelines={**before.timelines, **after.timelines},
-        sources=before.sources,
+        sources={**before.sources, **after.sources},
         write_offs=before.write_offs,
         discounts=before.discounts,
     )

@@ -420,7 +420,6 @@ async def _main(
 
 
 def main() -> None:
-
     parser = argparse.ArgumentParser(prog="python -m bench.policy_whatif", description=__doc__.split("\n")[0])
     parser.add_argument("--debtors", type=int, default=WHATIF_DEBTORS["tiny"])
     parser.add_argument("--seed", type=int, default=42)

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 
+from hypothesis import given as for_all
+from hypothesis import settings
+
 from bench.event_mix import debtors_per_event, measure, needs_no_items, same_effect, stripped
 from bench.portfolio import generate, spec_for
 from contracts.journal import InvoiceIssued, PaymentReceived
 from contracts.money import Money
-from services.ledger.domain import evolve, initial_state
+from services.ledger.domain import LedgerEvent, evolve, initial_state
+
+from .test_ledger_properties import histories
 
 DAY = dt.date(2026, 3, 2)
 
@@ -28,6 +33,20 @@ def test_the_tiny_portfolio_counts_events_needing_no_item_and_each_does_the_same
     assert mix.no_items > len(mix.items) / 2
     assert mix.differing == 0
     assert sum(mix.kinds.values()) == len(mix.items)
+
+
+@settings(max_examples=400, deadline=None)
+@for_all(histories())
+def test_over_random_histories_each_event_counted_does_the_same_on_the_stripped_state(
+    history: list[LedgerEvent],
+) -> None:
+    """Histories with parked events, earmarks, free cash, several currencies and repeats."""
+    state = initial_state("t", "d")
+    for index, event in enumerate(history):
+        transition = evolve(state, event, event_id=f"e{index}")
+        if needs_no_items(state, event):
+            assert same_effect(transition, evolve(stripped(state, event), event, event_id=f"e{index}"), state)
+        state = transition.state
 
 
 def test_an_invoice_that_free_cash_pays_needs_the_cash_source() -> None:

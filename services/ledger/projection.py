@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -21,11 +21,13 @@ from services.ledger.domain import (
     BalanceChange,
     ChangeKind,
     DebtorLedger,
+    LedgerEvent,
     Transition,
     evolve,
     initial_state,
 )
 from services.ledger.kpi_sales import sales_changes
+from services.ledger.state_codec import needs_archive, with_archive
 from services.runtime.committed_cache import CommittedCache
 from services.runtime.consumer import Applied, Delivered
 from services.runtime.ids import uuid5_text
@@ -140,10 +142,12 @@ class LedgerProjection:
         self.partitions_changed = self.cache.partitions_changed
 
     async def _states(
-        self, session: AsyncSession, keys: set[store.DebtorKey]
+        self, session: AsyncSession, events: Mapping[store.DebtorKey, list[LedgerEvent]]
     ) -> dict[store.DebtorKey, DebtorLedger]:
-        """The stored states of the keys, with their versions: from the cache where the row still
-        has the cached version, the rest decoded from the database."""
+        """The stored states of the debtors the events are for, with their versions: from the cache
+        where the row still has the cached version, the rest decoded from the database; whole where
+        the events need it, else as partial as the cache or the row's working part has them."""
+        keys = events.keys()
         cached = self.cache.lookup(keys)
         loaded, versions = await store.load_ledger_versions(
             session, keys, {key: version for key, (_, version) in cached.items()}
@@ -154,6 +158,10 @@ class LedgerProjection:
                 states[key] = state
         self.cache.count(hits=len(states) - len(loaded), misses=len(loaded))
         self._versions = versions
+        partial = [key for key, state in states.items() if needs_archive(state, events[key])]
+        archives = await store.load_archives(session, {key: versions[key] for key in partial})
+        for key in partial:
+            states[key] = with_archive(states[key], archives[key])
         return states
 
     async def apply(self, session: AsyncSession, batch: Sequence[Delivered]) -> Applied:
@@ -165,8 +173,10 @@ class LedgerProjection:
                 day = d.event.data.business_date
                 business_dates[d.event.tenantid] = max(day, business_dates.get(d.event.tenantid, day))
 
-        keys = {(d.event.tenantid, d.event.debtorid or "") for d in journal}
-        states = await self._states(session, keys)
+        events: dict[store.DebtorKey, list[LedgerEvent]] = {}
+        for d in journal:
+            events.setdefault((d.event.tenantid, d.event.debtorid or ""), []).append(d.event.data)
+        states = await self._states(session, events)
         changed: dict[store.DebtorKey, DebtorLedger] = {}
         movements: list[store.MovementRow] = []
         sales: list[tuple[store.SaleKey, int]] = []

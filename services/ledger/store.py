@@ -31,7 +31,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.ledger.domain import DebtorLedger
-from services.ledger.state_codec import decode_ledger, encode_stored
+from services.ledger.state_codec import decode_ledger, decode_working, encode_stored
 from services.ledger.statement import MovementLine
 from services.runtime.consumer import StaleState
 from services.runtime.database import driver_connection
@@ -48,6 +48,7 @@ debtor_ledgers = Table(
     Column("debtor_id", String(128), primary_key=True),
     Column("state", LargeBinary, nullable=False),
     Column("archive", LargeBinary, nullable=True),
+    Column("archive_index", LargeBinary, nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
@@ -158,16 +159,18 @@ Version = str
 async def load_ledger_versions(
     session: AsyncSession, keys: Iterable[DebtorKey], known: Mapping[DebtorKey, Version]
 ) -> tuple[dict[DebtorKey, DebtorLedger], dict[DebtorKey, Version]]:
-    """The version of every stored state among `keys`, and those states decoded, except the ones
-    still at the version `known` gives (the caller's copy of those is current)."""
+    """The version of every stored state among `keys`, and those states decoded from their working
+    parts (`state_codec.decode_working`: partial where the row has an archive; `load_archives`
+    completes them), except the ones still at the version `known` gives (the caller's copy of those
+    is current)."""
     wanted = list(keys)
     if not wanted:
         return {}, {}
     connection = await driver_connection(session)
     rows = await connection.fetch(
-        f"SELECT l.tenant_id, l.debtor_id, l.xmin::text AS version,"
+        f"SELECT l.tenant_id, l.debtor_id, l.xmin::text AS version, l.archive IS NOT NULL AS archived,"
         " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.state END AS state,"
-        " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.archive END AS archive"
+        " CASE WHEN k.version IS DISTINCT FROM l.xmin::text THEN l.archive_index END AS archive_index"
         f" FROM {SCHEMA}.debtor_ledgers AS l"
         " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant_id, debtor_id, version)"
         " ON l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id",
@@ -181,8 +184,32 @@ async def load_ledger_versions(
         key = (r["tenant_id"], r["debtor_id"])
         versions[key] = r["version"]
         if r["state"] is not None:
-            states[key] = decode_ledger(r["state"], r["archive"])
+            states[key] = decode_working(r["state"], r["archived"], r["archive_index"])
     return states, versions
+
+
+async def load_archives(
+    session: AsyncSession, versions: Mapping[DebtorKey, Version]
+) -> dict[DebtorKey, bytes]:
+    """The archives of the rows, each as of the version given; raise `StaleState` if a row has
+    changed since (its archive would not belong to the working part read)."""
+    if not versions:
+        return {}
+    wanted = list(versions.items())
+    connection = await driver_connection(session)
+    rows = await connection.fetch(
+        f"SELECT l.tenant_id, l.debtor_id, l.archive FROM {SCHEMA}.debtor_ledgers AS l"
+        " JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(tenant_id, debtor_id, version)"
+        " ON l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id AND l.xmin::text = k.version",
+        [t for (t, _), _ in wanted],
+        [d for (_, d), _ in wanted],
+        [version for _, version in wanted],
+    )
+    archives = {(r["tenant_id"], r["debtor_id"]): r["archive"] for r in rows if r["archive"] is not None}
+    if len(archives) != len(wanted):
+        changed = [key for key, _ in wanted if key not in archives]
+        raise StaleState(f"{len(changed)} debtor states changed since read, e.g. {changed[:3]}")
+    return archives
 
 
 async def save_ledgers(
@@ -202,28 +229,32 @@ async def save_ledgers(
         encoded = [encode_stored(state) for _, state in existing]
         rows += await connection.fetch(
             f"UPDATE {SCHEMA}.debtor_ledgers AS l"
-            " SET state = k.state, archive = coalesce(k.archive, l.archive), updated_at = now()"
-            " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::text[])"
-            " AS k(tenant_id, debtor_id, state, archive, version)"
+            " SET state = k.state, archive = coalesce(k.archive, l.archive),"
+            " archive_index = CASE WHEN k.archive IS NULL THEN l.archive_index ELSE k.archive_index END,"
+            " updated_at = now()"
+            " FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::text[])"
+            " AS k(tenant_id, debtor_id, state, archive, archive_index, version)"
             " WHERE l.tenant_id = k.tenant_id AND l.debtor_id = k.debtor_id AND l.xmin::text = k.version"
             " RETURNING l.tenant_id, l.debtor_id, l.xmin::text AS version",
             [t for (t, _), _ in existing],
             [d for (_, d), _ in existing],
-            [working for working, _ in encoded],
-            [archive for _, archive in encoded],
+            [stored.working for stored in encoded],
+            [stored.archive for stored in encoded],
+            [stored.archive_index for stored in encoded],
             [read[key] for key, _ in existing],
         )
     if new:
         encoded = [encode_stored(state) for _, state in new]
         rows += await connection.fetch(
-            f"INSERT INTO {SCHEMA}.debtor_ledgers (tenant_id, debtor_id, state, archive)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[])"
+            f"INSERT INTO {SCHEMA}.debtor_ledgers (tenant_id, debtor_id, state, archive, archive_index)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[])"
             " ON CONFLICT (tenant_id, debtor_id) DO NOTHING"
             " RETURNING tenant_id, debtor_id, xmin::text AS version",
             [t for (t, _), _ in new],
             [d for (_, d), _ in new],
-            [working for working, _ in encoded],
-            [archive for _, archive in encoded],
+            [stored.working for stored in encoded],
+            [stored.archive for stored in encoded],
+            [stored.archive_index for stored in encoded],
         )
     if len(rows) != len(ordered):
         written = {(r["tenant_id"], r["debtor_id"]) for r in rows}

@@ -5,6 +5,9 @@ no earmark and no parked event; a change of master data), the items a debtor hol
 reaches it, and how many debtors a batch of one consumer meets per event as its window grows.
 Each event counted as needing no item is also applied to its state stripped of every other item,
 and the two transitions compared: any difference is reported (and would make the count wrong).
+Each state is also stored as the ledger stores it (`state_codec.encode_stored`, once per event
+rather than per batch), to count the events that meet a row with an archive and those the
+projection applies to the row's working part alone (`state_codec.needs_archive`).
 
     python -m bench.event_mix --size full
 """
@@ -23,6 +26,7 @@ from bench.portfolio import SIZES, Portfolio, generate, spec_for
 from contracts.journal import DebtorProfile, InvoiceIssued
 from contracts.registry import decode_event
 from contracts.topics import CLOCK
+from services.ledger import state_codec
 from services.ledger.domain import DebtorLedger, Transition, evolve, initial_state, replace
 
 
@@ -76,6 +80,10 @@ class Mix:
     """Events whose transition needs no item of the state beyond the invoice it names."""
     differing: int = 0
     """Of those, the ones whose transition on the stripped state differed (0 unless the count is wrong)."""
+    archived: int = 0
+    """Events whose debtor's row had an archive when they came."""
+    working_alone: int = 0
+    """Of those, the ones applied to the row's working part alone (the archive not read)."""
     items: list[int] = field(default_factory=list)
     """Per event: the invoices and cash sources its debtor held."""
     open_invoices: list[int] = field(default_factory=list)
@@ -92,9 +100,22 @@ def debtors_per_event(keys: list[bytes], window: int) -> float:
     return distinct / len(keys) if keys else 0.0
 
 
+Row = tuple[bytes, bytes | None, bytes | None]
+"""A stored state's working part, archive and archive index."""
+
+
+def stored(row: Row | None, state: DebtorLedger) -> Row:
+    """The state's row once it is written over `row` (its archive and index kept unless rewritten)."""
+    working, archive, index = state_codec.encode_stored(state)
+    if archive is None and row is not None:
+        return working, row[1], row[2]
+    return working, archive, index
+
+
 def measure(portfolio: Portfolio) -> Mix:
     mix = Mix()
     states: dict[tuple[str, str], DebtorLedger] = {}
+    rows: dict[tuple[str, str], Row] = {}
     one_consumer: list[bytes] = []  # the records of half the debtors, as one of two consumers reads them
     for record in portfolio.events:
         if record.topic == CLOCK.name:
@@ -107,6 +128,11 @@ def measure(portfolio: Portfolio) -> Mix:
         mix.kinds[type(event.data).__name__] += 1
         mix.items.append(len(state.invoices) + len(state.sources))
         mix.open_invoices.append(sum(invoice.status == "open" for invoice in state.invoices.values()))
+        row = rows.get(key)
+        if row is not None and row[1] is not None:
+            mix.archived += 1
+            working_part = state_codec.decode_working(row[0], True, row[2])
+            mix.working_alone += not state_codec.needs_archive(working_part, [event.data])
         transition = evolve(state, event.data, event_id=event.id)
         if needs_no_items(state, event.data):
             mix.no_items += 1
@@ -114,6 +140,7 @@ def measure(portfolio: Portfolio) -> Mix:
             mix.differing += not same_effect(transition, partial, state)
         if transition.rejection is None:
             states[key] = transition.state
+            rows[key] = stored(rows.get(key), transition.state)
     mix.debtors = len(states)
     mix.debtors_per_event = {window: debtors_per_event(one_consumer, window) for window in WINDOWS}
     return mix
@@ -126,6 +153,10 @@ def summary_lines(mix: Mix) -> list[str]:
     lines.append(
         f"  needing no item of the state: {mix.no_items:,} ({mix.no_items / events:.1%});"
         f" applied to the state without its other items, {mix.differing:,} did something else"
+    )
+    lines.append(
+        f"  meeting a row with an archive: {mix.archived:,} ({mix.archived / events:.1%}); applied to the"
+        f" working part alone: {mix.working_alone:,} ({mix.working_alone / events:.1%})"
     )
     for name, values in (
         ("items (invoices and cash sources)", mix.items),

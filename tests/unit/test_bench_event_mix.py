@@ -33,6 +33,7 @@ def test_the_tiny_portfolio_counts_events_needing_no_item_and_each_does_the_same
     assert mix.no_items > len(mix.items) / 2
     assert mix.differing == 0
     assert sum(mix.kinds.values()) == len(mix.items)
+    assert 0 < mix.working_alone < mix.archived < len(mix.items)
 
 
 @settings(max_examples=400, deadline=None)

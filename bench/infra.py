@@ -11,7 +11,7 @@ import os
 import platform
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,11 +60,11 @@ class Infrastructure:
 
 
 @contextlib.contextmanager
-def own_infrastructure() -> Iterator[Infrastructure]:
+def own_infrastructure(postgres_settings: Mapping[str, str] | None = None) -> Iterator[Infrastructure]:
     """Start a broker and a database for this run, and stop them at the end."""
     kafka = start_kafka_broker()
     try:
-        postgres = start_postgres()
+        postgres = start_postgres(settings=postgres_settings)
         try:
             yield Infrastructure(kafka, postgres, new_run_id())
         finally:

@@ -16,7 +16,7 @@ import random
 import statistics
 import time
 import zlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,9 +60,11 @@ def watch_infrastructure(infra: Infrastructure, profile: Path | None) -> Context
 
 
 @contextlib.asynccontextmanager
-async def standalone(profile: Path | None) -> AsyncIterator[Context]:
+async def standalone(
+    profile: Path | None, postgres_settings: Mapping[str, str] | None = None
+) -> AsyncIterator[Context]:
     """One measure alone (`python -m bench.<measure>`): its own broker, database and topics."""
-    with own_infrastructure() as infra:
+    with own_infrastructure(postgres_settings) as infra:
         ctx = watch_infrastructure(infra, profile)
         try:
             await infra.prepare_topics()

@@ -3,7 +3,7 @@ consumers on a fresh database, with the CPU, rows written per table, memory and 
 a py-spy profile of the first consumer's process. No raw limits: `python -m bench` measures those
 beside the same figure.
 
-    python -m bench.projection_alone --size full [--members 2] [--profile DIR] [--out FILE]
+    python -m bench.projection_alone --size full [--members 2] [--profile DIR] [--statements] [--out FILE]
 """
 
 from __future__ import annotations
@@ -15,19 +15,25 @@ from typing import Any
 
 import orjson
 
-from bench import entry, limits, pipeline
+from bench import entry, limits, pipeline, statements
 from bench.portfolio import SIZES, generate, spec_for
 from bench.profiling import summaries
 from services.runtime.collector import settle as settle_collector
 
 
-async def _main(size: str, seed: int, members: int, profile: Path | None) -> dict[str, Any]:
-    async with pipeline.standalone(profile) as ctx:
+async def _main(
+    size: str, seed: int, members: int, profile: Path | None, with_statements: bool
+) -> dict[str, Any]:
+    async with pipeline.standalone(profile, statements.SETTINGS if with_statements else None) as ctx:
         portfolio = generate(spec_for(size, seed=seed))
         settle_collector()  # the portfolio, kept to the end, out of the collector's sight as in `bench.run`
         await limits.produce_batched(ctx.infra.bootstrap_servers, portfolio.events)
         ledger_url = await ctx.infra.create_database("ledger")
+        if with_statements:
+            await statements.reset(ledger_url)
         measure = await pipeline.measure_projection(ctx, ledger_url, "projection", members=members)
+        if with_statements:
+            measure["statements"] = await statements.recorded(ledger_url)
         measure["size"] = size
         measure["memory"] = ctx.processes.memory()
         if profiles := summaries(ctx.profiler):
@@ -46,7 +52,7 @@ def summary_lines(measure: dict[str, Any]) -> list[str]:
         if t["inserts"] + t["updates"] > records / 100
     }
     per_record = {name: seconds / records * 1e6 for name, seconds in cpu.items()}
-    return [
+    lines = [
         f"  (2) projection {measure['figure']:>10,.0f} events/s"
         f" ({records:,} records in {measure['seconds']:.1f} s, {measure['members']} consumer(s))",
         f"      CPU per record: ledger processes {ledger / records * 1e6:.0f} us,"
@@ -59,6 +65,7 @@ def summary_lines(measure: dict[str, Any]) -> list[str]:
             if t["updates"] > records / 100
         ),
     ]
+    return lines + statements.summary_lines(measure.get("statements", []))
 
 
 def main() -> None:
@@ -70,9 +77,14 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=2, help="ledger consumer processes (default 2)")
     parser.add_argument("--out", type=Path, help="write the figures as JSON to this file")
     parser.add_argument("--profile", type=Path, help="py-spy profile of the first consumer into DIR")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="record PostgreSQL's time per statement (pg_stat_statements; the bench's own server only)",
+    )
     args = parser.parse_args()
     entry.prepare()
-    measure = asyncio.run(_main(args.size, args.seed, args.members, args.profile))
+    measure = asyncio.run(_main(args.size, args.seed, args.members, args.profile, args.statements))
     print("\n".join(summary_lines(measure)))
     if args.out:
         args.out.write_bytes(orjson.dumps(measure, option=orjson.OPT_INDENT_2))

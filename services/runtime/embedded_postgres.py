@@ -23,6 +23,7 @@ import pwd
 import subprocess
 import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -97,14 +98,17 @@ def server_settings(memory_bytes: int) -> dict[str, str]:
     }
 
 
-def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
+def start_embedded_postgres(
+    data_dir: Path, extra_settings: Mapping[str, str] | None = None
+) -> EmbeddedPostgres:
     """Start (initialising ``data_dir`` first if empty) or find the running server of ``data_dir``,
-    with `server_settings` for this machine (a server started without them is restarted once)."""
+    with `server_settings` for this machine and any `extra_settings` (a server started without them
+    is restarted once)."""
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     # cleanup_mode=None: the wheel would otherwise stop the server when this process exits.
     server = _postgres_server_class()(data_dir, cleanup_mode=None)
-    if _write_settings(data_dir, server_settings(usable_memory_bytes())):
+    if _write_settings(data_dir, {**server_settings(usable_memory_bytes()), **(extra_settings or {})}):
         stop_embedded_postgres(data_dir)
         server = _postgres_server_class()(data_dir, cleanup_mode=None)
     info = server.get_postmaster_info()

@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +59,9 @@ class PostgresServer:
         self.stop()
 
 
-def start_postgres(timeout_s: float = 30.0) -> PostgresServer:
-    """Check DATABASE_URL answers, or start an embedded server; return once ``select 1`` works."""
+def start_postgres(timeout_s: float = 30.0, settings: Mapping[str, str] | None = None) -> PostgresServer:
+    """Check DATABASE_URL answers, or start an embedded server (with `settings` beside Arrears' own);
+    return once ``select 1`` works."""
     started = time.monotonic()
     external = os.environ.get("DATABASE_URL")
     if external:
@@ -70,7 +71,7 @@ def start_postgres(timeout_s: float = 30.0) -> PostgresServer:
 
     temp_dir = Path(tempfile.mkdtemp(prefix="arrears-pg-"))
     try:
-        embedded = start_embedded_postgres(temp_dir / "pg")
+        embedded = start_embedded_postgres(temp_dir / "pg", settings)
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
         raise

@@ -9,10 +9,12 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from contracts.topics import JOURNAL
 from services.ledger import store
 from services.ledger.main import LedgerService
+from services.runtime import outbox
 from services.runtime.embedded_postgres import sqlalchemy_to_libpq
 from services.runtime.kafka_log import KafkaLog
 from services.runtime.log import Message
@@ -116,3 +118,38 @@ async def test_a_row_is_published_with_its_headers_and_the_time_it_was_written(
         records[f"{marker}:plain".encode()].timestamp_ms,
         records[f"{marker}:traced".encode()].timestamp_ms,
     ] == stamps
+
+
+async def test_the_backlog_gauges_count_every_row_waiting_and_the_age_of_the_oldest(
+    new_database: Callable[[], Awaitable[str]], kafka: KafkaBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows published and deleted before those waiting are not counted; a backlog past what is counted
+    in id order is counted whole."""
+    url = await new_database()
+    marker = uuid.uuid4().hex
+    monkeypatch.setattr(outbox, "COUNTED_IN_ORDER", 10)
+    table = f"{store.runtime.schema}.outbox"
+    async with open_resources(settings_for(url, kafka)) as resources:
+        await LedgerService(resources).migrate()
+        relay = OutboxRelay(resources.sessions, store.runtime, resources.event_log)
+        assert await relay.measure_backlog() == (0, 0.0)
+        connection = await asyncpg.connect(sqlalchemy_to_libpq(url))
+        try:
+            await copy_to_outbox(connection, store.runtime, [_message(marker, f"{n}") for n in range(8)])
+            await connection.execute(
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} ORDER BY id LIMIT 5)"
+            )
+            waited_s = await connection.fetchval(
+                f"SELECT extract(epoch FROM clock_timestamp() - min(created_at))::float8 FROM {table}"
+            )
+            rows, age = await relay.measure_backlog()
+            assert rows == 3 and age >= waited_s
+            assert REGISTRY.get_sample_value("arrears_outbox_rows", {"service": store.runtime.schema}) == 3
+
+            await copy_to_outbox(
+                connection, store.runtime, [_message(marker, f"more {n}") for n in range(22)]
+            )
+            rows, age = await relay.measure_backlog()
+            assert rows == 25 and age >= waited_s
+        finally:
+            await connection.close()

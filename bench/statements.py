@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from services.runtime.embedded_postgres import sqlalchemy_to_libpq
+from bench.infra import libpq
 
 SETTINGS = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
 """The server settings that record every statement (a server must be started with them)."""
@@ -16,7 +16,7 @@ SETTINGS = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statement
 
 async def reset(url: str) -> None:
     """Forget what was recorded so far, server-wide (create the extension's view in this database)."""
-    connection = await asyncpg.connect(sqlalchemy_to_libpq(url))
+    connection = await asyncpg.connect(libpq(url))
     try:
         await connection.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         await connection.execute("SELECT pg_stat_statements_reset()")
@@ -28,7 +28,7 @@ async def recorded(url: str, top: int = 15) -> list[dict[str, Any]]:
     """The `top` statements by execution time since `reset`, in the database of `url`: calls, rows,
     seconds executing (wall time: on a busy machine it includes waiting for a core), each one's share
     of all statements' time, buffers touched per call and WAL written."""
-    connection = await asyncpg.connect(sqlalchemy_to_libpq(url))
+    connection = await asyncpg.connect(libpq(url))
     try:
         rows = await connection.fetch(
             "SELECT query, calls, rows, total_exec_time / 1000 AS seconds,"

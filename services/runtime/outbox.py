@@ -126,8 +126,7 @@ class OutboxRelay:
         self._delete = f"DELETE FROM {table} WHERE id = ANY($1::bigint[])"
         backlog = "count(*), coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0)::float8"
         self._count_in_order = (
-            f"SELECT {backlog} FROM"
-            f" (SELECT created_at FROM {table} ORDER BY id LIMIT {COUNTED_IN_ORDER}) AS waiting"
+            f"SELECT {backlog} FROM (SELECT created_at FROM {table} ORDER BY id LIMIT $1) AS waiting"
         )
         self._count_whole = f"SELECT {backlog} FROM {table}"
         self.wake = asyncio.Event()
@@ -186,7 +185,7 @@ class OutboxRelay:
         async with self._sessions() as session, session.begin():
             connection = await driver_connection(session)
             await connection.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
-            rows, age = await connection.fetchrow(self._count_in_order)
+            rows, age = await connection.fetchrow(self._count_in_order, COUNTED_IN_ORDER)
             if rows >= COUNTED_IN_ORDER:
                 await connection.execute("SET LOCAL enable_seqscan = on")
                 rows, age = await connection.fetchrow(self._count_whole)

@@ -4,6 +4,9 @@ a py-spy profile of the first consumer's process. No raw limits: `python -m benc
 beside the same figure.
 
     python -m bench.projection_alone --size full [--members 2] [--profile DIR] [--statements] [--out FILE]
+
+The consumers keep as many decoded debtor states between batches as `ARREARS_LEDGER_STATE_CACHE`
+says (the service's setting; 10,000 by default).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from bench import entry, limits, pipeline, statements
 from bench.portfolio import SIZES, generate, spec_for
 from bench.profiling import summaries
 from services.runtime.collector import settle as settle_collector
+from services.runtime.settings import Settings
 
 
 async def _main(
@@ -35,10 +39,19 @@ async def _main(
         if with_statements:
             measure["statements"] = await statements.recorded(ledger_url)
         measure["size"] = size
+        measure["state_cache"] = Settings().ledger_state_cache
         measure["memory"] = ctx.processes.memory()
         if profiles := summaries(ctx.profiler):
             measure["profiles"] = profiles
         return measure
+
+
+_GROUP_NAMES = {
+    "bench": "the first consumer's process (it holds the portfolio)",
+    "projection_member_2": "the second consumer",
+    "postgres": "PostgreSQL",
+    "kafka": "Kafka",
+}
 
 
 def summary_lines(measure: dict[str, Any]) -> list[str]:
@@ -52,9 +65,11 @@ def summary_lines(measure: dict[str, Any]) -> list[str]:
         if t["inserts"] + t["updates"] > records / 100
     }
     per_record = {name: seconds / records * 1e6 for name, seconds in cpu.items()}
+    cache = measure.get("state_cache")
+    cached = f", each keeping up to {cache:,} debtor states decoded" if cache is not None else ""
     lines = [
         f"  (2) projection {measure['figure']:>10,.0f} events/s"
-        f" ({records:,} records in {measure['seconds']:.1f} s, {measure['members']} consumer(s))",
+        f" ({records:,} records in {measure['seconds']:.1f} s, {measure['members']} consumer(s){cached})",
         f"      CPU per record: ledger processes {ledger / records * 1e6:.0f} us,"
         f" PostgreSQL {per_record.get('postgres', 0):.0f} us, Kafka {per_record.get('kafka', 0):.0f} us",
         "      rows written per event: " + ", ".join(f"{name} {rows:.2f}" for name, rows in written.items()),
@@ -63,6 +78,12 @@ def summary_lines(measure: dict[str, Any]) -> list[str]:
             f"{name} {t['hot_updates'] / t['updates']:.0%}"
             for name, t in sorted(tables.items())
             if t["updates"] > records / 100
+        ),
+        "      peak memory (PSS): "
+        + ", ".join(
+            f"{_GROUP_NAMES.get(name, name)} {entry['peak_pss_sum_bytes'] / 2**20:,.0f} MiB"
+            for name, entry in measure.get("memory", {}).items()
+            if entry.get("peak_pss_sum_bytes")
         ),
     ]
     return lines + statements.summary_lines(measure.get("statements", []))

@@ -81,7 +81,7 @@ def summary_lines(measure: dict[str, Any]) -> list[str]:
         ),
         "      peak memory (PSS): "
         + ", ".join(
-            f"{_GROUP_NAMES.get(name, name)} {entry['peak_pss_sum_bytes'] / 2**20:,.0f} MiB"
+            f"{_GROUP_NAMES.get(name, name)} {entry['peak_pss_sum_bytes'] / 1e6:,.0f} MB"
             for name, entry in measure.get("memory", {}).items()
             if entry.get("peak_pss_sum_bytes")
         ),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -263,8 +263,9 @@ async def save_ledgers(
     return {(r["tenant_id"], r["debtor_id"]): r["version"] for r in rows}
 
 
-@dataclass(frozen=True)
-class MovementRow:
+class MovementRow(NamedTuple):
+    """A `balance_movements` row, its fields in the table's column order (COPY takes it as it is)."""
+
     tenant_id: str
     debtor_id: str
     invoice_id: str
@@ -275,16 +276,7 @@ class MovementRow:
     recorded_at: dt.datetime
 
 
-_MOVEMENT_COLUMNS = (
-    "tenant_id",
-    "debtor_id",
-    "invoice_id",
-    "currency",
-    "due_date",
-    "delta",
-    "effective_date",
-    "recorded_at",
-)
+_MOVEMENT_COLUMNS = MovementRow._fields
 
 
 SaleKey = tuple[str, str, dt.date]
@@ -306,7 +298,7 @@ async def record_movements(
         "balance_movements",
         schema_name=SCHEMA,
         columns=_MOVEMENT_COLUMNS,
-        records=[tuple(getattr(m, c) for c in _MOVEMENT_COLUMNS) for m in movements],
+        records=movements,
     )
     totals: dict[tuple[str, str, dt.date, dt.date], int] = {}
     for m in movements:

@@ -730,13 +730,23 @@ class _Work:
     """Ids of the invoices stored so far (the only ones that can differ from the state before)."""
 
 
-def _put_invoice(work: _Work, invoice: Invoice) -> _Work:
+def _put_invoice(
+    work: _Work, invoice: Invoice, timeline: Timeline | None = None, movement: Movement | None = None
+) -> _Work:
+    """Store `invoice`, and with it its `timeline` and the `movement` made when given (one copy of
+    the state and of the work for all three: this runs for nearly every event)."""
     before = work.state
-    state = replace(before, invoices={**before.invoices, invoice.invoice_id: invoice})
-    opened = _carried(before.__dict__.get("_open"), invoice.invoice_id, invoice.status == "open")
+    invoice_id = invoice.invoice_id
+    invoices = {**before.invoices, invoice_id: invoice}
+    if timeline is None:
+        state = replace(before, invoices=invoices)
+    else:
+        state = replace(before, invoices=invoices, timelines={**before.timelines, invoice_id: timeline})
+    opened = _carried(before.__dict__.get("_open"), invoice_id, invoice.status == "open")
     if opened is not None:
         state.__dict__["_open"] = opened
-    return replace(work, state=state, touched=(*work.touched, invoice.invoice_id))
+    movements = work.movements if movement is None else (*work.movements, movement)
+    return replace(work, state=state, touched=(*work.touched, invoice_id), movements=movements)
 
 
 def _put_source(work: _Work, source: CashSource) -> _Work:
@@ -759,11 +769,7 @@ def _record(
     timeline = _timeline_add(work.state.timelines.get(invoice.invoice_id, ()), day, delta)
     invoice = replace(invoice, settled_on=_settled_on(invoice, timeline, day))
     movement = Movement(invoice.invoice_id, invoice.currency, due_date or invoice.due_date, delta, day)
-    work = _put_invoice(work, invoice)
-    timelines = {**work.state.timelines, invoice.invoice_id: timeline}
-    return replace(
-        work, state=replace(work.state, timelines=timelines), movements=(*work.movements, movement)
-    )
+    return _put_invoice(work, invoice, timeline, movement)
 
 
 def _settled_on(invoice: Invoice, timeline: Timeline, day: dt.date) -> dt.date | None:

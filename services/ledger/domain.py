@@ -494,6 +494,8 @@ def _issue_invoice(state: DebtorLedger, event: InvoiceIssued) -> Transition:
     )
     work = _record(_Work(state, event.issue_date), invoice, invoice.amount, event.issue_date)
     transition = _finish(state, _claim_earmarks(work, event.invoice_id))
+    if not state.earmarked_by:
+        return transition
     refused = tuple(
         (event_id, _refused_earmark(source, invoice))
         for source, event_id in sorted(
@@ -623,9 +625,7 @@ def _post_write_off(state: DebtorLedger, event: WriteOffPosted) -> Transition:
         return Transition(state, rejection=reason)
     work = _Work(state, event.posting_date)
     write_off = WriteOff(event.writeoff_id, invoice.invoice_id, amount, event.posting_date)
-    work = replace(
-        work, state=replace(state, write_offs={**state.write_offs, write_off.writeoff_id: write_off})
-    )
+    work.put("write_offs", write_off.writeoff_id, write_off)
     day = _room_date(work, invoice, amount)
     work = _record(work, replace(invoice, written_off=invoice.written_off + amount), -amount, day)
     return _finish(state, work, written_off=invoice.invoice_id)
@@ -651,7 +651,7 @@ def _grant_discount(state: DebtorLedger, event: DiscountGranted) -> Transition:
         return Transition(state)
     discount = Discount(event.discount_id, invoice.invoice_id, amount, event.posting_date, payment_id)
     work = _Work(state, event.posting_date)
-    work = replace(work, state=replace(state, discounts={**state.discounts, discount.discount_id: discount}))
+    work.put("discounts", discount.discount_id, discount)
     day = _room_date(work, invoice, amount)
     work = _record(work, replace(invoice, discounted=invoice.discounted + amount), -amount, day)
     return _finish(state, work)
@@ -676,9 +676,7 @@ def _take_back_discounts(work: _Work, payment_id: str) -> _Work:
         d for d in work.state.discounts.values() if d.payment_id == payment_id and d.taken_back_on is None
     ]
     for discount in sorted(earned, key=lambda d: d.discount_id):
-        taken_back = replace(discount, taken_back_on=work.date)
-        discounts = {**work.state.discounts, discount.discount_id: taken_back}
-        work = replace(work, state=replace(work.state, discounts=discounts))
+        work.put("discounts", discount.discount_id, replace(discount, taken_back_on=work.date))
         invoice = work.state.invoices[discount.invoice_id]
         reopened = replace(invoice, discounted=invoice.discounted - discount.amount)
         work = _record(work, reopened, discount.amount, max(work.date, discount.posting_date))
@@ -719,47 +717,73 @@ def _currency_rejection(state: DebtorLedger, action: str, invoice: Invoice, curr
 # --- one event's work in progress ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class _Work:
-    """The state so far while applying one event, the event's business date and the movements made."""
+    """One event's work in progress: the state so far, the event's business date, the movements
+    made and the ids of the invoices stored (the only ones that can differ from the state before).
 
-    state: DebtorLedger
-    date: dt.date
-    movements: tuple[Movement, ...] = ()
-    touched: tuple[str, ...] = ()
-    """Ids of the invoices stored so far (the only ones that can differ from the state before)."""
+    Private to the event that makes it, and so changed in place: the state is copied on the event's
+    first change and each of its mappings on the first change to it (`own`), not once per item
+    stored. The state given is never changed, and the state `evolve` returns is never changed after."""
+
+    __slots__ = ("_owned", "date", "movements", "state", "touched")
+
+    def __init__(self, state: DebtorLedger, date: dt.date) -> None:
+        self.state = state
+        self.date = date
+        self.movements: list[Movement] = []
+        self.touched: list[str] = []
+        self._owned: set[str] | None = None
+        """The mappings of `state` this work made its own (None: `state` is the one given)."""
+
+    def own(self, name: str) -> dict[str, Any]:
+        """The state's mapping `name`, this work's own copy, to change in place. The memoized id sets
+        (`_MEMOS`) stay valid: the copy holds what the original did, and the callers carry them."""
+        owned = self._owned
+        if owned is None:
+            self.state = replace(self.state)
+            owned = self._owned = set()
+        fields = self.state.__dict__
+        if name not in owned:
+            fields[name] = dict(fields[name])
+            owned.add(name)
+        mapping: dict[str, Any] = fields[name]
+        return mapping
+
+    def put(self, name: str, key: str, value: Any) -> None:
+        """Store `value` under `key` in the state's mapping `name` (one whose items no memo derives
+        from: `write_offs`, `discounts`)."""
+        self.own(name)[key] = value
 
 
 def _put_invoice(
     work: _Work, invoice: Invoice, timeline: Timeline | None = None, movement: Movement | None = None
 ) -> _Work:
-    """Store `invoice`, and with it its `timeline` and the `movement` made when given (one copy of
-    the state and of the work for all three: this runs for nearly every event)."""
-    before = work.state
+    """Store `invoice`, and with it its `timeline` and the `movement` made when given."""
     invoice_id = invoice.invoice_id
-    invoices = {**before.invoices, invoice_id: invoice}
-    if timeline is None:
-        state = replace(before, invoices=invoices)
-    else:
-        state = replace(before, invoices=invoices, timelines={**before.timelines, invoice_id: timeline})
-    opened = _carried(before.__dict__.get("_open"), invoice_id, invoice.status == "open")
+    work.own("invoices")[invoice_id] = invoice
+    if timeline is not None:
+        work.own("timelines")[invoice_id] = timeline
+    memo = work.state.__dict__
+    opened = _carried(memo.get("_open"), invoice_id, invoice.status == "open")
     if opened is not None:
-        state.__dict__["_open"] = opened
-    movements = work.movements if movement is None else (*work.movements, movement)
-    return replace(work, state=state, touched=(*work.touched, invoice_id), movements=movements)
+        memo["_open"] = opened
+    if movement is not None:
+        work.movements.append(movement)
+    work.touched.append(invoice_id)
+    return work
 
 
 def _put_source(work: _Work, source: CashSource) -> _Work:
-    before = work.state
-    state = replace(before, sources={**before.sources, source.source_id: source})
-    memo = before.__dict__
-    free = _carried(memo.get("_free"), source.source_id, source.undirected > 0)
-    earmarking = _carried(memo.get("_earmarking"), source.source_id, bool(source.directed))
+    source_id = source.source_id
+    work.own("sources")[source_id] = source
+    memo = work.state.__dict__
+    free = _carried(memo.get("_free"), source_id, source.undirected > 0)
+    earmarking = _carried(memo.get("_earmarking"), source_id, bool(source.directed))
     if free is not None:
-        state.__dict__["_free"] = free
+        memo["_free"] = free
     if earmarking is not None:
-        state.__dict__["_earmarking"] = earmarking
-    return replace(work, state=state)
+        memo["_earmarking"] = earmarking
+    return work
 
 
 def _record(
@@ -767,7 +791,8 @@ def _record(
 ) -> _Work:
     """Store `invoice` (which already reflects the change) and the movement of `delta` from `day`."""
     timeline = _timeline_add(work.state.timelines.get(invoice.invoice_id, ()), day, delta)
-    invoice = replace(invoice, settled_on=_settled_on(invoice, timeline, day))
+    if (settled_on := _settled_on(invoice, timeline, day)) != invoice.settled_on:
+        invoice = replace(invoice, settled_on=settled_on)
     movement = Movement(invoice.invoice_id, invoice.currency, due_date or invoice.due_date, delta, day)
     return _put_invoice(work, invoice, timeline, movement)
 
@@ -1031,7 +1056,7 @@ def _finish(before: DebtorLedger, work: _Work, written_off: str | None = None) -
     changes = tuple(
         _balance_change(before.invoices.get(i), after.invoices[i], work, written_off) for i in touched
     )
-    return Transition(after, work.movements, changes)
+    return Transition(after, tuple(work.movements), changes)
 
 
 def _balance_change(

@@ -29,11 +29,15 @@ from services.ledger.domain import (
     LedgerEvent,
     Movement,
     Transition,
+    _earmarking_sources,
+    _free_sources,
+    _open_invoices,
     _referent,
     evolve,
     initial_state,
     replace,
 )
+from services.ledger.state_codec import encode_ledger
 from services.ledger.statement import statement
 
 from . import money, profile
@@ -308,6 +312,27 @@ def test_applying_each_event_twice_is_applying_it_once(history: list[LedgerEvent
         assert twice.state == once.state
         assert not twice.movements and not twice.changes
         state = once.state
+
+
+@settings(max_examples=300, deadline=None)
+@for_all(histories())
+def test_no_state_changes_once_made(history: list[LedgerEvent]) -> None:
+    """`evolve` works on a private copy of what an event changes: every state it was given or
+    returned reads the same after all later events (their items, and the open invoices and free
+    cash it remembers for the next event) as when it was made."""
+    state = initial_state("acme", "debtor-1")
+    made: list[tuple[DebtorLedger, bytes, tuple[frozenset[str], ...]]] = []
+    for event in history:
+        made.append((state, encode_ledger(state), _memos(state)))
+        state = evolve(state, event).state
+    made.append((state, encode_ledger(state), _memos(state)))
+    for earlier, encoded, memos in made:
+        assert encode_ledger(earlier) == encoded
+        assert _memos(earlier) == memos
+
+
+def _memos(state: DebtorLedger) -> tuple[frozenset[str], ...]:
+    return _open_invoices(state), _free_sources(state), _earmarking_sources(state)
 
 
 @settings(max_examples=300, deadline=None)
